@@ -1,0 +1,85 @@
+"""HRNet models: `create_model(arch, head, num_classes, **overrides)`.
+
+The variables are the plain tree {'params': {'backbone': ..., 'head': ...}, 'batch_stats': ...};
+every head shares the backbone subtree, so transplanting a backbone is copying one subtree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from hrnet_jax.models.heads import ClassificationHead, PoseHead, PyramidNeck, RepresentationHead
+from hrnet_jax.models.hrnet import ARCHS, ArchSpec, HRNetBackbone, StageSpec, tiny_arch
+from hrnet_jax.models.layers import LayerConfig
+
+HEADS = (None, "classification", "segmentation", "pose", "landmarks", "pyramid")
+
+# The papers' per-task defaults. bn_momentum is Flax's: PyTorch 0.1 -> 0.9, 0.01 -> 0.99.
+HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
+    None: dict(upsample="nearest", bn_momentum=0.9),
+    "classification": dict(upsample="nearest", bn_momentum=0.9, num_classes=1000),
+    "segmentation": dict(upsample="bilinear", align_corners=False, bn_momentum=0.99, num_classes=19),
+    "pose": dict(upsample="nearest", bn_momentum=0.9, num_classes=17),
+    "landmarks": dict(upsample="bilinear", align_corners=False, bn_momentum=0.99, num_classes=98),
+    "pyramid": dict(upsample="nearest", bn_momentum=0.9),
+}
+
+LAYER_OPTIONS = tuple(f.name for f in dataclasses.fields(LayerConfig))
+
+
+class HRNet(nn.Module):
+    """Backbone and (optionally) one task head. `head=None` returns the branch features."""
+
+    arch: ArchSpec
+    layers: LayerConfig
+    head: str | None = None
+    num_classes: int | None = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> Any:
+        # HRNetV1 for pose: the last module fuses into branch 0 only; the other heads use all.
+        xs = HRNetBackbone(self.arch, self.layers, multi_scale_output=self.head != "pose",
+                           name="backbone")(x, train)
+        if self.head is None:
+            return xs
+        if self.head == "classification":
+            return ClassificationHead(self.num_classes, self.layers, name="head")(xs, train)
+        if self.head in ("segmentation", "landmarks"):
+            return RepresentationHead(self.num_classes, self.layers, name="head")(xs, train)
+        if self.head == "pose":
+            return PoseHead(self.num_classes, self.layers, name="head")(xs, train)
+        # HRFPN resamples bilinearly whatever the backbone does.
+        neck_layers = dataclasses.replace(self.layers, upsample="bilinear", align_corners=False)
+        return PyramidNeck(neck_layers, name="head")(xs, train)
+
+
+def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int | None = None,
+                 **overrides: Any) -> HRNet:
+    """Build an HRNet. `arch` names a preset (see `ARCHS`) or is an `ArchSpec`.
+
+    overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype);
+    the head picks the papers' defaults for the rest.
+    """
+    if isinstance(arch, str):
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        arch = ARCHS[arch]
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+    unknown = sorted(set(overrides) - set(LAYER_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown model option(s) {unknown}; valid options: {list(LAYER_OPTIONS)}")
+    defaults = dict(HEAD_DEFAULTS[head])
+    default_classes = defaults.pop("num_classes", None)
+    if head in ("pyramid", None) and num_classes is not None:
+        raise ValueError(f"head {head!r} has no classes; do not pass num_classes")
+    layers = LayerConfig(**{**defaults, **overrides})
+    return HRNet(arch, layers, head, num_classes if num_classes is not None else default_classes)
+
+
+__all__ = ["ARCHS", "ArchSpec", "HEADS", "HRNet", "LayerConfig", "StageSpec", "create_model",
+           "tiny_arch"]

@@ -1,0 +1,279 @@
+"""PyTorch state_dict <-> Flax variables, with strict accounting of every key.
+
+Both key schemes users hold checkpoints in are understood without a flag: timm's and the official
+HRNet repos' share the backbone names (`conv1`, `layer1.0.conv1`, `transition1.1.0.0`,
+`stage2.0.branches.0.0.conv1`, `stage2.0.fuse_layers.1.0.0.0`, ...). Heads: classification
+`incre_modules` / `downsamp_modules` / `final_layer` / `classifier` (cls_hrnet and timm),
+segmentation `last_layer.{0,1,3}`, pose `final_layer`, landmarks `head.{0,1,3}`, pyramid
+(HRFPN) `reduction_conv.conv` / `fpn_convs.K.conv`. Wrapper prefixes (`module.`, `model.`,
+`backbone.`, `neck.`) are stripped.
+
+Nothing is skipped silently: every missing, unexpected and shape-mismatched key is named, and
+strict loading fails on any of them unless the caller listed it in `ignore`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from hrnet_jax.models import ArchSpec, create_model
+
+Variables = dict[str, Any]
+
+_WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "neck.")
+
+# Flax module path (inside 'backbone') -> PyTorch module name, by pattern.
+_BACKBONE_RULES = [
+    (r"^stem/", ""),
+    (r"^layer1/block(\d+)/", r"layer1.\1."),
+    (r"^transition(\d+)/branch(\d+)/down(\d+)/", r"transition\1.\2.\3."),
+    (r"^transition(\d+)/branch(\d+)/", r"transition\1.\2."),
+    (r"^stage(\d+)/module(\d+)/branch(\d+)/block(\d+)/", r"stage\1.\2.branches.\3.\4."),
+    (r"^stage(\d+)/module(\d+)/fuse/to(\d+)_from(\d+)/down(\d+)/", r"stage\1.\2.fuse_layers.\3.\4.\5."),
+    (r"^stage(\d+)/module(\d+)/fuse/to(\d+)_from(\d+)/", r"stage\1.\2.fuse_layers.\3.\4."),
+]
+_HEAD_RULES: dict[str, list[tuple[str, str]]] = {
+    "classification": [(r"^incre(\d+)/", r"incre_modules.\1.0."),
+                       (r"^downsamp(\d+)/", r"downsamp_modules.\1."),
+                       (r"^final/", "final_layer.")],
+    "segmentation": [(r"^proj/", "last_layer."), (r"^classifier$", "last_layer.3")],
+    "landmarks": [(r"^proj/", "head."), (r"^classifier$", "head.3")],
+    "pose": [(r"^classifier$", "final_layer")],
+    "pyramid": [(r"^reduction$", "reduction_conv.conv"), (r"^fpn(\d+)$", r"fpn_convs.\1.conv")],
+}
+# The last segment of a module path: ConvBN's children sit at Sequential indices 0 and 1.
+_LEAF_MODULES = {"conv": "0", "bn": "1", "downsample_conv": "downsample.0",
+                 "downsample_bn": "downsample.1"}
+_PARAM_NAMES = {("params", "kernel"): "weight", ("params", "bias"): "bias",
+                ("params", "scale"): "weight", ("batch_stats", "mean"): "running_mean",
+                ("batch_stats", "var"): "running_var"}
+
+
+def torch_module_name(path: str, head: str | None) -> str:
+    """Map a Flax module path ('backbone/stage2/module0/fuse/to0_from1/conv') to its PyTorch
+    module name ('stage2.0.fuse_layers.0.1.0')."""
+    scope, _, rest = path.partition("/")
+    rules = _BACKBONE_RULES if scope == "backbone" else _HEAD_RULES.get(head or "", [])
+    for pattern, replacement in rules:
+        rest, n = re.subn(pattern, replacement, rest)
+        if n:
+            break
+    prefix, _, last = rest.rpartition("/")
+    if prefix:
+        raise ValueError(f"no PyTorch name for Flax module {path!r} (head {head!r})")
+    head_part, _, leaf = last.rpartition(".")
+    leaf = _LEAF_MODULES.get(leaf, leaf)
+    return f"{head_part}.{leaf}" if head_part else leaf
+
+
+def _num_batches_key(running_mean_key: str) -> str:
+    return running_mean_key[: -len("running_mean")] + "num_batches_tracked"
+
+
+# PyTorch's registration order of module names, so that `to_torch` lists keys as torch does
+# (JAX sorts dict keys, which would put `bn1` before `conv1`).
+_TORCH_MODULE_ORDER = {name: rank for rank, name in enumerate((
+    "conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample", "layer1", "transition1", "stage2",
+    "transition2", "stage3", "transition3", "stage4", "branches", "fuse_layers", "incre_modules",
+    "downsamp_modules", "final_layer", "classifier", "last_layer", "head", "reduction_conv",
+    "fpn_convs", "conv", "weight", "bias", "running_mean", "running_var", "num_batches_tracked"))}
+
+
+def _torch_sort_key(key: str) -> tuple:
+    return tuple((int(part), 0) if part.isdigit() else (-1, _TORCH_MODULE_ORDER.get(part, 99))
+                 for part in key.split("."))
+
+
+def key_map(variables: Variables, head: str | None) -> dict[str, tuple[str, ...]]:
+    """Every PyTorch key of a model -> the (collection, *path) of its Flax leaf, in the order
+    PyTorch lists them."""
+    out = {}
+    for flat_path in traverse_util.flatten_dict(variables):
+        collection, *module, leaf = flat_path
+        name = torch_module_name("/".join(module), head)
+        out[f"{name}.{_PARAM_NAMES[(collection, leaf)]}"] = flat_path
+    return {key: out[key] for key in sorted(out, key=_torch_sort_key)}
+
+
+def _to_flax(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 4:  # conv (out, in, kh, kw) -> (kh, kw, in, out)
+        return np.transpose(array, (2, 3, 1, 0))
+    if array.ndim == 2:  # linear (out, in) -> (in, out)
+        return array.T
+    return array
+
+
+def _to_torch(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 4:
+        return np.transpose(array, (3, 2, 0, 1))
+    if array.ndim == 2:
+        return array.T
+    return array
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a conversion did with every key: nothing goes unaccounted."""
+
+    loaded: list[str] = dataclasses.field(default_factory=list)
+    missing: list[str] = dataclasses.field(default_factory=list)
+    unexpected: list[str] = dataclasses.field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = dataclasses.field(default_factory=list)
+    ignored: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors, ignored {len(self.ignored)}"]
+        for title, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if keys:
+                lines.append(f"{len(keys)} {title}: " + ", ".join(keys))
+        for key, file_shape, model_shape in self.mismatched:
+            lines.append(f"shape mismatch {key}: file {file_shape}, model {model_shape}")
+        return "\n".join(lines)
+
+
+class WeightLoadError(ValueError):
+    """A checkpoint that does not fit the model; `.report` names every offending key."""
+
+    def __init__(self, report: LoadReport):
+        super().__init__("checkpoint does not fit the model:\n" + str(report))
+        self.report = report
+
+
+def _strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, str]:
+    """Normalised key -> original key (DataParallel's `module.`, mmdet's `backbone.`, ...)."""
+    names = {}
+    for key in state_dict:
+        name = key
+        while name.startswith(_WRAPPER_PREFIXES):
+            name = name.split(".", 1)[1]
+        names[name] = key
+    return names
+
+
+def _infer_num_classes(head: str | None, state_dict: Mapping[str, Any]) -> int | None:
+    weight_key = {"classification": "classifier.weight", "segmentation": "last_layer.3.weight",
+                  "landmarks": "head.3.weight", "pose": "final_layer.weight"}.get(head or "")
+    for name, key in _strip_wrappers(state_dict).items():
+        if name == weight_key:
+            return int(np.shape(state_dict[key])[0])
+    return None
+
+
+def abstract_variables(model: Any, size: int = 64) -> Variables:
+    """The variables' shapes and dtypes, without computing anything."""
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                                              train=False))
+
+
+def from_torch(arch: str | ArchSpec, head: str | None, state_dict: Mapping[str, Any],
+               num_classes: int | None = None, strict: bool = True,
+               ignore: Sequence[str] = ()) -> Any:
+    """Convert a PyTorch HRNet state_dict (numpy arrays or tensors) to Flax variables.
+
+    `num_classes` defaults to what the checkpoint's classifier holds. `ignore` lists glob
+    patterns of keys the caller expects to be left over (e.g. 'incre_modules.*' when taking a
+    backbone from a classification checkpoint); they are reported, not fatal.
+    Returns the variables; raises `WeightLoadError` naming every missing, unexpected or
+    shape-mismatched key. With `strict=False` returns `(variables, report)` instead, the
+    variables holding only what loaded.
+    """
+    if num_classes is None and head not in (None, "pyramid"):
+        num_classes = _infer_num_classes(head, state_dict)
+    model = create_model(arch, head, num_classes)
+    expected = abstract_variables(model)
+    targets = key_map(expected, head)
+    shapes = traverse_util.flatten_dict(expected)
+    names = _strip_wrappers(state_dict)
+    report, flat = LoadReport(), {}
+    for torch_key, flax_path in targets.items():
+        if torch_key not in names:
+            report.missing.append(torch_key)
+            continue
+        value = _to_flax(np.asarray(_as_numpy(state_dict[names[torch_key]]), np.float32))
+        if value.shape != shapes[flax_path].shape:
+            report.mismatched.append((names[torch_key], _to_torch(value).shape,
+                                      _to_torch(np.empty(shapes[flax_path].shape)).shape))
+            continue
+        flat[flax_path] = value
+        report.loaded.append(names[torch_key])
+    bn_counters = {_num_batches_key(k) for k in targets if k.endswith("running_mean")}
+    for name, key in names.items():
+        if name in targets:
+            continue
+        if name in bn_counters or any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(key, p)
+                                      for p in ignore):
+            report.ignored.append(key)
+        else:
+            report.unexpected.append(key)
+    variables = traverse_util.unflatten_dict(flat) if flat else {}
+    if not strict:
+        return variables, report
+    if not report.ok:
+        raise WeightLoadError(report)
+    return variables
+
+
+def to_torch(variables: Variables, head: str | None,
+             num_batches_tracked: bool = True) -> dict[str, np.ndarray]:
+    """Flax variables -> a PyTorch state_dict of numpy arrays (official/timm key names).
+
+    BatchNorm's `num_batches_tracked` counters, which Flax does not keep, are written as 0 (they
+    only matter for PyTorch's cumulative-average BatchNorm, which HRNet does not use).
+    """
+    flat = traverse_util.flatten_dict(jax.device_get(variables))
+    state_dict = {}
+    for torch_key, flax_path in key_map(variables, head).items():
+        state_dict[torch_key] = np.asarray(_to_torch(np.asarray(flat[flax_path], np.float32)))
+        if num_batches_tracked and torch_key.endswith("running_var"):
+            state_dict[_num_batches_key(torch_key[: -len("running_var")] + "running_mean")] = \
+                np.array(0, np.int64)
+    return state_dict
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a `.pth`/`.pt` (needs torch) or `.safetensors` (does not) file into numpy arrays.
+
+    Checkpoints that wrap the weights (`{'state_dict': ...}`, `{'model': ...}`) are unwrapped.
+    """
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+        return dict(load_file(path))
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(f"reading {path} needs PyTorch (pip install torch); "
+                          "or convert it to .safetensors first") from error
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
+            checkpoint = checkpoint[wrapper]
+    return {k: _as_numpy(v) for k, v in checkpoint.items() if hasattr(v, "shape")}
+
+
+def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> None:
+    """Write a numpy state_dict as `.safetensors`, readable by PyTorch users and by us."""
+    from safetensors.numpy import save_file
+    save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, os.fspath(path))

@@ -1,0 +1,179 @@
+"""The model family: exact parameter counts, shapes of every head, options, and errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hrnet_jax.models import create_model, tiny_arch
+from hrnet_jax.models.layers import resize_bilinear, upsample_nearest
+from hrnet_jax.models.summary import count_params, main as summary_main, summarize
+
+from conftest import relative_error
+
+# shared/DESIGN.md, checked against the reference code.
+PARAM_COUNTS = [
+    ("hrnet_w18_small", "classification", None, 13_187_464),
+    ("hrnet_w18_small_v2", "classification", None, 15_597_464),
+    ("hrnet_w18", "classification", None, 21_299_004),
+    ("hrnet_w30", "classification", None, 37_712_220),
+    ("hrnet_w32", "classification", None, 41_232_680),
+    ("hrnet_w40", "classification", None, 57_557_160),
+    ("hrnet_w44", "classification", None, 67_064_984),
+    ("hrnet_w48", "classification", None, 77_469_864),
+    ("hrnet_w64", "classification", None, 128_059_944),
+    ("hrnet_w18", None, None, 9_562_260),
+    ("hrnet_w32", None, None, 29_305_536),
+    ("hrnet_w48", None, None, 65_325_120),
+    ("hrnet_w18_small", "segmentation", 19, 1_540_819),
+    ("hrnet_w18_small_v2", "segmentation", 19, 3_939_579),
+    ("hrnet_w18", "segmentation", 19, 9_641_119),
+    ("hrnet_w32", "segmentation", 19, 29_546_515),
+    ("hrnet_w48", "segmentation", 19, 65_859_379),
+    ("hrnet_w32", "pose", 17, 28_536_113),
+    ("hrnet_w48", "pose", 17, 63_595_745),
+]
+
+
+def abstract_init(model, size=(64, 64)):
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 3)),
+                                             train=False))
+
+
+@pytest.mark.parametrize("arch,head,classes,expected", PARAM_COUNTS)
+def test_parameter_count_is_exact(arch, head, classes, expected):
+    assert count_params(abstract_init(create_model(arch, head, classes))) == expected
+
+
+def test_landmark_and_pyramid_heads_count_what_the_papers_build():
+    # Landmarks: the segmentation head with 98 outputs (W18: 270 -> 270 -> 98, 1x1 convs, bias).
+    backbone = 9_562_260
+    assert count_params(abstract_init(create_model("hrnet_w18", "landmarks", 98))) == (
+        backbone + 270 * 270 + 270 + 2 * 270 + 270 * 98 + 98)
+    # HRFPN: 1x1 conv 270 -> 256 with bias, five 3x3 convs 256 -> 256 with bias.
+    assert count_params(abstract_init(create_model("hrnet_w18", "pyramid"))) == (
+        backbone + 270 * 256 + 256 + 5 * (9 * 256 * 256 + 256))
+
+
+# The official "GFLOPs" (multiply-adds / 2^30) of the papers' tables, to 1%.
+@pytest.mark.parametrize("arch,head,size,official", [
+    ("hrnet_w48", "segmentation", (1024, 2048), 696.2),
+    ("hrnet_w32", "pose", (256, 192), 7.1),
+    ("hrnet_w48", "pose", (384, 288), 32.9),
+    ("hrnet_w18", "classification", (224, 224), 3.99),
+])
+def test_official_gflops(arch, head, size, official):
+    info = summarize(arch, head, size)
+    assert abs(info["gflops_official"] - official) / official < 0.01
+
+
+def test_summary_cli_prints_params_and_gflops(capsys):
+    summary_main(["hrnet_w18", "--head", "classification", "--size", "224x224"])
+    out = capsys.readouterr().out
+    assert "21,299,004 parameters" in out and "3.99 official GFLOPs" in out
+
+
+@pytest.fixture(scope="module")
+def tiny_outputs():
+    """Every head of a tiny HRNet run at 250x300, a size no 32-multiple."""
+    x = jnp.asarray(np.random.RandomState(0).rand(2, 250, 300, 3), jnp.float32)
+    outs = {}
+    for head, classes in [(None, None), ("classification", 10), ("segmentation", 19),
+                          ("pose", 17), ("landmarks", 98), ("pyramid", None)]:
+        model = create_model(tiny_arch(), head, classes, upsample="bilinear")
+        variables = model.init(jax.random.key(0), x[:1], train=False)
+        outs[head or "features"] = jax.jit(lambda v, x, m=model: m.apply(v, x, train=False))(variables, x)
+    return outs
+
+
+def test_heads_take_any_size_with_bilinear_upsampling(tiny_outputs):
+    # 250x300 -> stem 63x75 (ceil quarter), then 32x38, 16x19, 8x10.
+    assert [f.shape for f in tiny_outputs["features"]] == [
+        (2, 63, 75, 4), (2, 32, 38, 8), (2, 16, 19, 16), (2, 8, 10, 32)]
+    assert tiny_outputs["classification"].shape == (2, 10)
+    assert tiny_outputs["segmentation"].shape == (2, 63, 75, 19)
+    assert tiny_outputs["pose"].shape == (2, 63, 75, 17)
+    assert tiny_outputs["landmarks"].shape == (2, 63, 75, 98)
+    # Pyramid: 256 channels, average-pooled by 1, 2, 4, 8, 16 (floor).
+    assert [f.shape for f in tiny_outputs["pyramid"]] == [
+        (2, 63, 75, 256), (2, 31, 37, 256), (2, 15, 18, 256), (2, 7, 9, 256), (2, 3, 4, 256)]
+    for out in jax.tree.leaves(tiny_outputs):
+        assert np.isfinite(np.asarray(out)).all()
+
+
+def test_logits_upsample_to_the_input_size(tiny_outputs):
+    logits = resize_bilinear(tiny_outputs["segmentation"], (250, 300))
+    assert logits.shape == (2, 250, 300, 19)
+
+
+def test_nearest_upsampling_rejects_sizes_not_divisible_by_32_naming_valid_ones():
+    model = create_model("hrnet_w18", "classification")
+    with pytest.raises(ValueError) as error:
+        abstract_init(model, (250, 300))
+    message = str(error.value)
+    assert "250x300" in message
+    for valid in ("224x288", "224x320", "256x288", "256x320"):
+        assert valid in message
+    assert "bilinear" in message
+
+
+def test_head_defaults_follow_the_papers():
+    assert create_model("hrnet_w18", "segmentation").layers.upsample == "bilinear"
+    assert create_model("hrnet_w18", "segmentation").layers.bn_momentum == 0.99  # torch 0.01
+    assert create_model("hrnet_w18", "landmarks").layers.upsample == "bilinear"
+    assert create_model("hrnet_w18", "pose").layers.upsample == "nearest"
+    assert create_model("hrnet_w18", "classification").layers.bn_momentum == 0.9  # torch 0.1
+    assert create_model("hrnet_w18", "classification").num_classes == 1000
+    assert create_model("hrnet_w18", "segmentation", align_corners=True).layers.align_corners
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="hrnet_w18_small_v2"):
+        create_model("hrnet_w19")
+    with pytest.raises(ValueError, match="segmentation"):
+        create_model("hrnet_w18", "segmentaion")
+    with pytest.raises(ValueError, match="bn_momentum"):
+        create_model("hrnet_w18", "segmentation", bn_mom=0.9)
+    with pytest.raises(ValueError, match="nearest"):
+        create_model("hrnet_w18", upsample="bicubic")
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
+    x = jnp.asarray(np.random.RandomState(1).rand(2, 64, 64, 3), jnp.float32)
+    model32 = create_model(tiny_arch(8), "segmentation", 5)
+    model16 = create_model(tiny_arch(8), "segmentation", 5, dtype=jnp.bfloat16)
+    variables = model32.init(jax.random.key(0), x, train=False)
+    assert {v.dtype for v in jax.tree.leaves(model16.init(jax.random.key(0), x, train=False))} == {
+        jnp.dtype(jnp.float32)}
+    out32, state32 = model32.apply(variables, x, train=True, mutable=["batch_stats"])
+    out16, state16 = model16.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert out16.dtype == jnp.bfloat16
+    assert {v.dtype for v in jax.tree.leaves(state16)} == {jnp.dtype(jnp.float32)}
+    # bf16 keeps ~3 significant digits; through ~40 layers the logits stay within a few percent.
+    out16, out32 = np.asarray(out16, np.float64), np.asarray(out32, np.float64)
+    assert np.linalg.norm(out16 - out32) / np.linalg.norm(out32) < 0.15
+    assert np.corrcoef(out16.ravel(), out32.ravel())[0, 1] > 0.99
+    assert relative_error(jax.tree.leaves(state16)[0], jax.tree.leaves(state32)[0]) < 0.05
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("size_in,size_out", [((4, 6), (8, 12)), ((5, 7), (13, 9)), ((3, 3), (1, 1))])
+def test_bilinear_resize_matches_torch_interpolate(align_corners, size_in, size_out):
+    x = np.random.RandomState(0).randn(2, *size_in, 3).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=size_out,
+                             mode="bilinear", align_corners=align_corners).permute(0, 2, 3, 1)
+    assert relative_error(resize_bilinear(jnp.asarray(x), size_out, align_corners),
+                          expected.numpy()) < 1e-6
+
+
+def test_nearest_upsampling_matches_torch_and_has_no_gather():
+    x = np.random.RandomState(0).randn(2, 4, 3, 5).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), scale_factor=4,
+                             mode="nearest").permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(upsample_nearest(jnp.asarray(x), (16, 12)), expected)
+    hlo = jax.jit(jax.grad(lambda x: upsample_nearest(x, (16, 12)).sum())).lower(x).as_text()
+    assert "gather" not in hlo and "scatter" not in hlo
