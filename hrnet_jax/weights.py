@@ -50,7 +50,8 @@ _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
     "pose": [(r"^classifier$", "final_layer")],
     "pyramid": [(r"^reduction$", "reduction_conv.conv"), (r"^fpn(\d+)$", r"fpn_convs.\1.conv")],
 }
-# The last segment of a module path: ConvBN's children sit at Sequential indices 0 and 1.
+# The last segment of a module path, renamed first: ConvBN's conv and bn are PyTorch's
+# Sequential indices 0 and 1.
 _LEAF_MODULES = {"conv": "0", "bn": "1", "downsample_conv": "downsample.0",
                  "downsample_bn": "downsample.1"}
 _PARAM_NAMES = {("params", "kernel"): "weight", ("params", "bias"): "bias",
@@ -62,17 +63,16 @@ def torch_module_name(path: str, head: str | None) -> str:
     """Map a Flax module path ('backbone/stage2/module0/fuse/to0_from1/conv') to its PyTorch
     module name ('stage2.0.fuse_layers.0.1.0')."""
     scope, _, rest = path.partition("/")
+    prefix, _, last = rest.rpartition("/")
+    rest = f"{prefix}/{_LEAF_MODULES.get(last, last)}" if prefix else _LEAF_MODULES.get(last, last)
     rules = _BACKBONE_RULES if scope == "backbone" else _HEAD_RULES.get(head or "", [])
     for pattern, replacement in rules:
         rest, n = re.subn(pattern, replacement, rest)
         if n:
             break
-    prefix, _, last = rest.rpartition("/")
-    if prefix:
+    if "/" in rest:
         raise ValueError(f"no PyTorch name for Flax module {path!r} (head {head!r})")
-    head_part, _, leaf = last.rpartition(".")
-    leaf = _LEAF_MODULES.get(leaf, leaf)
-    return f"{head_part}.{leaf}" if head_part else leaf
+    return rest
 
 
 def _num_batches_key(running_mean_key: str) -> str:
