@@ -14,9 +14,24 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 # He-normal on fan-out, as timm and torchvision initialise convs feeding a ReLU.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv_or_matmul(lhs, rhs, window_strides, padding, **kwargs):
+    """`lax.conv_general_dilated`, except that a 1x1 stride-1 conv is a matmul over channels.
+
+    XLA:CPU runs matmuls about twice as fast as the equivalent 1x1 convolution; on accelerators
+    both lower to the same kernels. The parameters keep the conv layout (1, 1, in, out).
+    """
+    pointwise = rhs.shape[:2] == (1, 1) and tuple(window_strides) == (1, 1) and all(
+        tuple(p) == (0, 0) for p in padding) and kwargs.get("feature_group_count", 1) == 1
+    if not pointwise:
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+    return lax.dot_general(lhs, rhs[0, 0], (((lhs.ndim - 1,), (0,)), ((), ())),
+                           precision=kwargs.get("precision"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +60,8 @@ class LayerConfig:
         pad = (kernel - 1) // 2
         return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                        padding=((pad, pad), (pad, pad)), use_bias=bias, dtype=self.dtype,
-                       param_dtype=jnp.float32, kernel_init=conv_init, name=name)
+                       param_dtype=jnp.float32, kernel_init=conv_init,
+                       conv_general_dilated=conv_or_matmul, name=name)
 
     def norm(self, train: bool, name: str | None = None) -> nn.BatchNorm:
         return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
