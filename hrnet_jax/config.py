@@ -1,0 +1,176 @@
+"""An experiment as plain dataclasses, the `--set a.b=value` override parser, and JSON I/O.
+
+Experiments are Python files (`experiments/NAME.py`) exposing `get_config(variant)`; everything a
+run does is in the returned `ExperimentConfig`, and `DIR/config.json` records it resolved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    arch: str = "hrnet_w18_small"  # a preset of hrnet_jax.models.ARCHS, or "tiny"
+    width: int = 4  # the tiny arch's base width (C, 2C, 4C, 8C)
+    head: str = "segmentation"
+    num_classes: int | None = None
+    dtype: str = "float32"  # compute dtype; parameters stay float32
+    upsample: str | None = None  # None: the head's paper default
+    bn_momentum: float | None = None
+
+
+@dataclasses.dataclass
+class DataConfig:
+    name: str = "synthetic_segmentation"
+    image_size: tuple[int, int] = (64, 64)
+    batch_size: int = 8  # global, over every device and host
+    eval_batch_size: int = 8
+    num_train: int = 512  # synthetic datasets only
+    num_eval: int = 64
+    worker_count: int = 0  # grain worker processes
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    decay_norm_and_bias: bool = True  # the references decay everything
+    schedule: str = "constant"  # constant | poly | multistep | cosine
+    poly_power: float = 0.9
+    milestones: tuple[float, ...] = ()  # fractions of the run, for multistep
+    decay_factor: float = 0.1
+    warmup_steps: int = 0
+    grad_accum_steps: int = 1
+    label_smoothing: float = 0.0
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    num_steps: int = 100
+    log_every: int = 10
+    eval_every: int = 0  # 0: at the end only
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class MeshConfig:
+    data: int = -1  # -1: every device not used by the other axis
+    fsdp: int = 1
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    every_steps: int = 100
+    keep: int = 2
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    num_pictures: int = 4  # predictions drawn next to ground truth
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    name: str = ""
+    description: str = ""
+    task: str = "segmentation"  # segmentation | pose | classification
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    loop: LoopConfig = dataclasses.field(default_factory=LoopConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A bad override: names the key, the valid keys or the expected type."""
+
+
+def valid_keys(config: Any, prefix: str = "") -> list[str]:
+    """Every settable dotted key of a config."""
+    keys = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            keys += valid_keys(value, f"{prefix}{field.name}.")
+        else:
+            keys.append(prefix + field.name)
+    return keys
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        return _parse_value(text, next(a for a in args if a is not type(None)), key)
+    if origin is tuple:
+        parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+        item = args[0]
+        return tuple(_parse_value(p.strip(), item, key) for p in parts)
+    try:
+        if annotation is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(text)
+        if annotation in (int, float, str):
+            return annotation(text)
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(f"--set {key}: unsupported type {annotation}")
+    raise ConfigError(f"--set {key}={text}: expected {getattr(annotation, '__name__', annotation)}")
+
+
+def apply_override(config: Any, assignment: str) -> None:
+    """Apply one `a.b=value` in place, converting the value to the field's declared type."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, text = assignment.split("=", 1)
+    key = key.strip()
+    *path, target = key.split(".")
+    node = config
+    for part in path:
+        node = getattr(node, part, None) if dataclasses.is_dataclass(node) else None
+    fields = {f.name for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else set()
+    if target not in fields or dataclasses.is_dataclass(getattr(node, target)):
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys(config))}")
+    hints = typing.get_type_hints(type(node))
+    setattr(node, target, _parse_value(text.strip(), hints[target], key))
+
+
+def to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Inverse of `to_dict` (tuples come back from JSON lists)."""
+    def build(cls, values):
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for name, value in values.items():
+            hint = hints[name]
+            if dataclasses.is_dataclass(hint):
+                value = build(hint, value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+    return build(ExperimentConfig, data)
+
+
+def save_json(config: ExperimentConfig, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(to_dict(config), f, indent=2)

@@ -1,0 +1,65 @@
+"""Command line: `python -m hrnet_jax.main --experiment=NAME[:VARIANT] --workdir=DIR
+[--mode=train|eval|predict] [--set key=value ...]`; `--list` prints the experiments.
+
+Multi-host: pass --coordinator_address, --num_processes and --process_id (or run on a TPU pod,
+where jax.distributed finds them itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jax
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m hrnet_jax.main", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", help="NAME or NAME:VARIANT (see --list)")
+    parser.add_argument("--workdir", help="where config.json, metrics.jsonl, checkpoints/ go")
+    parser.add_argument("--mode", default="train", choices=["train", "eval", "predict"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set optim.learning_rate=0.02")
+    parser.add_argument("--list", action="store_true", help="print the experiments and exit")
+    parser.add_argument("--coordinator_address", help="host:port of process 0 (multi-host)")
+    parser.add_argument("--num_processes", type=int)
+    parser.add_argument("--process_id", type=int)
+    parser.add_argument("--tpu_pod", action="store_true", help="initialise from the TPU pod environment")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from hrnet_jax import config as config_lib, experiments
+
+    if args.list:
+        for name, description in experiments.available().items():
+            print(f"{name:32s} {description}")
+        return 0
+    if not args.experiment or not args.workdir:
+        print("error: --experiment and --workdir are required (or --list)", file=sys.stderr)
+        return 2
+    try:
+        config = experiments.load(args.experiment)
+        for assignment in args.overrides:
+            config_lib.apply_override(config, assignment)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.coordinator_address or args.tpu_pod:
+        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+
+    from hrnet_jax.training.loop import Trainer
+
+    trainer = Trainer(config, args.workdir)
+    if args.mode == "train":
+        trainer.train()
+    elif args.mode == "eval":
+        trainer.evaluate()
+    else:
+        trainer.draw_pictures(trainer.restore_or_init())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The trainer, read top to bottom: build, restore, step, log, checkpoint, evaluate, draw.
+
+Every task runs through here; a task only supplies its loss, metric and pictures
+(hrnet_jax.tasks). Logs go to a progress bar and to DIR/metrics.jsonl, one JSON object a line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from hrnet_jax import config as config_lib
+from hrnet_jax.data import pipeline, synthetic
+from hrnet_jax.models import create_model, tiny_arch
+from hrnet_jax.tasks import Task, make_task
+from hrnet_jax.training import optim, sharding, step as step_lib
+from hrnet_jax.training.checkpoint import Checkpointer
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def build_model(config: config_lib.ExperimentConfig):
+    m = config.model
+    arch = tiny_arch(m.width) if m.arch == "tiny" else m.arch
+    overrides = {"dtype": jnp.dtype(m.dtype)}
+    if m.upsample is not None:
+        overrides["upsample"] = m.upsample
+    if m.bn_momentum is not None:
+        overrides["bn_momentum"] = m.bn_momentum
+    return create_model(arch, m.head, m.num_classes, **overrides)
+
+
+def make_sources(config: config_lib.ExperimentConfig) -> tuple[Any, Any]:
+    """(train, eval) random-access sources of the experiment's dataset."""
+    d = config.data
+    if d.name in synthetic.SOURCES:
+        cls = synthetic.SOURCES[d.name]
+        # Evaluation pictures come from a different seed: never seen in training.
+        return (cls(d.num_train, tuple(d.image_size), d.seed),
+                cls(d.num_eval, tuple(d.image_size), d.seed + 1_000_003))
+    raise ValueError(f"unknown dataset {d.name!r}; available: {', '.join(synthetic.SOURCES)}")
+
+
+class MetricsWriter:
+    """Appends JSON lines to DIR/metrics.jsonl (first process only)."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.enabled = jax.process_index() == 0
+
+    def write(self, step: int, split: str, figures: dict[str, float]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": step, "split": split, **figures}) + "\n")
+
+
+class Trainer:
+    """Holds what one run builds once: mesh, model, task, compiled steps, checkpoints."""
+
+    def __init__(self, config: config_lib.ExperimentConfig, workdir: str,
+                 devices: list | None = None):
+        self.config, self.workdir = config, workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.mesh = sharding.make_mesh(config.mesh, devices)
+        self.task: Task = make_task(config)
+        self.model = build_model(config)
+        self.train_source, self.eval_source = make_sources(config)
+        num_steps = config.loop.num_steps
+        self.tx = optim.make_optimizer(config.optim, num_steps)
+        image_shape = (*config.data.image_size, 3)
+        init = lambda: step_lib.init_state(self.model, self.tx, image_shape, config.loop.seed)
+        self.abstract_state = jax.eval_shape(init)
+        self.state_shardings = sharding.state_shardings(self.mesh, self.abstract_state)
+        self.init_fn = jax.jit(init, out_shardings=self.state_shardings)
+        batch_sharding = sharding.batch_sharding(self.mesh)
+        replicated = sharding.replicated(self.mesh)
+        self.train_step = jax.jit(
+            step_lib.make_train_step(self.model, self.tx, self.task, config.optim.grad_accum_steps),
+            in_shardings=(self.state_shardings, batch_sharding),
+            out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+        self.eval_step = jax.jit(step_lib.make_eval_step(self.model, self.task),
+                                 in_shardings=(self.state_shardings, batch_sharding),
+                                 out_shardings=replicated)
+        self.predict = jax.jit(step_lib.make_predict(self.model))
+        self.checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                        config.checkpoint.every_steps, config.checkpoint.keep)
+        self.metrics = MetricsWriter(workdir)
+
+    # -- state ------------------------------------------------------------------------------
+    def restore_or_init(self, data_iterator: Any = None) -> dict:
+        if self.checkpoints.latest_step() is not None:
+            return self.checkpoints.restore(self.abstract_state, self.state_shardings, data_iterator)
+        return self.init_fn()
+
+    def save(self, state: dict, data_iterator: Any, force: bool = False) -> None:
+        step = int(jax.device_get(state["step"]))
+        self.checkpoints.save(step, state, data_iterator, config_lib.to_dict(self.config), force)
+
+    # -- training ---------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        config = self.config
+        if jax.process_index() == 0:
+            config_lib.save_json(config, os.path.join(self.workdir, "config.json"))
+        loader = pipeline.train_loader(self.train_source, self.task.prepare, config.data.batch_size,
+                                       config.data.seed, config.data.worker_count)
+        data_iterator = iter(loader)
+        state = self.restore_or_init(data_iterator)
+        first_step = int(jax.device_get(state["step"]))
+        num_steps = config.loop.num_steps
+        stop = _SigtermFlag()
+        progress = tqdm(total=num_steps, initial=first_step, desc=config.name, unit="step",
+                        disable=jax.process_index() != 0, dynamic_ncols=True)
+        last_log_time, last_log_step = time.perf_counter(), first_step
+        pending: tuple[int, dict] | None = None  # checked one step late: the device never waits
+        try:
+            for step in range(first_step + 1, num_steps + 1):
+                batch = sharding.global_batch(self.mesh, next(data_iterator))
+                state, figures = self.train_step(state, batch)
+                if pending is not None:
+                    _check_finite(*pending)
+                pending = (step, figures)
+                progress.update(1)
+                if step % config.loop.log_every == 0 or step == num_steps:
+                    _check_finite(*pending)
+                    now = time.perf_counter()
+                    logged = {k: float(v) for k, v in jax.device_get(figures).items()}
+                    logged["lr"] = optim.current_learning_rate(config.optim, num_steps, step - 1)
+                    logged["images_per_s"] = (step - last_log_step) * config.data.batch_size / (
+                        now - last_log_time)
+                    last_log_time, last_log_step = now, step
+                    self.metrics.write(step, "train", logged)
+                    progress.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{logged['lr']:.2e}",
+                                         img_s=f"{logged['images_per_s']:.1f}")
+                if step % config.checkpoint.every_steps == 0 or step == num_steps or stop.raised:
+                    _check_finite(*pending)  # never checkpoint a diverged state
+                    self.save(state, data_iterator, force=True)
+                if config.loop.eval_every and step % config.loop.eval_every == 0 and step != num_steps:
+                    self.evaluate(state)
+                if stop.raised:
+                    progress.write(f"SIGTERM: saved step {step}, exiting")
+                    break
+        finally:
+            # A save in flight completes even when a NaN stops the run: it is the last good one.
+            self.checkpoints.wait()
+        progress.close()
+        result = self.evaluate(state) if not stop.raised else {}
+        if not stop.raised:
+            self.draw_pictures(state)
+        return result
+
+    # -- evaluation and pictures ------------------------------------------------------------
+    def evaluate(self, state: dict | None = None) -> dict[str, float]:
+        state = self.restore_or_init() if state is None else state
+        step = int(jax.device_get(state["step"]))
+        sums = None
+        batches = pipeline.eval_batches(self.eval_source, self.task.prepare,
+                                        self.config.data.eval_batch_size)
+        for local in tqdm(batches, desc="eval", unit="batch", leave=False,
+                          disable=jax.process_index() != 0,
+                          total=math.ceil(len(self.eval_source) / self.config.data.eval_batch_size)):
+            out = self.eval_step(state, sharding.global_batch(self.mesh, local))
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        result = self.task.summarize(jax.device_get(sums))
+        self.metrics.write(step, "eval", result)
+        if jax.process_index() == 0:
+            headline = result.get(self.task.metric)
+            print(f"step {step} eval: {self.task.metric} {headline:.4f}" if headline is not None
+                  else f"step {step} eval: {result}")
+        return result
+
+    def draw_pictures(self, state: dict) -> list[str]:
+        """The first eval examples: prediction next to ground truth, DIR/pictures/*.png."""
+        if jax.process_index() != 0:
+            return []
+        count = min(self.config.eval.num_pictures, len(self.eval_source))
+        folder = os.path.join(self.workdir, "pictures")
+        os.makedirs(folder, exist_ok=True)
+        step = int(jax.device_get(state["step"]))
+        paths = []
+        for index in range(count):
+            example = self.task.prepare(dict(self.eval_source[index]))
+            image = pipeline.normalize(example["image"])[None]
+            outputs = jax.device_get(self.predict(state, jnp.asarray(image)))
+            picture = self.task.draw(example["image"], jax.tree.map(lambda x: x[0], outputs), example)
+            path = os.path.join(folder, f"step{step:06d}_{index}.png")
+            cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            paths.append(path)
+        return paths
+
+
+def _check_finite(step: int, figures: dict) -> None:
+    values = {k: float(jax.device_get(figures[k])) for k in ("loss", "grad_norm")}
+    if not all(math.isfinite(v) for v in values.values()):
+        raise TrainingDiverged(f"loss {values['loss']}, gradient norm {values['grad_norm']} at "
+                               f"step {step}; stopped without saving it, the last good "
+                               "checkpoint is kept")
+
+
+class _SigtermFlag:
+    """SIGTERM (a preempted TPU VM, a cluster scheduler) asks for a checkpoint, then exit."""
+
+    def __init__(self):
+        self.raised = False
+        try:
+            signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. inside some test runners)
+            pass
+
+    def _handle(self, *_):
+        self.raised = True

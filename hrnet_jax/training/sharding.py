@@ -1,0 +1,62 @@
+"""The device mesh (axes `data` and `fsdp`) and the shardings of batches and parameters.
+
+Under `jax.jit` with these shardings, BatchNorm's batch statistics are reduced over the whole
+global batch: SyncBN, as the segmentation paper trained with, with no extra code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hrnet_jax.config import MeshConfig
+
+
+def make_mesh(config: MeshConfig, devices: list | None = None) -> Mesh:
+    devices = devices or jax.devices()
+    count = len(devices)
+    data, fsdp = config.data, config.fsdp
+    if data == -1 and fsdp == -1:
+        raise ValueError("mesh: at most one of data and fsdp may be -1")
+    data = count // fsdp if data == -1 else data
+    fsdp = count // data if fsdp == -1 else fsdp
+    if data * fsdp != count:
+        raise ValueError(f"mesh data={config.data} x fsdp={config.fsdp} does not cover the "
+                         f"{count} devices")
+    return Mesh(np.asarray(devices).reshape(data, fsdp), ("data", "fsdp"))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """The batch axis split over every device (data x fsdp)."""
+    return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def fsdp_sharding(mesh: Mesh, shape: tuple[int, ...]) -> NamedSharding:
+    """Split a parameter's largest axis that divides by the fsdp size; replicate the rest."""
+    size = mesh.shape["fsdp"]
+    if size == 1:
+        return replicated(mesh)
+    for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[axis] % size == 0 and shape[axis] >= size:
+            spec = [None] * len(shape)
+            spec[axis] = "fsdp"
+            return NamedSharding(mesh, P(*spec))
+    return replicated(mesh)
+
+
+def state_shardings(mesh: Mesh, abstract_state: Any) -> Any:
+    return jax.tree.map(lambda leaf: fsdp_sharding(mesh, leaf.shape), abstract_state)
+
+
+def global_batch(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Assemble every host's part of the batch into global arrays sharded over the mesh."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in local_batch.items()}

@@ -1,0 +1,74 @@
+"""The train state (a plain dict pytree) and the jitted, sharded train / eval steps."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from hrnet_jax.tasks import Task
+
+State = dict[str, Any]  # {'step', 'params', 'batch_stats', 'opt_state'}
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
+               seed: int) -> State:
+    variables = model.init(jax.random.key(seed), jnp.zeros((1, *image_shape), jnp.float32),
+                           train=False)
+    return {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
+            "batch_stats": variables["batch_stats"], "opt_state": tx.init(variables["params"])}
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task,
+                    grad_accum_steps: int = 1) -> Callable[[State, dict], tuple[State, dict]]:
+    """One optimizer update. With `grad_accum_steps` k the batch is split into k micro-batches
+    whose gradients are averaged (BatchNorm statistics then come from each micro-batch)."""
+
+    def loss_fn(params, batch_stats, batch):
+        outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                       batch["image"], train=True, mutable=["batch_stats"])
+        loss, figures = task.loss(outputs, batch)
+        return loss, (updates["batch_stats"], figures)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(state: State, batch: dict) -> tuple[State, dict]:
+        if grad_accum_steps == 1:
+            (loss, (batch_stats, figures)), grads = grad_fn(state["params"], state["batch_stats"], batch)
+        else:
+            micro = jax.tree.map(lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:]), batch)
+
+            def accumulate(carry, micro_batch):
+                grads_sum, loss_sum, stats = carry
+                (loss, (stats, _)), grads = grad_fn(state["params"], stats, micro_batch)
+                return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss, stats), None
+
+            zeros = jax.tree.map(jnp.zeros_like, state["params"])
+            (grads, loss, batch_stats), _ = jax.lax.scan(
+                accumulate, (zeros, jnp.zeros((), jnp.float32), state["batch_stats"]), micro)
+            grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
+            loss, figures = loss / grad_accum_steps, {}
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new_state = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
+                     "batch_stats": batch_stats, "opt_state": opt_state}
+        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **figures}
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, task: Task) -> Callable[[State, dict], dict]:
+    def eval_step(state: State, batch: dict) -> dict:
+        outputs = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
+                              batch["image"], train=False)
+        return task.eval_sums(outputs, batch)
+    return eval_step
+
+
+def make_predict(model: nn.Module) -> Callable[[State, jnp.ndarray], Any]:
+    def predict(state: State, images: jnp.ndarray) -> Any:
+        return model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
+                           images, train=False)
+    return predict

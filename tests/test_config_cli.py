@@ -1,0 +1,62 @@
+"""Experiment configs, `--set` overrides and the command line's errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from hrnet_jax import config as config_lib, experiments
+from hrnet_jax.main import main
+
+
+def test_overrides_convert_to_the_declared_types():
+    config = experiments.load("seg_synthetic")
+    for assignment in ["optim.learning_rate=0.02", "data.image_size=32x48", "optim.nesterov=true",
+                       "model.num_classes=7", "model.upsample=none", "optim.milestones=0.5,0.75"]:
+        config_lib.apply_override(config, assignment)
+    assert config.optim.learning_rate == 0.02
+    assert config.data.image_size == (32, 48)
+    assert config.optim.nesterov is True
+    assert config.model.num_classes == 7 and config.model.upsample is None
+    assert config.optim.milestones == (0.5, 0.75)
+    assert config_lib.from_dict(config_lib.to_dict(config)) == config
+
+
+def test_unknown_key_names_the_valid_keys():
+    config = experiments.load("seg_synthetic")
+    with pytest.raises(config_lib.ConfigError) as error:
+        config_lib.apply_override(config, "optim.lr=0.1")
+    assert "'optim.lr'" in str(error.value) and "optim.learning_rate" in str(error.value)
+    with pytest.raises(config_lib.ConfigError, match="loop.num_steps"):
+        config_lib.apply_override(config, "optim=3")
+
+
+def test_ill_typed_value_names_the_type():
+    config = experiments.load("seg_synthetic")
+    with pytest.raises(config_lib.ConfigError, match="loop.num_steps=many: expected int"):
+        config_lib.apply_override(config, "loop.num_steps=many")
+
+
+def test_list_prints_every_experiment_with_its_description(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("seg_synthetic", "pose_synthetic", "cls_synthetic"):
+        assert name in out
+    assert "Segmentation demo" in out
+
+
+def test_unknown_experiment_lists_the_real_ones(capsys, tmp_path):
+    assert main(["--experiment=seg_cityscape", f"--workdir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "seg_cityscape" in err and "seg_synthetic" in err and "pose_synthetic" in err
+
+
+def test_unknown_set_key_is_an_error_before_anything_runs(capsys, tmp_path):
+    assert main(["--experiment=seg_synthetic:smoke", f"--workdir={tmp_path}",
+                 "--set", "optim.momentun=0.5"]) == 2
+    assert "optim.momentum" in capsys.readouterr().err
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_unknown_variant_is_named(capsys, tmp_path):
+    assert main(["--experiment=seg_synthetic:huge", f"--workdir={tmp_path}"]) == 2
+    assert "smoke" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""The shared trainer end to end on the synthetic experiments' :smoke variants."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from hrnet_jax import config as config_lib, experiments
+from hrnet_jax.training.loop import Trainer, TrainingDiverged
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def read_metrics(workdir) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def configured(name: str, *overrides: str):
+    config = experiments.load(name)
+    for assignment in overrides:
+        config_lib.apply_override(config, assignment)
+    return config
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    runs = {}
+    for name, metric in [("seg_synthetic", "miou"), ("pose_synthetic", "pck"),
+                         ("cls_synthetic", "top1")]:
+        workdir = str(tmp_path_factory.mktemp(name))
+        result = Trainer(configured(f"{name}:smoke"), workdir).train()
+        runs[name] = (workdir, result, metric)
+    return runs
+
+
+@pytest.mark.parametrize("name", ["seg_synthetic", "pose_synthetic", "cls_synthetic"])
+def test_smoke_run_writes_config_metrics_checkpoints_and_pictures(smoke_runs, name):
+    workdir, result, metric = smoke_runs[name]
+    saved = config_lib.from_dict(json.load(open(os.path.join(workdir, "config.json"))))
+    assert saved == configured(f"{name}:smoke")
+    lines = read_metrics(workdir)
+    train = [l for l in lines if l["split"] == "train"]
+    assert [l["step"] for l in train] == [2, 4]
+    for line in train:
+        assert {"loss", "lr", "images_per_s", "grad_norm"} <= set(line)
+        assert np.isfinite(line["loss"]) and line["images_per_s"] > 0
+    evals = [l for l in lines if l["split"] == "eval"]
+    assert evals[-1]["step"] == 4 and 0.0 <= evals[-1][metric] <= 1.0
+    assert result[metric] == evals[-1][metric]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    pictures = sorted(os.listdir(os.path.join(workdir, "pictures")))
+    assert pictures == [f"step000004_{i}.png" for i in range(4)]
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    # The learning rate jumps to 1e32 after step 4 of 8: the loss turns NaN at step 6.
+    config = configured("seg_synthetic:smoke", "loop.num_steps=8", "loop.log_every=1",
+                        "optim.optimizer=sgd", "optim.warmup_steps=0", "optim.schedule=multistep",
+                        "optim.milestones=0.5", "optim.decay_factor=1e35")
+    with pytest.raises(TrainingDiverged, match="at step 6"):
+        Trainer(config, str(tmp_path)).train()
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    assert max(l["step"] for l in read_metrics(tmp_path)) == 5
+
+
+def run_cli(workdir, *overrides, wait=True):
+    command = [sys.executable, "-m", "hrnet_jax.main", "--experiment=seg_synthetic:smoke",
+               f"--workdir={workdir}", *[f"--set={o}" for o in overrides]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if wait:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(tmp_path):
+    overrides = ("loop.num_steps=40", "loop.log_every=1", "checkpoint.every_steps=10",
+                 "data.image_size=64x64", "data.batch_size=8")
+    straight = run_cli(tmp_path / "straight", *overrides)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    expected = {l["step"]: l["loss"] for l in read_metrics(tmp_path / "straight") if l["split"] == "train"}
+
+    workdir = tmp_path / "killed"
+    process = run_cli(workdir, *overrides, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once step 10 is checkpointed and training has moved on
+        done = (workdir / "checkpoints" / "10").is_dir() and (workdir / "metrics.jsonl").exists() \
+            and any(l["step"] >= 12 for l in read_metrics(workdir))
+        if done or process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = run_cli(workdir, *overrides)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    losses: dict[int, list[float]] = {}
+    for line in read_metrics(workdir):
+        if line["split"] == "train":
+            losses.setdefault(line["step"], []).append(line["loss"])
+    assert sorted(losses) == sorted(expected)
+    assert any(len(v) > 1 for v in losses.values()), "the kill came after the run had finished"
+    for step, values in losses.items():
+        assert values == [expected[step]] * len(values), step
+
+
+def test_multi_device_steps_and_restore_onto_fewer_devices():
+    """8 simulated CPU devices: data=8 and data=4 x fsdp=2 agree with one device; a checkpoint
+    of the 8-device run restores onto 4 devices unchanged (see tests/multidevice_check.py)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "multidevice_check.py")],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 8
+    assert report["data8_vs_single"] < 1e-4
+    assert report["data4_fsdp2_vs_single"] < 1e-4
+    assert report["fsdp_sharded_leaves"] > 0
+    assert report["restored_8_to_4_max_difference"] == 0.0
