@@ -2,7 +2,7 @@
 
     python -m hrnet_jax.main --experiment=pose_synthetic --workdir=/tmp/pose_synthetic
 
-Expected on a 2-core CPU: a few minutes, eval PCK@0.1 about 0.9; skeletons (ground truth
+Expected on a 2-core CPU: about a minute, eval PCK@0.1 above 0.95 (1.0 seen); skeletons (ground truth
 green, prediction magenta) in /tmp/pose_synthetic/pictures. `:smoke` runs a few steps, for tests.
 """
 
@@ -22,10 +22,10 @@ def get_config(variant: str | None = None) -> ExperimentConfig:
     config.data.num_train = 4096
     config.data.num_eval = 128
     config.optim.optimizer = "adam"
-    config.optim.learning_rate = 3e-3
+    config.optim.learning_rate = 2e-3
     config.optim.schedule = "cosine"
     config.optim.warmup_steps = 20
-    config.loop.num_steps = 600
+    config.loop.num_steps = 800
     config.loop.log_every = 20
     config.checkpoint.every_steps = 200
     if variant == "smoke":

@@ -33,6 +33,7 @@ class DataConfig:
     num_train: int = 512  # synthetic datasets only
     num_eval: int = 64
     worker_count: int = 0  # grain worker processes
+    heatmap_sigma: float = 2.0  # keypoint tasks: the Gaussian targets' sigma, in heatmap pixels
     seed: int = 0
 
 

@@ -59,14 +59,18 @@ class RepresentationHead(nn.Module):
 
 
 class PoseHead(nn.Module):
-    """HRNetV1: a 1x1 conv (with bias) from branch 0 to K heatmaps at 1/4 resolution."""
+    """HRNetV1: a 1x1 conv (with bias) from branch 0 to K heatmaps at 1/4 resolution.
+
+    Initialised as the reference, N(0, 0.001): the heatmaps start near zero instead of at the
+    scale of He-initialised features, which MSE regression to unnormalised Gaussians needs."""
 
     num_classes: int
     layers: LayerConfig
 
     @nn.compact
     def __call__(self, xs: list[jnp.ndarray], train: bool) -> jnp.ndarray:
-        return self.layers.conv(self.num_classes, 1, bias=True, name="classifier")(xs[0])
+        return self.layers.conv(self.num_classes, 1, bias=True, kernel_init=nn.initializers.normal(0.001),
+                                name="classifier")(xs[0])
 
 
 class PyramidNeck(nn.Module):

@@ -56,11 +56,11 @@ class LayerConfig:
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}")
 
     def conv(self, features: int, kernel: int = 3, stride: int = 1, bias: bool = False,
-             name: str | None = None) -> nn.Conv:
+             name: str | None = None, kernel_init: Any = conv_init) -> nn.Conv:
         pad = (kernel - 1) // 2
         return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                        padding=((pad, pad), (pad, pad)), use_bias=bias, dtype=self.dtype,
-                       param_dtype=jnp.float32, kernel_init=conv_init,
+                       param_dtype=jnp.float32, kernel_init=kernel_init,
                        conv_general_dilated=conv_or_matmul, name=name)
 
     def norm(self, train: bool, name: str | None = None) -> nn.BatchNorm:

@@ -75,11 +75,12 @@ def draw_skeleton(image: np.ndarray, joints: np.ndarray, limbs, colour, visible=
     return canvas
 
 
-def make_task(config: Any, sigma: float = 1.0, limbs=()) -> Task:
+def make_task(config: Any, limbs=()) -> Task:
     """Synthetic-pose flavour: PCK at 0.1 x the longer image side as the metric."""
     height, width = config.data.image_size
     heatmap_size = (-(-height // STRIDE), -(-width // STRIDE))
     threshold = 0.1 * max(height, width)
+    sigma = config.data.heatmap_sigma
     if not limbs:
         from hrnet_jax.data.synthetic import POSE_LIMBS
         limbs = POSE_LIMBS

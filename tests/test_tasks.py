@@ -1,0 +1,79 @@
+"""Known answers for the tasks' losses and metrics, against PyTorch or by hand."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hrnet_jax.tasks.classification import cross_entropy, top_k_correct
+from hrnet_jax.tasks.pose import decode_heatmaps, gaussian_heatmaps, heatmap_mse
+from hrnet_jax.tasks.segmentation import confusion_matrix, iou_summary, pixel_cross_entropy
+
+from conftest import relative_error
+
+
+def test_pixel_cross_entropy_matches_torch_with_ignore_weights_and_upsampling():
+    rng = np.random.RandomState(0)
+    logits = rng.randn(2, 4, 6, 5).astype(np.float32)  # 1/4 resolution
+    labels = rng.randint(0, 5, (2, 16, 24))
+    labels[rng.rand(2, 16, 24) < 0.2] = 255
+    weights = [0.8, 1.0, 1.2, 0.9, 1.1]
+    up = F.interpolate(torch.from_numpy(logits).permute(0, 3, 1, 2), size=(16, 24),
+                       mode="bilinear", align_corners=False)
+    expected = F.cross_entropy(up, torch.from_numpy(labels), weight=torch.tensor(weights),
+                               ignore_index=255).item()
+    ours = pixel_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), weights)
+    assert abs(float(ours) - expected) < 1e-5 * expected
+
+
+def test_confusion_matrix_and_iou_by_hand():
+    labels = jnp.array([[0, 0, 1, 1, 2, 255]])
+    predictions = jnp.array([[0, 1, 1, 1, 0, 2]])
+    confusion = np.asarray(confusion_matrix(predictions, labels, 3, jnp.ones((1, 6))))
+    np.testing.assert_array_equal(confusion, [[1, 1, 0], [0, 2, 0], [1, 0, 0]])
+    summary = iou_summary(confusion)
+    # IoU: class 0 = 1 / (2 + 2 - 1), class 1 = 2 / (2 + 3 - 2), class 2 = 0 / (1 + 0 - 0).
+    assert abs(summary["miou"] - (1 / 3 + 2 / 3 + 0) / 3) < 1e-12
+    assert abs(summary["pixel_accuracy"] - 3 / 5) < 1e-12
+
+
+def test_gaussian_targets_follow_the_reference_rule():
+    joints = np.array([[10.0, 21.0], [200.0, 5.0], [30.0, 30.0]], np.float32)
+    maps, weights = gaussian_heatmaps(joints, np.array([1, 1, 0]), (16, 12), sigma=2)
+    np.testing.assert_array_equal(weights, [1, 0, 0])  # off the heatmap; unlabelled
+    # centre int(x / 4 + 0.5): (3, 5); unnormalised peak 1; zero beyond 3 sigma.
+    assert maps[5, 3, 0] == 1.0 and np.unravel_index(maps[..., 0].argmax(), (16, 12)) == (5, 3)
+    assert abs(maps[5, 4, 0] - np.exp(-1 / 8)) < 1e-6
+    assert maps[5, 10, 0] == 0.0 and maps[..., 1:].max() == 0.0
+
+
+def test_heatmap_mse_is_the_reference_joints_mse():
+    rng = np.random.RandomState(1)
+    pred, target = rng.rand(2, 8, 6, 3).astype(np.float32), rng.rand(2, 8, 6, 3).astype(np.float32)
+    weight = np.array([[1, 0, 1], [1, 1, 0]], np.float32)
+    expected = np.mean([0.5 * np.mean((pred[..., k] * weight[:, k, None, None]
+                                       - target[..., k] * weight[:, k, None, None]) ** 2)
+                        for k in range(3)])
+    assert abs(float(heatmap_mse(pred, target, weight)) - expected) < 1e-7
+
+
+def test_decoding_moves_a_quarter_pixel_toward_the_higher_neighbour():
+    heatmaps = np.zeros((1, 10, 10, 2), np.float32)
+    heatmaps[0, 7, 5, 0], heatmaps[0, 7, 6, 0], heatmaps[0, 6, 5, 0] = 1.0, 0.5, 0.2
+    heatmaps[0, 0, 9, 1] = 0.7  # on the border: no shift
+    coords, scores = decode_heatmaps(jnp.asarray(heatmaps))
+    np.testing.assert_allclose(np.asarray(coords[0]), [[5.25, 6.75], [9.0, 0.0]])
+    np.testing.assert_allclose(np.asarray(scores[0]), [1.0, 0.7])
+
+
+def test_classification_loss_and_top_k():
+    logits = jnp.array([[2.0, 1.0, 0.5, 0.1], [0.1, 0.2, 3.0, 0.0]])
+    labels = jnp.array([1, 2])
+    expected = F.cross_entropy(torch.tensor(np.asarray(logits)), torch.tensor([1, 2]),
+                               label_smoothing=0.1).item()
+    assert abs(float(cross_entropy(logits, labels, 0.1)) - expected) < 1e-6
+    np.testing.assert_array_equal(top_k_correct(logits, labels, 1), [0, 1])
+    np.testing.assert_array_equal(top_k_correct(logits, labels, 2), [1, 1])
