@@ -93,6 +93,29 @@ class ExperimentConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 
+def synthetic_demo(task: str, head: str, num_classes: int, dataset: str) -> ExperimentConfig:
+    """What the embedded demos share: a width-8 tiny HRNet, 64x64 generated pictures, Adam with
+    cosine decay; each demo then states what differs."""
+    config = ExperimentConfig(task=task)
+    config.model = ModelConfig(arch="tiny", width=8, head=head, num_classes=num_classes)
+    config.data = DataConfig(name=dataset, image_size=(64, 64), batch_size=16, num_train=4096,
+                             num_eval=128)
+    config.optim = OptimConfig(optimizer="adam", learning_rate=3e-3, schedule="cosine",
+                               warmup_steps=20)
+    config.loop = LoopConfig(num_steps=600, log_every=20)
+    config.checkpoint = CheckpointConfig(every_steps=200)
+    return config
+
+
+def smoke(config: ExperimentConfig) -> ExperimentConfig:
+    """The `:smoke` variant: 4 steps of a width-4 tiny model, checkpoints every 2, for tests."""
+    config.model.arch, config.model.width = "tiny", 4
+    config.data.batch_size, config.data.num_eval = 4, 8
+    config.loop.num_steps, config.loop.log_every = 4, 2
+    config.checkpoint.every_steps = 2
+    return config
+
+
 class ConfigError(ValueError):
     """A bad override: names the key, the valid keys or the expected type."""
 

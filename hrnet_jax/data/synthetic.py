@@ -56,16 +56,22 @@ def _shape_mask(rng: np.random.Generator, kind: str, size: tuple[int, int],
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticSegmentation:
+class _Source:
+    """`size` pictures of `image_size`; picture i of `seed` is always the same."""
+
     size: int
     image_size: tuple[int, int] = (64, 64)
     seed: int = 0
-    max_shapes: int = 4
-
-    num_classes = len(SEGMENTATION_CLASSES)
 
     def __len__(self) -> int:
         return self.size
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSegmentation(_Source):
+    max_shapes: int = 4
+
+    num_classes = len(SEGMENTATION_CLASSES)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         rng = _rng(self.seed, index)
@@ -87,16 +93,8 @@ class SyntheticSegmentation:
                 "index": np.int32(index)}
 
 
-@dataclasses.dataclass(frozen=True)
-class SyntheticPose:
-    size: int
-    image_size: tuple[int, int] = (64, 64)
-    seed: int = 0
-
+class SyntheticPose(_Source):
     num_joints = len(POSE_JOINTS)
-
-    def __len__(self) -> int:
-        return self.size
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         rng = _rng(self.seed, index)
@@ -121,16 +119,8 @@ class SyntheticPose:
                 "visible": visible, "index": np.int32(index)}
 
 
-@dataclasses.dataclass(frozen=True)
-class SyntheticClassification:
-    size: int
-    image_size: tuple[int, int] = (64, 64)
-    seed: int = 0
-
+class SyntheticClassification(_Source):
     num_classes = len(SHAPES)
-
-    def __len__(self) -> int:
-        return self.size
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         rng = _rng(self.seed, index)
@@ -140,7 +130,10 @@ class SyntheticClassification:
         radius = int(rng.uniform(0.2, 0.35) * min(h, w))
         centre = (int(rng.integers(radius, w - radius)), int(rng.integers(radius, h - radius)))
         mask = _shape_mask(rng, SHAPES[cls], (h, w), centre, radius)
-        image[mask] = rng.uniform(0, 255, 3)
+        # A saturated colour of random hue: always distinct from the grey background.
+        hue = np.array([[[rng.integers(180)]]], np.uint8)
+        image[mask] = cv2.cvtColor(np.concatenate([hue, np.full_like(hue, 255), np.full_like(hue, 255)],
+                                                  -1), cv2.COLOR_HSV2RGB)[0, 0]
         image += rng.normal(0, 8, image.shape)
         return {"image": np.clip(image, 0, 255).astype(np.uint8), "label": np.int32(cls),
                 "index": np.int32(index)}
