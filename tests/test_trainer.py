@@ -125,3 +125,18 @@ def test_multi_device_steps_and_restore_onto_fewer_devices():
     assert report["data4_fsdp2_vs_single"] < 1e-4
     assert report["fsdp_sharded_leaves"] > 0
     assert report["restored_8_to_4_max_difference"] == 0.0
+
+
+def test_sigterm_saves_a_checkpoint_then_exits(tmp_path):
+    overrides = ("loop.num_steps=400", "loop.log_every=1", "checkpoint.every_steps=1000")
+    process = run_cli(tmp_path, *overrides, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (tmp_path / "metrics.jsonl").exists() and any(
+                l["step"] >= 5 for l in read_metrics(tmp_path)):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+    saved = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
+    assert len(saved) == 1 and 5 <= saved[0] < 400  # the step it was at, not a periodic save

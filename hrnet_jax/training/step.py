@@ -54,7 +54,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         new_state = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
                      "batch_stats": batch_stats, "opt_state": opt_state}
-        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **figures}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **figures}
 
     return train_step
 
