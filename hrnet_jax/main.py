@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--coordinator_address", help="host:port of process 0 (multi-host)")
     parser.add_argument("--num_processes", type=int)
     parser.add_argument("--process_id", type=int)
+    parser.add_argument("--heartbeat_timeout", type=int, default=100,
+                        help="seconds after which a silent process counts as dead")
     parser.add_argument("--tpu_pod", action="store_true", help="initialise from the TPU pod environment")
     return parser.parse_args(argv)
 
@@ -47,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.coordinator_address or args.tpu_pod:
-        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+        # CPU hosts exchange collectives over gloo (GPU and TPU backends use their own).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # A dead peer is noticed within heartbeat_timeout_seconds: the survivors exit, not hang.
+        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                                   heartbeat_timeout_seconds=args.heartbeat_timeout)
 
     from hrnet_jax.training.loop import Trainer
 

@@ -1,8 +1,10 @@
 """grain pipelines over any random-access source (a tfds `data_source`, a synthetic dataset).
 
-Every host reads its own shard of the records (`ShardOptions(process_index, process_count)`),
-in an order fixed by the seed; the iterator's state goes into each checkpoint, so a resumed run
-sees exactly the batches it would have seen.
+The order of records is one seeded shuffle of the whole dataset; each global batch is the next
+`batch_size` records of it, and every host reads only its own slice of each global batch. So the
+global batches do not depend on how many hosts there are: a 2-host run trains on exactly the
+batches of a 1-host run. The iterator's state goes into each checkpoint, so a resumed run sees
+exactly the batches it would have seen.
 """
 
 from __future__ import annotations
@@ -41,15 +43,42 @@ def per_host_batch_size(global_batch_size: int) -> int:
     return global_batch_size // jax.process_count()
 
 
+class HostSliceSampler:
+    """This host's records of each global batch, taken from one global seeded order.
+
+    Local position k of host h (of per-host batch L, global batch G) is global position
+    (k // L) * G + h * L + k % L of the global sampler.
+    """
+
+    def __init__(self, global_sampler: Any, global_batch_size: int, host: int, host_count: int):
+        self._global = global_sampler
+        self._global_batch = global_batch_size
+        self._host_batch = global_batch_size // host_count
+        self._host = host
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        batch, offset = divmod(index, self._host_batch)
+        position = batch * self._global_batch + self._host * self._host_batch + offset
+        metadata = self._global[position]
+        return grain.RecordMetadata(index=index, record_key=metadata.record_key, rng=metadata.rng)
+
+    def __repr__(self) -> str:  # grain checks it when restoring an iterator
+        return (f"HostSliceSampler({self._global!r}, global_batch={self._global_batch}, "
+                f"host_batch={self._host_batch}, host={self._host})")
+
+
 def train_loader(source: Any, prepare: Callable[[dict], dict], global_batch_size: int, seed: int,
                  worker_count: int = 0) -> grain.DataLoader:
-    """Endless shuffled batches of this host's shard; checkpointable iterator."""
-    shard = grain.sharding.ShardOptions(jax.process_index(), jax.process_count(), drop_remainder=True)
-    sampler = grain.samplers.IndexSampler(len(source), shard, shuffle=True, num_epochs=None, seed=seed)
+    """Endless shuffled batches of this host's slice; checkpointable iterator."""
+    every_record = grain.samplers.IndexSampler(len(source), grain.sharding.NoSharding(),
+                                               shuffle=True, num_epochs=None, seed=seed)
+    sampler = HostSliceSampler(every_record, global_batch_size, jax.process_index(),
+                               jax.process_count())
     operations = [_Prepare(prepare),
                   grain.transforms.Batch(per_host_batch_size(global_batch_size), drop_remainder=True)]
+    # The sampler already picks this host's records: the loader itself must not shard again.
     return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                            worker_count=worker_count)
+                            worker_count=worker_count, shard_options=grain.sharding.NoSharding())
 
 
 def eval_batches(source: Any, prepare: Callable[[dict], dict], global_batch_size: int,
