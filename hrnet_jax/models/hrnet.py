@@ -178,8 +178,7 @@ class _Branch(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        names = [f"block{k}" for k in range(self.num_blocks)]
-        return run_blocks(self.block, self.planes, self.num_blocks, self.layers, x, train, names)
+        return run_blocks(self.block, self.planes, self.num_blocks, self.layers, x, train)
 
 
 class HRNetBackbone(nn.Module):
@@ -233,8 +232,7 @@ class _Layer1(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        names = [f"block{k}" for k in range(self.num_blocks)]
-        return run_blocks("bottleneck", self.planes, self.num_blocks, self.layers, x, train, names)
+        return run_blocks("bottleneck", self.planes, self.num_blocks, self.layers, x, train)
 
 
 def check_input_size(size: tuple[int, int], upsample: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -181,8 +181,9 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 def run_blocks(block: str, planes: int, num_blocks: int, layers: LayerConfig, x: jnp.ndarray,
-               train: bool, names: Sequence[str]) -> jnp.ndarray:
-    """A residual layer: `num_blocks` blocks of one kind, named `names[k]`."""
+               train: bool) -> jnp.ndarray:
+    """A residual layer: `num_blocks` blocks of one kind, named block0, block1, ...
+    (call it inside the parent's compact method)."""
     for k in range(num_blocks):
-        x = BLOCKS[block](planes, layers, name=names[k])(x, train)
+        x = BLOCKS[block](planes, layers, name=f"block{k}")(x, train)
     return x
