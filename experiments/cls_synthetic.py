@@ -2,8 +2,8 @@
 
     python -m hrnet_jax.main --experiment=cls_synthetic --workdir=/tmp/cls_synthetic
 
-Expected on a 2-core CPU: about 4 minutes, eval top-1 about 0.7 (4 classes, chance 0.25;
-0.69 seen, still rising: more steps help); labelled pictures in /tmp/cls_synthetic/pictures.
+Expected on a 2-core CPU: about 4 minutes, eval top-1 about 0.87 (4 classes, chance 0.25;
+0.875 seen); labelled pictures in /tmp/cls_synthetic/pictures.
 `:smoke` runs 4 steps of a tiny model, for tests.
 """
 
@@ -14,7 +14,8 @@ def get_config(variant: str | None = None) -> ExperimentConfig:
     config = synthetic_demo("classification", "classification", num_classes=4, dataset="synthetic_classification")
     config.description = __doc__.splitlines()[0]
     config.data.image_size = (32, 32)  # the classification head is heavy: keep pictures small
-    config.optim.learning_rate = 2e-3
+    config.optim.learning_rate = 5e-3
+    config.loop.num_steps = 800
     if variant == "smoke":
         return smoke(config)
     if variant:
