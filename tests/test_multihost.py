@@ -23,7 +23,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(workdir, devices: int, overrides, process: tuple[int, int, int] | None = None):
+def launch(workdir, devices: int, overrides, process: tuple[int, int, int] | None = None,
+           heartbeat: int = 100):
     env = {**os.environ, "PYTHONPATH": str(ROOT),
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     command = [sys.executable, "-m", "hrnet_jax.main", "--experiment=seg_synthetic:smoke",
@@ -31,7 +32,7 @@ def launch(workdir, devices: int, overrides, process: tuple[int, int, int] | Non
     if process:
         port, count, index = process
         command += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={count}",
-                    f"--process_id={index}", "--heartbeat_timeout=10"]
+                    f"--process_id={index}", f"--heartbeat_timeout={heartbeat}"]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -64,7 +65,7 @@ def test_two_processes_train_on_the_global_batch_like_one(tmp_path):
 def test_a_dead_process_stops_the_other_with_an_error(tmp_path):
     port = free_port()
     overrides = [o for o in OVERRIDES if not o.startswith("loop.num_steps")] + ["loop.num_steps=100000"]
-    hosts = [launch(tmp_path, 2, overrides, (port, 2, i)) for i in range(2)]
+    hosts = [launch(tmp_path, 2, overrides, (port, 2, i), heartbeat=10) for i in range(2)]
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
