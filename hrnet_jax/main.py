@@ -64,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         trainer.evaluate()
     else:
         trainer.draw_pictures(trainer.restore_or_init())
-    if jax.process_count() > 1:
-        # Process 0 alone draws pictures: everyone waits here, not at the shutdown barrier.
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("hrnet_jax.main done")
+    # Process 0 alone draws pictures: everyone waits here, not at the shutdown barrier.
+    from hrnet_jax.training.sharding import barrier
+    barrier("hrnet_jax.main done")
     return 0
 
 

@@ -86,13 +86,14 @@ class Trainer:
         self.init_fn = jax.jit(init, out_shardings=self.state_shardings)
         batch_sharding = sharding.batch_sharding(self.mesh)
         replicated = sharding.replicated(self.mesh)
-        self.train_step = jax.jit(
+        self.train_step = sharding.CompiledOnFirstCall(jax.jit(
             step_lib.make_train_step(self.model, self.tx, self.task, config.optim.grad_accum_steps),
             in_shardings=(self.state_shardings, batch_sharding),
-            out_shardings=(self.state_shardings, replicated), donate_argnums=0)
-        self.eval_step = jax.jit(step_lib.make_eval_step(self.model, self.task),
-                                 in_shardings=(self.state_shardings, batch_sharding),
-                                 out_shardings=replicated)
+            out_shardings=(self.state_shardings, replicated), donate_argnums=0), "train_step")
+        self.eval_step = sharding.CompiledOnFirstCall(jax.jit(
+            step_lib.make_eval_step(self.model, self.task),
+            in_shardings=(self.state_shardings, batch_sharding), out_shardings=replicated),
+            "eval_step")
         self.predict = jax.jit(step_lib.make_predict(self.model))
         self.checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"),
                                         config.checkpoint.every_steps, config.checkpoint.keep)

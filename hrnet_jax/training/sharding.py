@@ -60,3 +60,32 @@ def global_batch(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, ja
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in local_batch.items()}
+
+
+def barrier(name: str, timeout_s: int = 3600) -> None:
+    """Wait until every process arrives, through the coordination service (no device
+    collective, so no collective-library timeout). A no-op on one process."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the client jax.distributed.initialize started
+
+    distributed.global_state.client.wait_at_barrier(name, timeout_s * 1000)
+
+
+class CompiledOnFirstCall:
+    """A jitted function compiled on its first call, then a barrier, then run.
+
+    Hosts finish compiling at different times (seconds apart on a pod, a minute apart on a
+    loaded CPU), and gloo, the CPU collective library, gives up connecting after 30 s: the
+    first collective must not start until every process holds the executable. Shapes are
+    static for a run (fixed batch, padded eval batches), so one compilation serves them all.
+    """
+
+    def __init__(self, jitted: Any, name: str):
+        self.jitted, self.name, self.compiled = jitted, name, None
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            self.compiled = self.jitted.lower(*args).compile()
+            barrier(f"hrnet_jax compiled {self.name}")
+        return self.compiled(*args)
