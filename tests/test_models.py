@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrnet_jax.models import create_model, tiny_arch
+from hrnet_jax.models import ArchSpec, StageSpec, create_model, tiny_arch
 from hrnet_jax.models.layers import resize_bilinear, upsample_nearest
 from hrnet_jax.models.summary import count_params, main as summary_main, summarize
 
@@ -177,3 +177,40 @@ def test_nearest_upsampling_matches_torch_and_has_no_gather():
     np.testing.assert_array_equal(upsample_nearest(jnp.asarray(x), (16, 12)), expected)
     hlo = jax.jit(jax.grad(lambda x: upsample_nearest(x, (16, 12)).sum())).lower(x).as_text()
     assert "gather" not in hlo and "scatter" not in hlo
+
+
+# Two modules a stage and two blocks a branch: something to scan (tiny_arch has one of each).
+SCANNABLE = ArchSpec(8, 2, 8, (StageSpec(2, 2, (4, 8)), StageSpec(3, 2, (4, 8, 16)),
+                               StageSpec(2, 2, (4, 8, 16, 32))))
+
+
+@pytest.mark.parametrize("head", ["segmentation", "pose"])
+def test_scanned_modules_are_the_same_function_with_the_same_variables(head):
+    plain = create_model(SCANNABLE, head, 3)
+    scanned = create_model(SCANNABLE, head, 3, scan_modules=True)
+    x = jnp.asarray(np.random.RandomState(0).randn(2, 64, 64, 3).astype(np.float32))
+    variables = plain.init(jax.random.key(0), x[:1])
+    # Same tree (canonical module0/module1, block0/block1 names), also when scanned initialises.
+    assert (jax.tree_util.tree_structure(scanned.init(jax.random.key(0), x[:1]))
+            == jax.tree_util.tree_structure(variables))
+
+    def loss(model, params):
+        out, updates = model.apply({**variables, "params": params}, x, train=True,
+                                   mutable=["batch_stats"])
+        return jnp.mean(out ** 2), updates["batch_stats"]
+
+    (loss_p, stats_p), grads_p = jax.value_and_grad(lambda p: loss(plain, p), has_aux=True)(
+        variables["params"])
+    (loss_s, stats_s), grads_s = jax.value_and_grad(lambda p: loss(scanned, p), has_aux=True)(
+        variables["params"])
+    assert relative_error(loss_s, loss_p) < 1e-5
+    assert jax.tree_util.tree_structure(stats_s) == jax.tree_util.tree_structure(stats_p)
+    for a, b in zip(jax.tree.leaves(stats_p), jax.tree.leaves(stats_s)):
+        assert relative_error(b, a) < 1e-4
+    # Gradients relative to the largest one (biases before BatchNorm have ~0 gradients).
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_p))
+    for a, b in zip(jax.tree.leaves(grads_p), jax.tree.leaves(grads_s)):
+        assert float(jnp.max(jnp.abs(a - b))) < 1e-4 * scale
+    eval_p = plain.apply(variables, x, train=False)
+    eval_s = scanned.apply(variables, x, train=False)
+    assert relative_error(eval_s, eval_p) < 1e-5

@@ -43,7 +43,7 @@ class HRNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> Any:
         # HRNetV1 for pose: the last module fuses into branch 0 only; the other heads use all.
         xs = HRNetBackbone(self.arch, self.layers, multi_scale_output=self.head != "pose",
-                           name="backbone")(x, train)
+                           name="backbone")(x, train and not self.layers.norm_eval)
         if self.head is None:
             return xs
         if self.head == "classification":
@@ -61,7 +61,8 @@ def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int
                  **overrides: Any) -> HRNet:
     """Build an HRNet. `arch` names a preset (see `ARCHS`) or is an `ArchSpec`.
 
-    overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype);
+    overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype,
+    scan_modules, norm_eval);
     the head picks the papers' defaults for the rest.
     """
     if isinstance(arch, str):

@@ -54,6 +54,7 @@ class RepresentationHead(nn.Module):
     @nn.compact
     def __call__(self, xs: list[jnp.ndarray], train: bool) -> jnp.ndarray:
         x = concat_upsampled(xs, self.layers)
+        self.sow("intermediates", "concat", x)  # a feature tap (hrnet_jax.surgery.tap)
         x = ConvBN(x.shape[-1], self.layers, kernel=1, bias=True, name="proj")(x, train)
         return self.layers.conv(self.num_classes, 1, bias=True, name="classifier")(x)
 
@@ -85,6 +86,7 @@ class PyramidNeck(nn.Module):
     def __call__(self, xs: list[jnp.ndarray], train: bool) -> list[jnp.ndarray]:
         del train  # no BatchNorm in the neck
         x = concat_upsampled(xs, self.layers)
+        self.sow("intermediates", "concat", x)
         x = self.layers.conv(self.features, 1, bias=True, name="reduction")(x)
         levels = []
         for k in range(self.num_levels):

@@ -13,7 +13,8 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hrnet_jax.models.layers import Bottleneck, ConvBN, LayerConfig, run_blocks
+from hrnet_jax.models.layers import BLOCKS, Bottleneck, ConvBN, LayerConfig
+from hrnet_jax.models.scan import scan_body, stacked_view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +135,8 @@ class HighResolutionModule(nn.Module):
 
     @nn.compact
     def __call__(self, xs: list[jnp.ndarray], train: bool) -> list[jnp.ndarray]:
-        xs = [_Branch(self.block, self.widths[i], self.num_blocks, self.layers, name=f"branch{i}")(x, train)
+        xs = [residual_layer(self.block, self.widths[i], self.num_blocks, self.layers, x.shape[-1],
+                             self.is_initializing(), name=f"branch{i}")(x, train)
               for i, x in enumerate(xs)]
         if len(xs) == 1:
             return xs
@@ -168,17 +170,51 @@ class Fuse(nn.Module):
         return outs
 
 
-class _Branch(nn.Module):
-    """One branch of a module: `num_blocks` residual blocks at one resolution."""
+def residual_layer(block: str, planes: int, num_blocks: int, layers: LayerConfig, in_width: int,
+                   initializing: bool, name: str) -> nn.Module:
+    """A ResidualLayer; with `layers.scan_modules`, its identical blocks run as one scan (all
+    of them, or all after a first block that changes the width)."""
+    start = int(in_width != planes * BLOCKS[block].expansion)
+    if not layers.scan_modules or num_blocks - start < 2:
+        return ResidualLayer(block, planes, num_blocks, layers, start, name=name)
+    view = stacked_view(ResidualLayer, "block", start, num_blocks - start, initializing)
+    return view(block, planes, num_blocks, layers, start, scanned=True, name=name)
+
+
+class ResidualLayer(nn.Module):
+    """`num_blocks` residual blocks at one resolution: a branch, or stage 1.
+    Blocks from `first_scanned` on run as one scan when `scanned`."""
 
     block: str
     planes: int
     num_blocks: int
     layers: LayerConfig
+    first_scanned: int = 0
+    scanned: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        return run_blocks(self.block, self.planes, self.num_blocks, self.layers, x, train)
+        block = BLOCKS[self.block]
+        unrolled = self.first_scanned if self.scanned else self.num_blocks
+        for k in range(unrolled):
+            x = block(self.planes, self.layers, name=f"block{k}")(x, train)
+        if self.scanned:
+            body = scan_body(_BlockBody, self.num_blocks - self.first_scanned)
+            x, _ = body(self.block, self.planes, self.layers, train, name="scan")(x, None)
+        return x
+
+
+class _BlockBody(nn.Module):
+    """One residual block as a scan body."""
+
+    block: str
+    planes: int
+    layers: LayerConfig
+    train: bool
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, _) -> tuple[jnp.ndarray, None]:
+        return BLOCKS[self.block](self.planes, self.layers, name="block")(x, self.train), None
 
 
 class HRNetBackbone(nn.Module):
@@ -196,12 +232,15 @@ class HRNetBackbone(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> list[jnp.ndarray]:
         check_input_size(x.shape[1:3], self.layers.upsample)
         x = Stem(self.arch.stem_width, self.layers, name="stem")(x.astype(self.layers.dtype), train)
-        x = _Layer1(self.arch.stage1_blocks, self.arch.stage1_planes, self.layers, name="layer1")(x, train)
+        x = residual_layer("bottleneck", self.arch.stage1_planes, self.arch.stage1_blocks, self.layers,
+                           x.shape[-1], self.is_initializing(), name="layer1")(x, train)
         xs, widths = [x], (self.arch.stage1_planes * Bottleneck.expansion,)
         for s, stage in enumerate(self.arch.stages, start=2):
             xs = Transition(widths, stage.widths, self.layers, name=f"transition{s - 1}")(xs, train)
             single_output = s == len(self.arch.stages) + 1 and not self.multi_scale_output
-            xs = Stage(stage, self.layers, single_output, name=f"stage{s}")(xs, train)
+            stage_module = make_stage(stage, self.layers, single_output, self.is_initializing(),
+                                      name=f"stage{s}")
+            xs = stage_module(xs, train)
             widths = stage.widths
         return xs
 
@@ -223,16 +262,47 @@ class Stage(nn.Module):
         return xs
 
 
-class _Layer1(nn.Module):
-    """Stage 1: a ResNet layer of Bottlenecks at 1/4 resolution."""
+def make_stage(spec: StageSpec, layers: LayerConfig, single_output: bool, initializing: bool,
+               name: str) -> nn.Module:
+    """A Stage, run as a scan when `layers.scan_modules` and two or more modules are identical
+    (all but a trimmed last one)."""
+    scanned = spec.num_modules - int(single_output)
+    if not layers.scan_modules or scanned < 2:
+        return Stage(spec, layers, single_output, name=name)
+    view = stacked_view(_ScannedStage, "module", 0, scanned, initializing)
+    return view(spec, layers, single_output, scanned, name=name)
 
-    num_blocks: int
-    planes: int
+
+class _ModuleBody(nn.Module):
+    """One HighResolutionModule as a scan body."""
+
+    spec: StageSpec
     layers: LayerConfig
+    train: bool
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        return run_blocks("bottleneck", self.planes, self.num_blocks, self.layers, x, train)
+    def __call__(self, xs: list[jnp.ndarray], _) -> tuple[list[jnp.ndarray], None]:
+        module = HighResolutionModule(self.spec.widths, self.spec.num_blocks, self.layers,
+                                      self.spec.block, name="module")
+        return module(xs, self.train), None
+
+
+class _ScannedStage(nn.Module):
+    """Stage whose first `scanned` modules run as one scan; a trimmed last module follows."""
+
+    spec: StageSpec
+    layers: LayerConfig
+    single_output: bool
+    scanned: int
+
+    @nn.compact
+    def __call__(self, xs: list[jnp.ndarray], train: bool) -> list[jnp.ndarray]:
+        body = scan_body(_ModuleBody, self.scanned)
+        xs, _ = body(self.spec, self.layers, train, name="scan")(xs, None)
+        for m in range(self.scanned, self.spec.num_modules):
+            xs = HighResolutionModule(self.spec.widths, self.spec.num_blocks, self.layers,
+                                      self.spec.block, 1, name=f"module{m}")(xs, train)
+        return xs
 
 
 def check_input_size(size: tuple[int, int], upsample: str) -> None:

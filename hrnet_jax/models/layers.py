@@ -43,6 +43,10 @@ class LayerConfig:
     `dtype` is the compute dtype; parameters and BatchNorm statistics stay float32.
     `upsample` is 'nearest' (integer factor, as classification, pose and timm) or 'bilinear'
     (to the target size, as segmentation and landmarks).
+    `norm_eval` keeps the backbone's BatchNorm in inference mode while training (running
+    statistics used, never updated), as mmdet's norm_eval for small-batch fine-tuning.
+    `scan_modules` runs the identical modules of a stage as one `nn.scan` body: the same
+    function and the same variables layout, a much smaller program to compile.
     """
 
     bn_momentum: float = 0.9
@@ -50,6 +54,8 @@ class LayerConfig:
     dtype: Any = jnp.float32
     upsample: str = "nearest"
     align_corners: bool = False
+    scan_modules: bool = False
+    norm_eval: bool = False
 
     def __post_init__(self):
         if self.upsample not in ("nearest", "bilinear"):
@@ -178,12 +184,3 @@ class Bottleneck(nn.Module):
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
-
-
-def run_blocks(block: str, planes: int, num_blocks: int, layers: LayerConfig, x: jnp.ndarray,
-               train: bool) -> jnp.ndarray:
-    """A residual layer: `num_blocks` blocks of one kind, named block0, block1, ...
-    (call it inside the parent's compact method)."""
-    for k in range(num_blocks):
-        x = BLOCKS[block](planes, layers, name=f"block{k}")(x, train)
-    return x

@@ -34,7 +34,8 @@ class TrainingDiverged(RuntimeError):
 def build_model(config: config_lib.ExperimentConfig):
     m = config.model
     arch = tiny_arch(m.width) if m.arch == "tiny" else m.arch
-    overrides = {"dtype": jnp.dtype(m.dtype)}
+    overrides = {"dtype": jnp.dtype(m.dtype), "scan_modules": m.scan_modules,
+                 "norm_eval": m.norm_eval}
     if m.upsample is not None:
         overrides["upsample"] = m.upsample
     if m.bn_momentum is not None:

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hrnet_jax import surgery
 from hrnet_jax.config import OptimConfig
 
 
@@ -54,7 +55,7 @@ def make_optimizer(config: OptimConfig, num_steps: int) -> optax.GradientTransfo
         tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=mask)
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; choose sgd, adam or adamw")
-    return tx
+    return surgery.freeze(tx, config.freeze)
 
 
 def current_learning_rate(config: OptimConfig, num_steps: int, step: int) -> float:
