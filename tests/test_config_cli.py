@@ -11,13 +11,15 @@ from hrnet_jax.main import main
 def test_overrides_convert_to_the_declared_types():
     config = experiments.load("seg_synthetic")
     for assignment in ["optim.learning_rate=0.02", "data.image_size=32x48", "optim.nesterov=true",
-                       "model.num_classes=7", "model.upsample=none", "optim.milestones=0.5,0.75"]:
+                       "model.num_classes=7", "model.upsample=none", "optim.milestones=0.5,0.75",
+                       "optim.freeze=backbone/stem,backbone/layer1"]:
         config_lib.apply_override(config, assignment)
     assert config.optim.learning_rate == 0.02
     assert config.data.image_size == (32, 48)
     assert config.optim.nesterov is True
     assert config.model.num_classes == 7 and config.model.upsample is None
     assert config.optim.milestones == (0.5, 0.75)
+    assert config.optim.freeze == ("backbone/stem", "backbone/layer1")  # no 'x' splitting here
     assert config_lib.from_dict(config_lib.to_dict(config)) == config
 
 
