@@ -88,6 +88,16 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class LossConfig:
+    """Task loss options (segmentation: class weights and OHEM, as HRNet-Semantic-Segmentation)."""
+
+    class_weights: tuple[float, ...] = ()  # empty: unweighted
+    ohem: bool = False
+    ohem_threshold: float = 0.9  # keep pixels whose true-class probability is below this...
+    ohem_min_kept: int = 131072  # ...or at least this many per device batch
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     name: str = ""
     description: str = ""
@@ -95,6 +105,7 @@ class ExperimentConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     loop: LoopConfig = dataclasses.field(default_factory=LoopConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)

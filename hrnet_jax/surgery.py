@@ -184,9 +184,10 @@ def tap(model: HRNet, variables: Variables, images: jax.Array, names: Sequence[s
     def capture(module, method_name: str) -> bool:
         return method_name == "__call__" and "/".join(module.path) in modules
 
-    _, state = model.apply(variables, images, train=train, capture_intermediates=capture,
-                           mutable=["intermediates", "batch_stats"] if train else ["intermediates"])
-    captured = _captured(state["intermediates"])
+    mutable = ["intermediates", "batch_stats"] if train else ["intermediates"]
+    run = jax.jit(lambda v, x: model.apply(v, x, train=train, capture_intermediates=capture,
+                                           mutable=mutable)[1]["intermediates"])
+    captured = _captured(run(variables, images))
     return {name: captured[path] for name, path in wanted.items()}
 
 

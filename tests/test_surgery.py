@@ -25,6 +25,11 @@ IMAGES = jnp.asarray(np.random.RandomState(0).randn(2, 64, 64, 3).astype(np.floa
 BRANCHES = [f"stage4/branch{k}" for k in range(4)]
 
 
+def key(seed: int) -> jax.Array:
+    """RBG keys: XLA:CPU compiles an init ~3x faster than with threefry's hash."""
+    return jax.random.key(seed, impl="rbg")
+
+
 def leaves(tree) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in surgery.flatten(tree).items()}
 
@@ -49,7 +54,7 @@ def test_timm_weights_transplanted_into_segmentation_keep_backbone_features_bit_
     # The classification net upsamples nearest; so must the target for identical features
     # (the segmentation default, bilinear, is a different function of the same weights).
     seg_model = create_model("hrnet_w18_small", "segmentation", 19, upsample="nearest")
-    seg_vars, report = surgery.transplant(cls_vars, seg_model, jax.random.key(1))
+    seg_vars, report = surgery.transplant(cls_vars, seg_model, key(1))
     backbone = {f"{c}/{p}" for c, t in cls_vars.items() for p in surgery.flatten(t)
                 if p.startswith("backbone/")}
     assert set(report.carried) == backbone
@@ -65,9 +70,9 @@ def test_timm_weights_transplanted_into_segmentation_keep_backbone_features_bit_
 
 def test_transplant_into_pose_drops_the_fuse_rows_the_pose_net_lacks():
     seg = create_model(TINY, "segmentation", 3)
-    seg_vars = surgery.init_variables(seg, jax.random.key(0))
+    seg_vars = surgery.init_variables(seg, key(0))
     pose = create_model(TINY, "pose", 5)
-    pose_vars, report = surgery.transplant(seg_vars, pose, jax.random.key(1))
+    pose_vars, report = surgery.transplant(seg_vars, pose, key(1))
     dropped_backbone = {p for p in report.dropped if "/backbone/" in p}
     assert dropped_backbone and all("stage4/module0/fuse/to" in p and "/fuse/to0_" not in p
                                     for p in dropped_backbone)
@@ -80,8 +85,8 @@ def test_transplant_into_pose_drops_the_fuse_rows_the_pose_net_lacks():
 
 def test_swap_head_changes_only_the_classifier():
     five = create_model(TINY, "segmentation", 5)
-    variables = surgery.init_variables(create_model(TINY, "segmentation", 3), jax.random.key(0))
-    swapped, report = surgery.swap_head(variables, five, jax.random.key(1))
+    variables = surgery.init_variables(create_model(TINY, "segmentation", 3), key(0))
+    swapped, report = surgery.swap_head(variables, five, key(1))
     assert sorted(r[0] for r in report.reshaped) == ["params/head/classifier/bias",
                                                      "params/head/classifier/kernel"]
     assert report.reshaped[0][1:] in [((3,), (5,)), ((1, 1, 60, 3), (1, 1, 60, 5))]
@@ -89,14 +94,14 @@ def test_swap_head_changes_only_the_classifier():
     for path, value in after.items():
         if "classifier" not in path:
             np.testing.assert_array_equal(value, before[path], path)
-    assert five.apply(swapped, IMAGES).shape == (2, 16, 16, 5)
+    assert jax.eval_shape(five.apply, swapped, IMAGES).shape == (2, 16, 16, 5)
 
 
 def test_transplant_between_widths_is_refused_with_the_mismatched_keys():
-    variables = surgery.init_variables(create_model(TINY, "segmentation", 3), jax.random.key(0))
+    variables = surgery.init_variables(create_model(TINY, "segmentation", 3), key(0))
     with pytest.raises(surgery.SurgeryError, match="shape mismatch params/backbone/stage2/") as error:
         surgery.transplant(variables, create_model(tiny_arch(8), "segmentation", 3),
-                           jax.random.key(1))
+                           key(1))
     assert ("params/backbone/transition1/branch0/conv/kernel", (3, 3, 32, 4), (3, 3, 32, 8)) in (
         error.value.report.reshaped)
 
@@ -104,7 +109,7 @@ def test_transplant_between_widths_is_refused_with_the_mismatched_keys():
 @pytest.fixture(scope="module")
 def tiny_segmentation():
     model = create_model(TINY, "segmentation", 3)
-    return model, surgery.init_variables(model, jax.random.key(0))
+    return model, surgery.init_variables(model, key(0))
 
 
 def test_taps_return_named_intermediates(tiny_segmentation):
@@ -113,13 +118,14 @@ def test_taps_return_named_intermediates(tiny_segmentation):
                                                   "head/concat", "head"])
     assert taps["stage3/branch2"].shape == (2, 4, 4, 16)
     assert taps["stem"].shape == (2, 16, 16, 8)
-    features = create_model(TINY, None, upsample="bilinear").apply(
+    features = jax.jit(create_model(TINY, None, upsample="bilinear").apply)(
         {c: {"backbone": t["backbone"]} for c, t in variables.items()}, IMAGES)
     for k in range(4):
         np.testing.assert_array_equal(np.asarray(taps["backbone/stage4"][k]), np.asarray(features[k]))
     expected_concat = concat_upsampled(features, model.layers)
     np.testing.assert_array_equal(np.asarray(taps["head/concat"]), np.asarray(expected_concat))
-    np.testing.assert_array_equal(np.asarray(taps["head"]), np.asarray(model.apply(variables, IMAGES)))
+    np.testing.assert_array_equal(np.asarray(taps["head"]),
+                                  np.asarray(jax.jit(model.apply)(variables, IMAGES)))
 
 
 def test_unknown_tap_lists_the_valid_names(tiny_segmentation):
@@ -147,7 +153,8 @@ def test_frozen_paths_get_no_update_and_no_decay(tiny_segmentation):
 def test_norm_eval_keeps_backbone_statistics_and_uses_them(tiny_segmentation):
     _, variables = tiny_segmentation
     frozen_bn = create_model(TINY, "segmentation", 3, norm_eval=True)
-    out, updates = frozen_bn.apply(variables, IMAGES, train=True, mutable=["batch_stats"])
+    out, updates = jax.jit(lambda v: frozen_bn.apply(v, IMAGES, train=True, mutable=["batch_stats"]))(
+        variables)
     before, after = leaves(variables["batch_stats"]), leaves(updates["batch_stats"])
     for path, value in after.items():
         if path.startswith("backbone/"):
@@ -158,12 +165,12 @@ def test_norm_eval_keeps_backbone_statistics_and_uses_them(tiny_segmentation):
 def test_shallower_view_keeps_first_and_last_modules_and_first_blocks():
     deep = ArchSpec(8, 1, 8, (StageSpec(2, 2, (4, 8)), StageSpec(3, 2, (4, 8, 16)),
                               StageSpec(2, 2, (4, 8, 16, 32))))
-    variables = surgery.init_variables(create_model(deep, "segmentation", 3), jax.random.key(0))
+    variables = surgery.init_variables(create_model(deep, "segmentation", 3), key(0))
     arch, shallow_vars = surgery.shallower(deep, variables, modules=(1, 2, 1), blocks=1)
     assert [s.num_modules for s in arch.stages] == [1, 2, 1]
     assert all(s.num_blocks == 1 for s in arch.stages)
     model = create_model(arch, "segmentation", 3)
-    fresh = surgery.init_variables(model, jax.random.key(1))
+    fresh = jax.eval_shape(lambda: model.init(key(1), IMAGES[:1]))
     assert jax.tree_util.tree_structure(fresh) == jax.tree_util.tree_structure(shallow_vars)
     old = variables["params"]["backbone"]
     new = shallow_vars["params"]["backbone"]
@@ -171,7 +178,7 @@ def test_shallower_view_keeps_first_and_last_modules_and_first_blocks():
                                   old["stage3"]["module2"]["fuse"]["to0_from1"]["conv"]["kernel"])
     np.testing.assert_array_equal(new["stage3"]["module0"]["branch0"]["block0"]["conv1"]["kernel"],
                                   old["stage3"]["module0"]["branch0"]["block0"]["conv1"]["kernel"])
-    assert model.apply(shallow_vars, IMAGES).shape == (2, 16, 16, 3)
+    assert jax.eval_shape(model.apply, shallow_vars, IMAGES).shape == (2, 16, 16, 3)
     with pytest.raises(ValueError, match="stage2 has 2 modules"):
         surgery.shallower(deep, variables, modules=(3, 1, 1))
 
@@ -182,4 +189,20 @@ def test_exported_inference_reloads_and_reproduces_any_batch_size(tiny_segmentat
     restored = surgery.load_exported(exported.serialize())
     for batch in (1, 3):
         images = jnp.asarray(np.random.RandomState(batch).randn(batch, 64, 64, 3).astype(np.float32))
-        assert relative_error(restored.call(images), model.apply(variables, images)) < 1e-6
+        assert relative_error(restored.call(images), jax.jit(model.apply)(variables, images)) < 1e-6
+
+
+def test_trainer_builds_norm_eval_and_frozen_optimizer_from_the_config():
+    from hrnet_jax import config as config_lib, experiments
+    from hrnet_jax.training.loop import build_model
+
+    config = experiments.load("seg_synthetic:smoke")
+    config_lib.apply_override(config, "model.norm_eval=true")
+    assert build_model(config).layers.norm_eval
+    config_lib.apply_override(config, "optim.freeze=backbone/stem")
+    config_lib.apply_override(config, "optim.warmup_steps=0")  # a non-zero first update
+    params = {"backbone": {"stem": {"k": jnp.ones(2)}, "stage2": {"k": jnp.ones(2)}}}
+    tx = make_optimizer(config.optim, 10)
+    updates, _ = tx.update(params, tx.init(params), params)
+    assert np.all(np.asarray(updates["backbone"]["stem"]["k"]) == 0)
+    assert np.all(np.asarray(updates["backbone"]["stage2"]["k"]) != 0)

@@ -32,6 +32,39 @@ def pixel_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
     return jnp.sum(ce * weight) / jnp.maximum(jnp.sum(weight), 1e-8)
 
 
+def ohem_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
+                       class_weights: Sequence[float] | None = None, threshold: float = 0.9,
+                       min_kept: int = 131072, groups: int = 1,
+                       ignore_label: int = IGNORE_LABEL) -> jnp.ndarray:
+    """Online hard example mining, as HRNet-Semantic-Segmentation's OhemCrossEntropy: among the
+    labelled pixels keep those whose true-class probability is below max(threshold, the
+    `min_kept`-th smallest probability), and average their (class-weighted) losses.
+
+    The reference mines on each GPU's batch; `groups` splits the batch the same way (the number
+    of devices), and the per-group losses are averaged as data-parallel gradients are."""
+    if logits.shape[1:3] != labels.shape[1:3]:
+        logits = resize_bilinear(logits, labels.shape[1:3])
+    batch = labels.shape[0]
+    if batch % groups:
+        raise ValueError(f"OHEM: batch {batch} does not split into {groups} device batches")
+    logits = logits.astype(jnp.float32).reshape(groups, -1, logits.shape[-1])
+    labels = labels.reshape(groups, -1)
+    weights = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+
+    def one_group(group_logits, group_labels):
+        valid = group_labels != ignore_label
+        safe = jnp.where(valid, group_labels, 0)
+        log_p = jnp.take_along_axis(jax.nn.log_softmax(group_logits), safe[:, None], -1)[:, 0]
+        loss = -log_p if weights is None else -log_p * weights[safe]
+        p_true = jnp.where(valid, jnp.exp(log_p), jnp.inf)
+        count = jnp.sum(valid)
+        kth = jnp.sort(p_true)[jnp.clip(jnp.minimum(min_kept, count - 1), 0)]
+        kept = valid & (p_true < jnp.maximum(kth, threshold))
+        return jnp.sum(jnp.where(kept, loss, 0.0)) / jnp.maximum(jnp.sum(kept), 1)
+
+    return jnp.mean(jax.vmap(one_group)(logits, labels))
+
+
 def confusion_matrix(predictions: jnp.ndarray, labels: jnp.ndarray, num_classes: int,
                      weights: jnp.ndarray) -> jnp.ndarray:
     """(true, predicted) counts as a one-hot matmul: no scatter, fast on every backend."""
@@ -69,13 +102,24 @@ def default_palette(num_classes: int) -> np.ndarray:
     return palette
 
 
-def make_task(config: Any, class_weights: Sequence[float] | None = None,
-              class_names: Sequence[str] | None = None) -> Task:
+def make_task(config: Any, class_names: Sequence[str] | None = None,
+              palette: np.ndarray | None = None) -> Task:
     num_classes = config.model.num_classes
-    palette = default_palette(num_classes)
+    palette = default_palette(num_classes) if palette is None else palette
+    options = config.loss
+    class_weights = options.class_weights or None
+    if class_weights is not None and len(class_weights) != num_classes:
+        raise ValueError(f"loss.class_weights has {len(class_weights)} weights for "
+                         f"{num_classes} classes")
+    devices = jax.device_count()
 
     def loss(logits, batch):
-        value = pixel_cross_entropy(logits, batch["label"], class_weights)
+        if options.ohem:
+            groups = devices if batch["label"].shape[0] % devices == 0 else 1
+            value = ohem_cross_entropy(logits, batch["label"], class_weights,
+                                       options.ohem_threshold, options.ohem_min_kept, groups)
+        else:
+            value = pixel_cross_entropy(logits, batch["label"], class_weights)
         return value, {}
 
     def eval_sums(logits, batch):
