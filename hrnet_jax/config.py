@@ -40,6 +40,16 @@ class DataConfig:
     worker_count: int = 0  # grain worker processes
     heatmap_sigma: float = 2.0  # keypoint tasks: the Gaussian targets' sigma, in heatmap pixels
     seed: int = 0
+    # Prepared datasets (python -m hrnet_jax.data.prepare): where, and which splits.
+    data_dir: str = "~/tensorflow_datasets"
+    train_split: str = "train"
+    eval_split: str = "val"
+    # Segmentation training augmentation (off when crop_size is empty): the long side scaled to
+    # base_size x one of train_scales, padded, randomly cropped to crop_size, mirrored if flip.
+    base_size: int = 0
+    train_scales: tuple[float, ...] = ()
+    crop_size: tuple[int, ...] = ()
+    flip: bool = False
 
 
 @dataclasses.dataclass

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         config_lib.apply_override(config, assignment)
     trainer = Trainer(config, tempfile.mkdtemp())
     real_batch = sharding.global_batch(trainer.mesh, next(iter(pipeline.train_loader(
-        trainer.train_source, trainer.task.prepare, config.data.batch_size, 0))))
+        trainer.train_source, trainer.task.prepare, config.data.batch_size, 0,
+        augment=trainer.task.augment))))
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                          real_batch)
     state = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),

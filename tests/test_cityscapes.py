@@ -89,3 +89,64 @@ def test_palette_and_names_cover_the_19_classes():
     assert len(CLASSES) == len(PALETTE) == 19
     assert tuple(PALETTE[CLASSES.index("car")]) == (0, 0, 142)
     assert to_train_ids(np.array([7, 26, 0, 33, 34]))[:4].tolist() == [0, 13, 255, 18]
+
+
+def test_augmentation_is_deterministic_and_keeps_labels_nearest(sample):
+    from hrnet_jax.data.transforms import random_scale_crop_flip, scale_steps
+
+    scales = scale_steps(0.5, 2.1, 0.1)
+    assert len(scales) == 17 and scales[0] == 0.5 and scales[-1] == 2.1
+    runs = [random_scale_crop_flip(sample["image"], sample["train_ids"], np.random.default_rng(7),
+                                   256, scales, (96, 160)) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    for seed in range(6):
+        image, label = random_scale_crop_flip(sample["image"], sample["train_ids"],
+                                              np.random.default_rng(seed), 256, scales, (96, 160))
+        assert image.shape == (96, 160, 3) and label.shape == (96, 160)
+        # Nearest resampling invents no label values; padding adds only the ignore label.
+        assert set(np.unique(label)) <= set(np.unique(sample["train_ids"])) | {255}
+    # Scale 0.5 of a 256-wide image is 128x64: padded to the crop with 255 below and right.
+    _, label = random_scale_crop_flip(sample["image"], sample["train_ids"],
+                                      np.random.default_rng(0), 256, (0.5,), (96, 160), flip=False)
+    assert np.all(label[64:] == 255) and np.all(label[:, 128:] == 255)
+
+
+def test_out_of_range_label_names_the_file():
+    from hrnet_jax import experiments
+    from hrnet_jax.tasks import make_task
+
+    task = make_task(experiments.load("seg_cityscapes:smoke"))
+    example = {"image": np.zeros((4, 4, 3), np.uint8), "label": np.full((4, 4, 1), 19, np.uint8),
+               "file_name": b"aachen_000000_000019"}
+    with pytest.raises(ValueError, match="aachen_000000_000019: label values \\[19\\]"):
+        task.prepare(example)
+
+
+def test_missing_dataset_says_how_to_prepare_it(tmp_path):
+    from hrnet_jax import config as config_lib, experiments
+    from hrnet_jax.training.loop import make_sources
+
+    config = experiments.load("seg_cityscapes")
+    config_lib.apply_override(config, f"data.data_dir={tmp_path}")
+    with pytest.raises(FileNotFoundError, match="python -m hrnet_jax.data.prepare cityscapes"):
+        make_sources(config)
+
+
+def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_path):
+    import json
+
+    from hrnet_jax.main import main
+
+    prepare.prepare("cityscapes", str(sample["root"]), str(tmp_path / "data"))
+    workdir = tmp_path / "run"
+    assert main(["--experiment=seg_cityscapes_ohem:smoke", f"--workdir={workdir}",
+                 f"--set=data.data_dir={tmp_path / 'data'}"]) == 0
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = [l for l in lines if l["split"] == "train"]
+    evaluation = [l for l in lines if l["split"] == "eval"]
+    assert [l["step"] for l in train] == [2, 4] and all(np.isfinite(l["loss"]) for l in train)
+    assert evaluation and 0.0 <= evaluation[-1]["miou"] <= 1.0
+    assert "pixel_accuracy" in evaluation[-1]
+    assert any(k.startswith("iou/") and k[4:] in CLASSES for k in evaluation[-1])
+    assert len(list((workdir / "pictures").glob("*.png"))) == 1

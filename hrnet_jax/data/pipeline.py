@@ -36,6 +36,17 @@ class _Prepare(grain.transforms.Map):
         return example
 
 
+class _Augment(grain.transforms.RandomMap):
+    """The task's training augmentation with grain's per-record Generator (seeded from the
+    sampler's seed and the record's position: the same run draws the same augmentations)."""
+
+    def __init__(self, augment: Callable[[dict, np.random.Generator], dict]):
+        self._augment = augment
+
+    def random_map(self, example: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+        return self._augment(dict(example), rng)
+
+
 def per_host_batch_size(global_batch_size: int) -> int:
     if global_batch_size % jax.process_count():
         raise ValueError(f"batch size {global_batch_size} does not split over "
@@ -68,14 +79,15 @@ class HostSliceSampler:
 
 
 def train_loader(source: Any, prepare: Callable[[dict], dict], global_batch_size: int, seed: int,
-                 worker_count: int = 0) -> grain.DataLoader:
+                 worker_count: int = 0, augment: Callable[[dict, np.random.Generator], dict] | None = None
+                 ) -> grain.DataLoader:
     """Endless shuffled batches of this host's slice; checkpointable iterator."""
     every_record = grain.samplers.IndexSampler(len(source), grain.sharding.NoSharding(),
                                                shuffle=True, num_epochs=None, seed=seed)
     sampler = HostSliceSampler(every_record, global_batch_size, jax.process_index(),
                                jax.process_count())
-    operations = [_Prepare(prepare),
-                  grain.transforms.Batch(per_host_batch_size(global_batch_size), drop_remainder=True)]
+    operations = ([_Augment(augment)] if augment else []) + [
+                  _Prepare(prepare), grain.transforms.Batch(per_host_batch_size(global_batch_size), drop_remainder=True)]
     # The sampler already picks this host's records: the loader itself must not shard again.
     return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
                             worker_count=worker_count, shard_options=grain.sharding.NoSharding())

@@ -23,6 +23,7 @@ class Task:
     summarize: the summed dict -> the metrics written to metrics.jsonl (headline: `metric`).
     draw: (image uint8 HWC, one example's outputs as numpy, the example) -> a picture (uint8 HWC)
       of the prediction next to the ground truth.
+    augment: training only, before `prepare`: (example, numpy Generator) -> example.
     """
 
     name: str
@@ -33,6 +34,7 @@ class Task:
     eval_sums: Callable[[Any, Batch], dict[str, jnp.ndarray]]
     summarize: Callable[[dict[str, np.ndarray]], dict[str, float]]
     draw: Callable[[np.ndarray, Any, dict[str, np.ndarray]], np.ndarray]
+    augment: Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None = None
 
 
 def make_task(config: Any) -> Task:

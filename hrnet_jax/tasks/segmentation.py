@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hrnet_jax.data import transforms
 from hrnet_jax.models.layers import resize_bilinear
 from hrnet_jax.tasks import Task
 
@@ -102,16 +103,40 @@ def default_palette(num_classes: int) -> np.ndarray:
     return palette
 
 
-def make_task(config: Any, class_names: Sequence[str] | None = None,
-              palette: np.ndarray | None = None) -> Task:
+def make_task(config: Any) -> Task:
     num_classes = config.model.num_classes
-    palette = default_palette(num_classes) if palette is None else palette
+    data = config.data
+    if data.name == "cityscapes":
+        from hrnet_jax.data import cityscapes_labels
+        class_names, palette = cityscapes_labels.CLASSES, cityscapes_labels.PALETTE
+    else:
+        class_names, palette = None, default_palette(num_classes)
     options = config.loss
     class_weights = options.class_weights or None
     if class_weights is not None and len(class_weights) != num_classes:
         raise ValueError(f"loss.class_weights has {len(class_weights)} weights for "
                          f"{num_classes} classes")
     devices = jax.device_count()
+
+    def prepare(example):
+        label = np.asarray(example["label"])
+        label = label[..., 0] if label.ndim == 3 else label
+        bad = (label >= num_classes) & (label != IGNORE_LABEL)
+        if bad.any():
+            name = example.get("file_name", b"?")
+            name = name.decode() if isinstance(name, bytes) else name
+            raise ValueError(f"{name}: label values {sorted(set(label[bad].tolist()))[:10]} outside "
+                             f"0..{num_classes - 1} and {IGNORE_LABEL} (ignore)")
+        return {"image": np.asarray(example["image"]), "label": label}
+
+    augment = None
+    if data.crop_size:
+        def augment(example, rng):
+            example = prepare(example)  # validated before anything is resampled
+            image, label = transforms.random_scale_crop_flip(
+                example["image"], example["label"], rng, data.base_size, data.train_scales,
+                tuple(data.crop_size), data.flip, IGNORE_LABEL)
+            return {"image": image, "label": label}
 
     def loss(logits, batch):
         if options.ohem:
@@ -139,5 +164,5 @@ def make_task(config: Any, class_names: Sequence[str] | None = None,
         overlay = (0.5 * image + 0.5 * prediction).astype(np.uint8)
         return np.concatenate([image, overlay, prediction, truth], axis=1)
 
-    return Task("segmentation", "segmentation", "miou", lambda example: example, loss, eval_sums,
-                summarize, draw)
+    return Task("segmentation", "segmentation", "miou", prepare, loss, eval_sums, summarize, draw,
+                augment)

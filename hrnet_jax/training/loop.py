@@ -51,7 +51,34 @@ def make_sources(config: config_lib.ExperimentConfig) -> tuple[Any, Any]:
         # Evaluation pictures come from a different seed: never seen in training.
         return (cls(d.num_train, tuple(d.image_size), d.seed),
                 cls(d.num_eval, tuple(d.image_size), d.seed + 1_000_003))
-    raise ValueError(f"unknown dataset {d.name!r}; available: {', '.join(synthetic.SOURCES)}")
+    if d.name in PREPARED:
+        return tuple(prepared_source(d, split) for split in (d.train_split, d.eval_split))
+    raise ValueError(f"unknown dataset {d.name!r}; available: "
+                     f"{', '.join([*synthetic.SOURCES, *PREPARED])}")
+
+
+PREPARED = {"cityscapes": "hrnet_cityscapes"}  # data.name -> tfds builder name
+
+
+def prepared_source(data: config_lib.DataConfig, split: str) -> Any:
+    """A split of a dataset prepared by `python -m hrnet_jax.data.prepare`, read through
+    `tfds.data_source` (ArrayRecord, random access, no TensorFlow)."""
+    import tensorflow_datasets as tfds
+
+    from hrnet_jax.data import prepare
+
+    prepare.builder_class(data.name)  # registers the builder with tfds
+    data_dir = os.path.expanduser(data.data_dir)
+    builder = tfds.builder(PREPARED[data.name], data_dir=data_dir)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"{data.name} is not prepared in {data_dir}.\n"
+            f"{prepare.builder_class(data.name).MANUAL_DOWNLOAD_INSTRUCTIONS}\n"
+            f"(or pass --set data.data_dir=DIR where it was prepared)")
+    if split not in builder.info.splits:
+        raise ValueError(f"{data.name} in {data_dir} has splits {list(builder.info.splits)}, "
+                         f"not {split!r}")
+    return builder.as_data_source(split)
 
 
 class MetricsWriter:
@@ -116,7 +143,7 @@ class Trainer:
         if jax.process_index() == 0:
             config_lib.save_json(config, os.path.join(self.workdir, "config.json"))
         loader = pipeline.train_loader(self.train_source, self.task.prepare, config.data.batch_size,
-                                       config.data.seed, config.data.worker_count)
+                                       config.data.seed, config.data.worker_count, self.task.augment)
         data_iterator = iter(loader)
         state = self.restore_or_init(data_iterator)
         first_step = int(jax.device_get(state["step"]))

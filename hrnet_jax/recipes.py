@@ -1,0 +1,46 @@
+"""The papers' training recipes as config factories that experiment files share."""
+
+from __future__ import annotations
+
+from hrnet_jax.config import (CheckpointConfig, DataConfig, EvalConfig, ExperimentConfig, LoopConfig,
+                              LossConfig, ModelConfig, OptimConfig)
+from hrnet_jax.data import cityscapes_labels
+from hrnet_jax.data.transforms import scale_steps
+
+CITYSCAPES_TRAIN_IMAGES = 2975
+
+
+def cityscapes(arch: str, ohem: bool = False) -> ExperimentConfig:
+    """HRNet-Semantic-Segmentation's Cityscapes recipe: 512x1024 crops of images scaled to a
+    long side of 2048 x 0.5..2.1, flip; batch 12 with BatchNorm over the whole batch; SGD 0.01,
+    momentum 0.9, weight decay 5e-4 on every parameter, poly 0.9 per iteration, 484 epochs of
+    floor(2975 / 12) = 247 iterations; class-weighted cross-entropy (or OHEM)."""
+    config = ExperimentConfig(task="segmentation")
+    config.model = ModelConfig(arch=arch, head="segmentation", num_classes=19)
+    config.data = DataConfig(name="cityscapes", image_size=(512, 1024), batch_size=12,
+                             eval_batch_size=1, base_size=2048,
+                             train_scales=scale_steps(0.5, 2.1, 0.1), crop_size=(512, 1024),
+                             flip=True, worker_count=8)
+    config.optim = OptimConfig(optimizer="sgd", learning_rate=0.01, momentum=0.9,
+                               weight_decay=5e-4, schedule="poly", poly_power=0.9)
+    config.loss = LossConfig(class_weights=cityscapes_labels.CLASS_WEIGHTS, ohem=ohem)
+    iterations = 484 * (CITYSCAPES_TRAIN_IMAGES // 12)
+    config.loop = LoopConfig(num_steps=iterations, log_every=50, eval_every=10_000)
+    config.checkpoint = CheckpointConfig(every_steps=2000, keep=3)
+    config.eval = EvalConfig(num_pictures=4)
+    return config
+
+
+def cityscapes_smoke(config: ExperimentConfig) -> ExperimentConfig:
+    """A few steps of a tiny model on the real sample's val split (shared/data/cityscapes_mini,
+    prepared with `python -m hrnet_jax.data.prepare cityscapes --manual_dir .../cityscapes_mini
+    --data_dir DIR`, then `--set data.data_dir=DIR`): 64x128 crops of the 128x256 image."""
+    config.model.arch, config.model.width = "tiny", 4
+    config.data.train_split = config.data.eval_split = "val"
+    config.data.base_size, config.data.crop_size, config.data.image_size = 256, (64, 128), (64, 128)
+    config.data.batch_size, config.data.worker_count = 2, 0
+    config.loss.ohem_min_kept = 1000  # of the 8192 pixels of a 64x128 crop
+    config.loop = LoopConfig(num_steps=4, log_every=2)
+    config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
+    config.eval = EvalConfig(num_pictures=1)
+    return config
