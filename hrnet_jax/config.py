@@ -27,6 +27,9 @@ class ModelConfig:
     # Off by default: XLA:CPU runs the scanned backward ~7x slower. For TPU pods.
     scan_modules: bool = False
     norm_eval: bool = False  # backbone BatchNorm frozen in inference mode (mmdet's norm_eval)
+    # ImageNet (or other) weights for the backbone at the start of a run: an official or timm
+    # .pth / .safetensors file (hrnet_jax.training.pretrained). Empty: random initialisation.
+    pretrained: str = ""
 
 
 @dataclasses.dataclass

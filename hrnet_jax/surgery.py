@@ -94,7 +94,13 @@ def transplant(variables: Variables, target: HRNet, rng: jax.Array,
     segmentation carries the backbone and drops the incre head; -> pose also drops the fuse rows
     the pose net's last module does not have.
     """
-    fresh = init_variables(target, rng, image_size)
+    return carry_into(variables, init_variables(target, rng, image_size), carry,
+                      reinit_on_shape_change)
+
+
+def carry_into(variables: Variables, fresh: Variables, carry: Sequence[str] = ("backbone",),
+               reinit_on_shape_change: Sequence[str] = ()) -> tuple[Variables, SurgeryReport]:
+    """`transplant` into given variables (`fresh`, e.g. a freshly initialised train state's)."""
     source = {c: flatten(tree) for c, tree in variables.items()}
     report = SurgeryReport()
     result = {}

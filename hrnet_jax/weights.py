@@ -147,8 +147,8 @@ class LoadReport:
 class WeightLoadError(ValueError):
     """A checkpoint that does not fit the model; `.report` names every offending key."""
 
-    def __init__(self, report: LoadReport):
-        super().__init__("checkpoint does not fit the model:\n" + str(report))
+    def __init__(self, report: LoadReport, source: str = "checkpoint"):
+        super().__init__(f"{source} does not fit the model:\n" + str(report))
         self.report = report
 
 

@@ -23,7 +23,7 @@ from hrnet_jax import config as config_lib
 from hrnet_jax.data import pipeline, synthetic
 from hrnet_jax.models import create_model, tiny_arch
 from hrnet_jax.tasks import Task, make_task
-from hrnet_jax.training import optim, sharding, step as step_lib
+from hrnet_jax.training import optim, pretrained, sharding, step as step_lib
 from hrnet_jax.training.checkpoint import Checkpointer
 
 
@@ -131,7 +131,22 @@ class Trainer:
     def restore_or_init(self, data_iterator: Any = None) -> dict:
         if self.checkpoints.latest_step() is not None:
             return self.checkpoints.restore(self.abstract_state, self.state_shardings, data_iterator)
-        return self.init_fn()
+        state = self.init_fn()
+        if self.config.model.pretrained:
+            state = self.with_pretrained(state)
+        return state
+
+    def with_pretrained(self, state: dict) -> dict:
+        """The state with its backbone from `model.pretrained` (strictly accounted)."""
+        fresh = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        variables, account = pretrained.initialise_from(
+            os.path.expanduser(self.config.model.pretrained), self.model.arch, fresh)
+        if jax.process_index() == 0:
+            print(account)
+        for collection in ("params", "batch_stats"):
+            state[collection] = jax.device_put(variables[collection],
+                                               self.state_shardings[collection])
+        return state
 
     def save(self, state: dict, data_iterator: Any, force: bool = False) -> None:
         step = int(jax.device_get(state["step"]))
