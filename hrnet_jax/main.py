@@ -1,6 +1,9 @@
 """Command line: `python -m hrnet_jax.main --experiment=NAME[:VARIANT] --workdir=DIR
 [--mode=train|eval|predict] [--set key=value ...]`; `--list` prints the experiments.
 
+`--mode=predict` draws eval examples next to their ground truth, or, with `--input=IMAGE_OR_DIR
+[--output=DIR]`, the task's pictures of any images (segmentation: colour mask and overlay).
+
 Multi-host: pass --coordinator_address, --num_processes and --process_id (or run on a TPU pod,
 where jax.distributed finds them itself).
 """
@@ -20,6 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mode", default="train", choices=["train", "eval", "predict"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optim.learning_rate=0.02")
+    parser.add_argument("--input", help="predict: an image file or a folder of images")
+    parser.add_argument("--output", help="predict: where the pictures go (default WORKDIR/predictions)")
     parser.add_argument("--list", action="store_true", help="print the experiments and exit")
     parser.add_argument("--coordinator_address", help="host:port of process 0 (multi-host)")
     parser.add_argument("--num_processes", type=int)
@@ -62,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train()
     elif args.mode == "eval":
         trainer.evaluate()
+    elif args.input:
+        try:
+            written = trainer.predict_files(args.input, args.output or f"{args.workdir}/predictions")
+        except (FileNotFoundError, ValueError, NotImplementedError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(written)} pictures to {args.output or args.workdir + '/predictions'}")
     else:
         trainer.draw_pictures(trainer.restore_or_init())
     # Process 0 alone draws pictures: everyone waits here, not at the shutdown barrier.

@@ -133,7 +133,7 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
         make_sources(config)
 
 
-def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_path):
+def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_path, capsys):
     import json
 
     from hrnet_jax.main import main
@@ -150,3 +150,19 @@ def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_pat
     assert "pixel_accuracy" in evaluation[-1]
     assert any(k.startswith("iou/") and k[4:] in CLASSES for k in evaluation[-1])
     assert len(list((workdir / "pictures").glob("*.png"))) == 1
+    # Predict on real images: the colour mask (official palette) and an overlay per image.
+    image_dir = sample["root"] / "leftImg8bit" / "val" / "frankfurt"
+    out = tmp_path / "predictions"
+    assert main(["--experiment=seg_cityscapes_ohem:smoke", f"--workdir={workdir}", "--mode=predict",
+                 f"--input={image_dir}", f"--output={out}",
+                 f"--set=data.data_dir={tmp_path / 'data'}"]) == 0
+    mask = read(out / f"{STEM}_leftImg8bit_mask.png", cv2.IMREAD_COLOR)[..., ::-1]
+    overlay = read(out / f"{STEM}_leftImg8bit_overlay.png", cv2.IMREAD_COLOR)
+    assert mask.shape == overlay.shape == sample["image"].shape
+    colours = {tuple(c) for c in mask.reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in PALETTE}
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not an image")
+    assert main(["--experiment=seg_cityscapes_ohem:smoke", f"--workdir={workdir}", "--mode=predict",
+                 f"--input={corrupt}", f"--set=data.data_dir={tmp_path / 'data'}"]) == 2
+    assert f"{corrupt}: not an image or corrupt" in capsys.readouterr().err

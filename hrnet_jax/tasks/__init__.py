@@ -24,6 +24,8 @@ class Task:
     draw: (image uint8 HWC, one example's outputs as numpy, the example) -> a picture (uint8 HWC)
       of the prediction next to the ground truth.
     augment: training only, before `prepare`: (example, numpy Generator) -> example.
+    render: (image uint8 HWC, one image's outputs as numpy) -> {suffix: picture} for
+      `--mode=predict --input` (e.g. segmentation's colour mask and overlay).
     """
 
     name: str
@@ -35,6 +37,7 @@ class Task:
     summarize: Callable[[dict[str, np.ndarray]], dict[str, float]]
     draw: Callable[[np.ndarray, Any, dict[str, np.ndarray]], np.ndarray]
     augment: Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None = None
+    render: Callable[[np.ndarray, Any], dict[str, np.ndarray]] | None = None
 
 
 def make_task(config: Any) -> Task:

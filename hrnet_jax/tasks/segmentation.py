@@ -156,13 +156,19 @@ def make_task(config: Any) -> Task:
     def summarize(sums):
         return iou_summary(sums["confusion"], class_names)
 
+    def predicted_mask(logits, size):
+        upsampled = resize_bilinear(jnp.asarray(logits[None], jnp.float32), size)[0]
+        return colour_mask(np.asarray(jnp.argmax(upsampled, -1)), palette)
+
+    def render(image, logits):
+        mask = predicted_mask(logits, image.shape[:2])
+        return {"mask": mask, "overlay": (0.5 * image + 0.5 * mask).astype(np.uint8)}
+
     def draw(image, logits, example):
-        h, w = example["label"].shape
-        upsampled = np.asarray(resize_bilinear(jnp.asarray(logits[None], jnp.float32), (h, w))[0])
-        prediction = colour_mask(upsampled.argmax(-1), palette)
+        prediction = predicted_mask(logits, example["label"].shape)
         truth = colour_mask(example["label"], palette)
         overlay = (0.5 * image + 0.5 * prediction).astype(np.uint8)
         return np.concatenate([image, overlay, prediction, truth], axis=1)
 
     return Task("segmentation", "segmentation", "miou", prepare, loss, eval_sums, summarize, draw,
-                augment)
+                augment, render)

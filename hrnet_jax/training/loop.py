@@ -224,6 +224,29 @@ class Trainer:
                   else f"step {step} eval: {result}")
         return result
 
+    def predict_files(self, path: str, output: str) -> list[str]:
+        """The task's pictures of every image at `path` (a file or a folder) in `output`, from
+        the latest checkpoint (or the initialisation)."""
+        if self.task.render is None:
+            raise NotImplementedError(f"--input prediction is not available for the "
+                                      f"{self.task.name} task yet")
+        files = image_files(path)
+        state = self.restore_or_init()
+        os.makedirs(output, exist_ok=True)
+        written = []
+        for file in tqdm(files, desc="predict", unit="image", disable=len(files) < 2):
+            bgr = cv2.imread(file, cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f"{file}: not an image or corrupt")
+            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            outputs = jax.device_get(self.predict(state, jnp.asarray(pipeline.normalize(image)[None])))
+            stem = os.path.splitext(os.path.basename(file))[0]
+            for suffix, picture in self.task.render(image, jax.tree.map(lambda x: x[0], outputs)).items():
+                target = os.path.join(output, f"{stem}_{suffix}.png")
+                cv2.imwrite(target, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                written.append(target)
+        return written
+
     def draw_pictures(self, state: dict) -> list[str]:
         """The first eval examples: prediction next to ground truth, DIR/pictures/*.png."""
         if jax.process_index() != 0:
@@ -242,6 +265,22 @@ class Trainer:
             cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             paths.append(path)
         return paths
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def image_files(path: str) -> list[str]:
+    """`path` itself, or the images in the folder `path` (sorted)."""
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                       if f.lower().endswith(IMAGE_SUFFIXES))
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+        return files
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    return [path]
 
 
 def _check_finite(step: int, figures: dict) -> None:
