@@ -150,6 +150,12 @@ def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_pat
     assert "pixel_accuracy" in evaluation[-1]
     assert any(k.startswith("iou/") and k[4:] in CLASSES for k in evaluation[-1])
     assert len(list((workdir / "pictures").glob("*.png"))) == 1
+    # Flip + multi-scale evaluation (scale 1.5 by sliding 64x128 windows) of the same checkpoint.
+    assert main(["--experiment=seg_cityscapes_ohem:smoke", f"--workdir={workdir}", "--mode=eval",
+                 "--set=eval.flip=true", "--set=eval.scales=0.5,1.0,1.5",
+                 f"--set=data.data_dir={tmp_path / 'data'}"]) == 0
+    last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["split"] == "eval" and last["step"] == 4 and 0.0 <= last["miou"] <= 1.0
     # Predict on real images: the colour mask (official palette) and an overlay per image.
     image_dir = sample["root"] / "leftImg8bit" / "val" / "frankfurt"
     out = tmp_path / "predictions"

@@ -26,6 +26,8 @@ class Task:
     augment: training only, before `prepare`: (example, numpy Generator) -> example.
     render: (image uint8 HWC, one image's outputs as numpy) -> {suffix: picture} for
       `--mode=predict --input` (e.g. segmentation's colour mask and overlay).
+    evaluate_image: when set, evaluation runs image by image on the host instead of the
+      batched eval step: (predict: normalised images -> outputs, prepared example) -> sums.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Task:
     draw: Callable[[np.ndarray, Any, dict[str, np.ndarray]], np.ndarray]
     augment: Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None = None
     render: Callable[[np.ndarray, Any], dict[str, np.ndarray]] | None = None
+    evaluate_image: Callable[[Callable, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
 
 def make_task(config: Any) -> Task:

@@ -170,5 +170,20 @@ def make_task(config: Any) -> Task:
         overlay = (0.5 * image + 0.5 * prediction).astype(np.uint8)
         return np.concatenate([image, overlay, prediction, truth], axis=1)
 
+    evaluate_image = None
+    if config.eval.flip or tuple(config.eval.scales) != (1.0,):
+        from hrnet_jax.data.pipeline import normalize
+        from hrnet_jax.evaluation.segmentation import multi_scale_probabilities
+
+        def evaluate_image(predict, example):
+            base = data.base_size or max(example["label"].shape)
+            crop = tuple(data.crop_size) or example["label"].shape
+            scores = multi_scale_probabilities(predict, normalize(example["image"]),
+                                               config.eval.scales, config.eval.flip, base, crop)
+            labels = example["label"]
+            return {"confusion": np.asarray(confusion_matrix(
+                jnp.asarray(scores.argmax(-1)), jnp.asarray(labels), num_classes,
+                jnp.ones(labels.shape, jnp.float32)))}
+
     return Task("segmentation", "segmentation", "miou", prepare, loss, eval_sums, summarize, draw,
-                augment, render)
+                augment, render, evaluate_image)

@@ -208,6 +208,11 @@ class Trainer:
     def evaluate(self, state: dict | None = None) -> dict[str, float]:
         state = self.restore_or_init() if state is None else state
         step = int(jax.device_get(state["step"]))
+        if self.task.evaluate_image is not None:
+            result = self.task.summarize(self.evaluate_images(state))
+            self.metrics.write(step, "eval", result)
+            print(f"step {step} eval: {self.task.metric} {result.get(self.task.metric)}")
+            return result
         sums = None
         batches = pipeline.eval_batches(self.eval_source, self.task.prepare,
                                         self.config.data.eval_batch_size)
@@ -223,6 +228,18 @@ class Trainer:
             print(f"step {step} eval: {self.task.metric} {headline:.4f}" if headline is not None
                   else f"step {step} eval: {result}")
         return result
+
+    def evaluate_images(self, state: dict) -> dict:
+        """Image-by-image evaluation (flip, multi-scale, sliding windows) on the host."""
+        if jax.process_count() > 1:
+            raise NotImplementedError("image-by-image evaluation (eval.flip / eval.scales) runs "
+                                      "on one process; evaluate with one host")
+        predict = lambda images: jax.device_get(self.predict(state, jnp.asarray(images)))
+        sums = None
+        for index in tqdm(range(len(self.eval_source)), desc="eval", unit="image", leave=False):
+            out = self.task.evaluate_image(predict, self.task.prepare(dict(self.eval_source[index])))
+            sums = out if sums is None else jax.tree.map(np.add, sums, out)
+        return sums
 
     def predict_files(self, path: str, output: str) -> list[str]:
         """The task's pictures of every image at `path` (a file or a folder) in `output`, from

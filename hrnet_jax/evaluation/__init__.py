@@ -1,0 +1,1 @@
+"""Test-time inference beyond one forward pass: flip, multi-scale, sliding windows."""
