@@ -54,3 +54,20 @@ def test_missing_or_misshapen_backbone_keys_are_named(classification_checkpoint,
     message = str(error.value)
     assert "stage2.0.fuse_layers.0.1.0.weight" in message and "transition1.0.0.weight" in message
     assert str(path) in message
+
+
+def test_a_run_starts_from_another_runs_checkpoint(tmp_path):
+    """A cls_synthetic:smoke run's checkpoint; a segmentation run starts from its backbone."""
+    source = Trainer(experiments.load("cls_synthetic:smoke"), str(tmp_path / "cls"))
+    state = source.init_fn()
+    # Not what the segmentation run would initialise itself (same seed, same backbone init).
+    state["params"] = jax.tree.map(lambda p: p + 1.0, state["params"])
+    source.save(state, None, force=True)
+    source.checkpoints.wait()
+    trained = source.checkpoints.restore_variables()
+    config = smoke_config(tmp_path / "cls")
+    state = Trainer(config, str(tmp_path / "seg")).restore_or_init()
+    expected = surgery.flatten(trained["params"]["backbone"])
+    got = surgery.flatten(jax.device_get(state["params"]["backbone"]))
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, key)

@@ -41,6 +41,15 @@ class Checkpointer:
             args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
 
+    def restore_variables(self, step: int | None = None) -> dict:
+        """{'params', 'batch_stats'} of a checkpoint as host arrays, whatever model saved it
+        (no target needed: for starting another run from it)."""
+        step = self.manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.manager.directory}")
+        state = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        return {c: state["state"][c] for c in ("params", "batch_stats")}
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
