@@ -88,6 +88,12 @@ def train_loader(source: Any, prepare: Callable[[dict], dict], global_batch_size
                                jax.process_count())
     operations = ([_Augment(augment)] if augment else []) + [
                   _Prepare(prepare), grain.transforms.Batch(per_host_batch_size(global_batch_size), drop_remainder=True)]
+    if worker_count:
+        # grain's worker processes read absl flags; a program not started by absl.app has not
+        # parsed them (grain then fails with UnparsedFlagAccessError): take the defaults.
+        from absl import flags
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
     # The sampler already picks this host's records: the loader itself must not shard again.
     return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
                             worker_count=worker_count, shard_options=grain.sharding.NoSharding())
