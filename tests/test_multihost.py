@@ -24,11 +24,11 @@ def free_port() -> int:
 
 
 def launch(workdir, devices: int, overrides, process: tuple[int, int, int] | None = None,
-           heartbeat: int = 100):
+           heartbeat: int = 100, extra: tuple[str, ...] | list[str] = ()):
     env = {**os.environ, "PYTHONPATH": str(ROOT),
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     command = [sys.executable, "-m", "hrnet_jax.main", "--experiment=seg_synthetic:smoke",
-               f"--workdir={workdir}", *[f"--set={o}" for o in overrides]]
+               f"--workdir={workdir}", *[f"--set={o}" for o in overrides], *extra]
     if process:
         port, count, index = process
         command += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={count}",
@@ -40,6 +40,11 @@ def launch(workdir, devices: int, overrides, process: tuple[int, int, int] | Non
 def losses(workdir) -> dict[int, float]:
     lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
     return {l["step"]: l["loss"] for l in lines if l["split"] == "train"}
+
+
+def evals(workdir) -> list[dict]:
+    lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    return [l for l in lines if l["split"] == "eval"]
 
 
 def test_two_processes_train_on_the_global_batch_like_one(tmp_path):
@@ -60,6 +65,21 @@ def test_two_processes_train_on_the_global_batch_like_one(tmp_path):
     for step in (4, 5, 6):
         assert abs(ours[step] - expected[step]) <= 0.05 * abs(expected[step]), step
     assert sorted(os.listdir(tmp_path / "multi" / "checkpoints")) == ["3", "6"]
+    # Flip evaluation image by image of the same checkpoint: split over two hosts, it sums to
+    # what one process finds.
+    flip = ["--mode=eval", "--set=eval.flip=true"]
+    single = launch(tmp_path / "multi", 4, OVERRIDES, extra=flip)
+    out, _ = single.communicate(timeout=600)
+    assert single.returncode == 0, out[-3000:]
+    one = evals(tmp_path / "multi")[-1]
+    port = free_port()
+    hosts = [launch(tmp_path / "multi", 2, OVERRIDES, (port, 2, i), extra=flip) for i in (0, 1)]
+    outputs = [h.communicate(timeout=600)[0] for h in hosts]
+    assert [h.returncode for h in hosts] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    *_, one_again, two = evals(tmp_path / "multi")
+    assert one_again == one and two["step"] == one["step"] == 6
+    for key in ("miou", "pixel_accuracy"):
+        assert abs(one[key] - two[key]) < 1e-6, key
 
 
 def test_a_dead_process_stops_the_other_with_an_error(tmp_path):

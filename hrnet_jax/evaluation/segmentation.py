@@ -76,5 +76,7 @@ def multi_scale_probabilities(predict: Predict, image: np.ndarray, scales: Seque
         else:
             logits = sliding_window_logits(predict, scaled, crop, flip)
         logits = np.asarray(resize_bilinear(jnp.asarray(logits[None]), (height, width)))[0]
-        total = np.exp(logits) if total is None else total + np.exp(logits)
+        # float64: exp of float32 logits overflows above 88 (untrained or overconfident nets).
+        scores = np.exp(logits.astype(np.float64))
+        total = scores if total is None else total + scores
     return total

@@ -230,15 +230,20 @@ class Trainer:
         return result
 
     def evaluate_images(self, state: dict) -> dict:
-        """Image-by-image evaluation (flip, multi-scale, sliding windows) on the host."""
-        if jax.process_count() > 1:
-            raise NotImplementedError("image-by-image evaluation (eval.flip / eval.scales) runs "
-                                      "on one process; evaluate with one host")
+        """Image-by-image evaluation (flip, multi-scale, sliding windows): each host takes every
+        process_count-th image on its own devices, then the hosts' sums are added."""
         predict = lambda images: jax.device_get(self.predict(state, jnp.asarray(images)))
+        indices = range(jax.process_index(), len(self.eval_source), jax.process_count())
         sums = None
-        for index in tqdm(range(len(self.eval_source)), desc="eval", unit="image", leave=False):
+        for index in tqdm(indices, desc="eval", unit="image", leave=False,
+                          disable=jax.process_index() != 0):
             out = self.task.evaluate_image(predict, self.task.prepare(dict(self.eval_source[index])))
             sums = out if sums is None else jax.tree.map(np.add, sums, out)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            sharding.barrier("hrnet_jax evaluate_images")  # hosts finish at different times
+            sums = jax.tree.map(lambda x: np.asarray(x).sum(0),
+                                multihost_utils.process_allgather(sums))
         return sums
 
     def predict_files(self, path: str, output: str) -> list[str]:
