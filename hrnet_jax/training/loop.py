@@ -210,8 +210,7 @@ class Trainer:
         step = int(jax.device_get(state["step"]))
         if self.task.evaluate_image is not None:
             result = self.task.summarize(self.evaluate_images(state))
-            self.metrics.write(step, "eval", result)
-            print(f"step {step} eval: {self.task.metric} {result.get(self.task.metric)}")
+            self.report(step, result)
             return result
         sums = None
         batches = pipeline.eval_batches(self.eval_source, self.task.prepare,
@@ -222,12 +221,21 @@ class Trainer:
             out = self.eval_step(state, sharding.global_batch(self.mesh, local))
             sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
         result = self.task.summarize(jax.device_get(sums))
-        self.metrics.write(step, "eval", result)
-        if jax.process_index() == 0:
-            headline = result.get(self.task.metric)
-            print(f"step {step} eval: {self.task.metric} {headline:.4f}" if headline is not None
-                  else f"step {step} eval: {result}")
+        self.report(step, result)
         return result
+
+    def report(self, step: int, result: dict[str, float]) -> None:
+        """Eval figures to metrics.jsonl and the terminal: the headline metric, the other
+        figures, and per-class figures (`iou/road`, ...) as a table."""
+        self.metrics.write(step, "eval", result)
+        if jax.process_index() != 0:
+            return
+        overall = {k: v for k, v in result.items() if "/" not in k}
+        print(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items()))
+        per_class = {k: v for k, v in result.items() if "/" in k}
+        if per_class:
+            width = max(len(k) for k in per_class)
+            print("\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in per_class.items()))
 
     def evaluate_images(self, state: dict) -> dict:
         """Image-by-image evaluation (flip, multi-scale, sliding windows): each host takes every
