@@ -68,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.mode == "eval":
         trainer.evaluate()
     elif args.input:
+        output = args.output or f"{args.workdir}/predictions"
         try:
-            written = trainer.predict_files(args.input, args.output or f"{args.workdir}/predictions")
+            written = trainer.predict_files(args.input, output)
         except (FileNotFoundError, ValueError, NotImplementedError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(f"wrote {len(written)} pictures to {args.output or args.workdir + '/predictions'}")
+        print(f"wrote {len(written)} pictures to {output}")
     else:
         trainer.draw_pictures(trainer.restore_or_init())
     # Process 0 alone draws pictures: everyone waits here, not at the shutdown barrier.

@@ -67,13 +67,13 @@ def prepared_source(data: config_lib.DataConfig, split: str) -> Any:
 
     from hrnet_jax.data import prepare
 
-    prepare.builder_class(data.name)  # registers the builder with tfds
+    builder_class = prepare.builder_class(data.name)  # importing it registers it with tfds
     data_dir = os.path.expanduser(data.data_dir)
     builder = tfds.builder(PREPARED[data.name], data_dir=data_dir)
     if not builder.is_prepared():
         raise FileNotFoundError(
             f"{data.name} is not prepared in {data_dir}.\n"
-            f"{prepare.builder_class(data.name).MANUAL_DOWNLOAD_INSTRUCTIONS}\n"
+            f"{builder_class.MANUAL_DOWNLOAD_INSTRUCTIONS}\n"
             f"(or pass --set data.data_dir=DIR where it was prepared)")
     if split not in builder.info.splits:
         raise ValueError(f"{data.name} in {data_dir} has splits {list(builder.info.splits)}, "
