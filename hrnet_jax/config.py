@@ -52,7 +52,16 @@ class DataConfig:
     base_size: int = 0
     train_scales: tuple[float, ...] = ()
     crop_size: tuple[int, ...] = ()
-    flip: bool = False
+    flip: bool = False  # training mirrors (segmentation, top-down pose)
+    # Top-down pose training augmentation (hrnet_jax.data.topdown; 0 = off): scale drawn from
+    # N(1, scale_factor) clipped to 1 +- scale_factor, rotation N(0, rotation_factor) degrees
+    # clipped to +- 2 x rotation_factor with probability 0.6, half-body boxes with this probability.
+    scale_factor: float = 0.0
+    rotation_factor: float = 0.0
+    half_body_probability: float = 0.0
+    # Top-down pose evaluation boxes: "ground_truth", or a COCO detection results file (person
+    # boxes and scores, e.g. COCO_val2017_detections_AP_H_56_person.json of the HRNet release).
+    person_boxes: str = "ground_truth"
 
 
 @dataclasses.dataclass
@@ -101,8 +110,9 @@ class EvalConfig:
     # Segmentation test-time inference (hrnet_jax.evaluation.segmentation): mirrored logits
     # averaged; several scales of data.base_size summed as exp(logits), scales > 1 by sliding
     # windows of data.crop_size. The default (1.0,) without flip is the batched eval step.
-    flip: bool = False
+    flip: bool = False  # also pose: the flip test (mirrored heatmaps averaged, shifted 1 px)
     scales: tuple[float, ...] = (1.0,)
+    decoder: str = "argmax"  # pose heatmaps: "argmax" (+ quarter pixel, the reference) | "dark"
 
 
 @dataclasses.dataclass

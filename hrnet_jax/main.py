@@ -2,7 +2,8 @@
 [--mode=train|eval|predict] [--set key=value ...]`; `--list` prints the experiments.
 
 `--mode=predict` draws eval examples next to their ground truth, or, with `--input=IMAGE_OR_DIR
-[--output=DIR]`, the task's pictures of any images (segmentation: colour mask and overlay).
+[--output=DIR]`, the task's pictures of any images (segmentation: colour mask and overlay;
+pose: skeletons of the persons in `--boxes=JSON`, or of the whole image taken as one person).
 
 Multi-host: pass --coordinator_address, --num_processes and --process_id (or run on a TPU pod,
 where jax.distributed finds them itself).
@@ -25,6 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override a config field, e.g. --set optim.learning_rate=0.02")
     parser.add_argument("--input", help="predict: an image file or a folder of images")
     parser.add_argument("--output", help="predict: where the pictures go (default WORKDIR/predictions)")
+    parser.add_argument("--boxes", help="predict, pose: person boxes, a JSON list of [x, y, w, h] "
+                                        "or of COCO detections")
     parser.add_argument("--list", action="store_true", help="print the experiments and exit")
     parser.add_argument("--coordinator_address", help="host:port of process 0 (multi-host)")
     parser.add_argument("--num_processes", type=int)
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.input:
         output = args.output or f"{args.workdir}/predictions"
         try:
-            written = trainer.predict_files(args.input, output)
+            written = trainer.predict_files(args.input, output, args.boxes)
         except (FileNotFoundError, ValueError, NotImplementedError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

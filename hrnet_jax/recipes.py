@@ -44,3 +44,52 @@ def cityscapes_smoke(config: ExperimentConfig) -> ExperimentConfig:
     config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
     config.eval = EvalConfig(num_pictures=1)
     return config
+
+
+COCO_TRAIN_PERSONS = 149813  # the reference's training persons of train2017
+MPII_TRAIN_PERSONS = 22246
+
+
+def top_down_pose(dataset: str, arch: str, image_size: tuple[int, int], train_persons: int
+                  ) -> ExperimentConfig:
+    """HRNet pose's recipe: Adam 1e-3 without weight decay, 210 epochs of batch 32 x 4 GPUs,
+    x0.1 after epochs 170 and 200; heatmaps at 1/4 with sigma 2 (3 from 384x288 up); flip
+    training and the flip test. COCO augments scale 0.35, rotation 45, half-body 0.3; MPII
+    scale 0.25, rotation 30, no half-body."""
+    coco = dataset == "coco_keypoints"
+    config = ExperimentConfig(task="pose")
+    config.model = ModelConfig(arch=arch, head="pose", num_classes=17 if coco else 16)
+    config.data = DataConfig(
+        name=dataset, image_size=image_size, batch_size=128, eval_batch_size=32,
+        heatmap_sigma=2.0 if image_size[0] <= 256 else 3.0, worker_count=8,
+        train_split="train", eval_split="val" if coco else "valid", flip=True,
+        scale_factor=0.35 if coco else 0.25, rotation_factor=45.0 if coco else 30.0,
+        half_body_probability=0.3 if coco else 0.0)
+    if coco:  # the paper's person detector (AP 56.4), from the HRNet release
+        config.data.person_boxes = ("~/coco/person_detection_results/"
+                                    "COCO_val2017_detections_AP_H_56_person.json")
+    config.optim = OptimConfig(optimizer="adam", learning_rate=1e-3, schedule="multistep",
+                               milestones=(170 / 210, 200 / 210), decay_factor=0.1)
+    steps_per_epoch = train_persons // config.data.batch_size
+    config.loop = LoopConfig(num_steps=210 * steps_per_epoch, log_every=100,
+                             eval_every=10 * steps_per_epoch)
+    config.checkpoint = CheckpointConfig(every_steps=steps_per_epoch, keep=3)
+    config.eval = EvalConfig(num_pictures=4, flip=True)
+    return config
+
+
+def pose_smoke(config: ExperimentConfig, split: str, image_size: tuple[int, int]
+               ) -> ExperimentConfig:
+    """A few steps of a tiny model on a real sample (shared/data/coco_mini or mpii_mini,
+    prepared with `python -m hrnet_jax.data.prepare`, then `--set data.data_dir=DIR`): small
+    crops of the recipe's aspect ratio, batch 2, training on the sample's only split."""
+    config.model.arch, config.model.width = "tiny", 4
+    config.data.train_split = config.data.eval_split = split
+    config.data.image_size = image_size
+    config.data.heatmap_sigma = 2.0
+    config.data.batch_size, config.data.eval_batch_size, config.data.worker_count = 2, 4, 0
+    config.data.person_boxes = "ground_truth"
+    config.loop = LoopConfig(num_steps=4, log_every=2)
+    config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
+    config.eval.num_pictures = 1
+    return config

@@ -1,6 +1,8 @@
 """Prepare a dataset once into ArrayRecord files that training reads through `tfds.data_source`.
 
     python -m hrnet_jax.data.prepare cityscapes --manual_dir DIR [--data_dir ~/tensorflow_datasets]
+    python -m hrnet_jax.data.prepare coco_keypoints --manual_dir COCO_ROOT
+    python -m hrnet_jax.data.prepare mpii --manual_dir MPII_ROOT
 
 Needs TensorFlow (`pip install -e ".[test]"` or `pip install tensorflow-cpu`).
 """
@@ -14,11 +16,20 @@ from typing import Any
 DEFAULT_DATA_DIR = os.path.expanduser("~/tensorflow_datasets")
 
 
+# data.name -> (module of hrnet_jax.data.builders, builder class, tfds name)
+BUILDERS = {"cityscapes": ("cityscapes", "HrnetCityscapes", "hrnet_cityscapes"),
+            "coco_keypoints": ("coco_keypoints", "HrnetCocoKeypoints", "hrnet_coco_keypoints"),
+            "mpii": ("mpii", "HrnetMpii", "hrnet_mpii")}
+
+
 def builder_class(name: str) -> Any:
-    if name == "cityscapes":
-        from hrnet_jax.data.builders.cityscapes import HrnetCityscapes
-        return HrnetCityscapes
-    raise ValueError(f"unknown dataset {name!r}; preparable: cityscapes")
+    """The builder of a dataset; importing it registers it with tfds."""
+    import importlib
+
+    if name not in BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; preparable: {', '.join(BUILDERS)}")
+    module, cls, _ = BUILDERS[name]
+    return getattr(importlib.import_module(f"hrnet_jax.data.builders.{module}"), cls)
 
 
 def prepare(name: str, manual_dir: str, data_dir: str = DEFAULT_DATA_DIR) -> Any:
@@ -36,7 +47,7 @@ def prepare(name: str, manual_dir: str, data_dir: str = DEFAULT_DATA_DIR) -> Any
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", choices=["cityscapes"])
+    parser.add_argument("dataset", choices=sorted(BUILDERS))
     parser.add_argument("--manual_dir", required=True, help="the official downloads")
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
     args = parser.parse_args(argv)

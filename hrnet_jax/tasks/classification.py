@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hrnet_jax.tasks import Task
+from hrnet_jax.tasks import Task, whole_image
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float = 0.0) -> jnp.ndarray:
@@ -42,7 +42,8 @@ def make_task(config: Any, class_names: Sequence[str] | None = None) -> Task:
         count = max(float(sums["count"]), 1.0)
         return {k: float(v) / count for k, v in sums.items() if k != "count"}
 
-    def draw(image, logits, example):
+    def draw(predict, example):
+        image, logits = example["image"], whole_image(predict, example["image"])
         names = class_names or [str(i) for i in range(len(logits))]
         predicted, truth = int(np.argmax(logits)), int(example["label"])
         canvas = np.ascontiguousarray(cv2.resize(image, None, fx=2, fy=2,

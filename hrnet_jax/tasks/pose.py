@@ -14,7 +14,7 @@ import cv2
 import jax.numpy as jnp
 import numpy as np
 
-from hrnet_jax.tasks import Task
+from hrnet_jax.tasks import Task, whole_image
 
 STRIDE = 4  # heatmaps at 1/4 of the input
 
@@ -63,20 +63,28 @@ def decode_heatmaps(heatmaps: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 
 def draw_skeleton(image: np.ndarray, joints: np.ndarray, limbs, colour, visible=None) -> np.ndarray:
+    """Limbs and joints drawn on a copy of the image; lines thicken with the image's size."""
     canvas = np.ascontiguousarray(image.copy())
     visible = np.ones(len(joints), bool) if visible is None else np.asarray(visible) > 0
+    thickness = max(1, round(max(image.shape[:2]) / 320))
     for a, b in limbs:
         if visible[a] and visible[b]:
             cv2.line(canvas, tuple(int(v) for v in joints[a]), tuple(int(v) for v in joints[b]),
-                     colour, 1, cv2.LINE_AA)
+                     colour, thickness, cv2.LINE_AA)
     for joint, seen in zip(joints, visible):
         if seen:
-            cv2.circle(canvas, (int(joint[0]), int(joint[1])), 2, colour, -1, cv2.LINE_AA)
+            cv2.circle(canvas, (int(joint[0]), int(joint[1])), thickness + 1, colour, -1,
+                       cv2.LINE_AA)
     return canvas
 
 
 def make_task(config: Any, limbs=()) -> Task:
-    """Synthetic-pose flavour: PCK at 0.1 x the longer image side as the metric."""
+    """Top-down pose for the keypoint datasets (hrnet_jax.tasks.topdown); otherwise the
+    synthetic stick figures, whole pictures in, PCK at 0.1 x the longer image side out."""
+    from hrnet_jax.data.keypoint_sets import KEYPOINT_SETS
+    if config.data.name in KEYPOINT_SETS:
+        from hrnet_jax.tasks import topdown
+        return topdown.make_task(config)
     height, width = config.data.image_size
     heatmap_size = (-(-height // STRIDE), -(-width // STRIDE))
     threshold = 0.1 * max(height, width)
@@ -103,8 +111,9 @@ def make_task(config: Any, limbs=()) -> Task:
         joints = max(float(sums["joints"]), 1.0)
         return {"pck": float(sums["correct"]) / joints, "mean_error_px": float(sums["error_px"]) / joints}
 
-    def draw(image, heatmaps, example):
-        coords, _ = decode_heatmaps(jnp.asarray(heatmaps[None]))
+    def draw(predict, example):
+        image = example["image"]
+        coords, _ = decode_heatmaps(jnp.asarray(whole_image(predict, image)[None]))
         predicted = np.asarray(coords[0]) * STRIDE
         truth = draw_skeleton(image, example["joints"], limbs, (0, 255, 0), example["visible"])
         return np.concatenate([truth, draw_skeleton(image, predicted, limbs, (255, 0, 255))], axis=1)

@@ -10,7 +10,7 @@ import numpy as np
 
 from hrnet_jax.data import transforms
 from hrnet_jax.models.layers import resize_bilinear
-from hrnet_jax.tasks import Task
+from hrnet_jax.tasks import Task, whole_image
 
 IGNORE_LABEL = 255
 
@@ -160,12 +160,14 @@ def make_task(config: Any) -> Task:
         upsampled = resize_bilinear(jnp.asarray(logits[None], jnp.float32), size)[0]
         return colour_mask(np.asarray(jnp.argmax(upsampled, -1)), palette)
 
-    def render(image, logits):
-        mask = predicted_mask(logits, image.shape[:2])
+    def render(predict, image, boxes=None):
+        mask = predicted_mask(whole_image(predict, image), image.shape[:2])
         return {"mask": mask, "overlay": (0.5 * image + 0.5 * mask).astype(np.uint8)}
 
-    def draw(image, logits, example):
-        prediction = predicted_mask(logits, example["label"].shape)
+    def draw(predict, record):
+        example = prepare(record)
+        image = example["image"]
+        prediction = predicted_mask(whole_image(predict, image), example["label"].shape)
         truth = colour_mask(example["label"], palette)
         overlay = (0.5 * image + 0.5 * prediction).astype(np.uint8)
         return np.concatenate([image, overlay, prediction, truth], axis=1)
@@ -175,7 +177,8 @@ def make_task(config: Any) -> Task:
         from hrnet_jax.data.pipeline import normalize
         from hrnet_jax.evaluation.segmentation import multi_scale_probabilities
 
-        def evaluate_image(predict, example):
+        def evaluate_image(predict, record):
+            example = prepare(record)
             base = data.base_size or max(example["label"].shape)
             crop = tuple(data.crop_size) or example["label"].shape
             scores = multi_scale_probabilities(predict, normalize(example["image"]),

@@ -20,7 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from hrnet_jax import config as config_lib
-from hrnet_jax.data import pipeline, synthetic
+from hrnet_jax.data import pipeline, synthetic, topdown
+from hrnet_jax.data.keypoint_sets import KEYPOINT_SETS
 from hrnet_jax.models import create_model, tiny_arch
 from hrnet_jax.tasks import Task, make_task
 from hrnet_jax.training import optim, pretrained, sharding, step as step_lib
@@ -51,32 +52,41 @@ def make_sources(config: config_lib.ExperimentConfig) -> tuple[Any, Any]:
         # Evaluation pictures come from a different seed: never seen in training.
         return (cls(d.num_train, tuple(d.image_size), d.seed),
                 cls(d.num_eval, tuple(d.image_size), d.seed + 1_000_003))
-    if d.name in PREPARED:
-        return tuple(prepared_source(d, split) for split in (d.train_split, d.eval_split))
+    from hrnet_jax.data import prepare
+    if d.name in prepare.BUILDERS:
+        builder = prepared_builder(d)
+        train, evaluation = (prepared_split(builder, d, split) for split in (d.train_split, d.eval_split))
+        if d.name in KEYPOINT_SETS:  # records are images; training takes one person at a time
+            height, width = d.image_size
+            persons = builder.info.metadata[d.train_split]["training_persons"]
+            train = topdown.PersonInstances(train, persons, width / height,
+                                            clip_boxes=d.name == "coco_keypoints")
+        return train, evaluation
     raise ValueError(f"unknown dataset {d.name!r}; available: "
-                     f"{', '.join([*synthetic.SOURCES, *PREPARED])}")
+                     f"{', '.join([*synthetic.SOURCES, *prepare.BUILDERS])}")
 
 
-PREPARED = {"cityscapes": "hrnet_cityscapes"}  # data.name -> tfds builder name
-
-
-def prepared_source(data: config_lib.DataConfig, split: str) -> Any:
-    """A split of a dataset prepared by `python -m hrnet_jax.data.prepare`, read through
-    `tfds.data_source` (ArrayRecord, random access, no TensorFlow)."""
+def prepared_builder(data: config_lib.DataConfig) -> Any:
+    """The tfds builder of a dataset prepared by `python -m hrnet_jax.data.prepare`."""
     import tensorflow_datasets as tfds
 
     from hrnet_jax.data import prepare
 
     builder_class = prepare.builder_class(data.name)  # importing it registers it with tfds
     data_dir = os.path.expanduser(data.data_dir)
-    builder = tfds.builder(PREPARED[data.name], data_dir=data_dir)
+    builder = tfds.builder(prepare.BUILDERS[data.name][2], data_dir=data_dir)
     if not builder.is_prepared():
         raise FileNotFoundError(
             f"{data.name} is not prepared in {data_dir}.\n"
             f"{builder_class.MANUAL_DOWNLOAD_INSTRUCTIONS}\n"
             f"(or pass --set data.data_dir=DIR where it was prepared)")
+    return builder
+
+
+def prepared_split(builder: Any, data: config_lib.DataConfig, split: str) -> Any:
+    """A split read through `tfds.data_source` (ArrayRecord, random access, no TensorFlow)."""
     if split not in builder.info.splits:
-        raise ValueError(f"{data.name} in {data_dir} has splits {list(builder.info.splits)}, "
+        raise ValueError(f"{data.name} in {data.data_dir} has splits {list(builder.info.splits)}, "
                          f"not {split!r}")
     return builder.as_data_source(split)
 
@@ -237,31 +247,38 @@ class Trainer:
             width = max(len(k) for k in per_class)
             print("\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in per_class.items()))
 
-    def evaluate_images(self, state: dict) -> dict:
-        """Image-by-image evaluation (flip, multi-scale, sliding windows): each host takes every
-        process_count-th image on its own devices, then the hosts' sums are added."""
-        predict = lambda images: jax.device_get(self.predict(state, jnp.asarray(images)))
-        indices = range(jax.process_index(), len(self.eval_source), jax.process_count())
-        sums = None
-        for index in tqdm(indices, desc="eval", unit="image", leave=False,
-                          disable=jax.process_index() != 0):
-            out = self.task.evaluate_image(predict, self.task.prepare(dict(self.eval_source[index])))
-            sums = out if sums is None else jax.tree.map(np.add, sums, out)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-            sharding.barrier("hrnet_jax evaluate_images")  # hosts finish at different times
-            sums = jax.tree.map(lambda x: np.asarray(x).sum(0),
-                                multihost_utils.process_allgather(sums))
-        return sums
+    def predict_fn(self, state: dict):
+        """Normalised images -> the network's outputs as numpy (inference mode)."""
+        return lambda images: jax.device_get(self.predict(state, jnp.asarray(images)))
 
-    def predict_files(self, path: str, output: str) -> list[str]:
+    def evaluate_images(self, state: dict) -> dict:
+        """Image-by-image evaluation (flip, multi-scale, top-down pose): each host takes every
+        process_count-th image on its own devices, then the hosts' results are combined."""
+        predict = self.predict_fn(state)
+        indices = range(jax.process_index(), len(self.eval_source), jax.process_count())
+        results = [self.task.evaluate_image(predict, dict(self.eval_source[index]))
+                   for index in tqdm(indices, desc="eval", unit="image", leave=False,
+                                     disable=jax.process_index() != 0)]
+        if self.task.eval_combine == "sum":
+            combined = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *results)
+        else:
+            combined = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+        if jax.process_count() > 1:
+            sharding.barrier("hrnet_jax evaluate_images")  # hosts finish at different times
+            combined = sharding.gather_rows(combined) if self.task.eval_combine == "concat" else \
+                jax.tree.map(lambda x: np.asarray(x).sum(0), sharding.process_allgather(combined))
+        return combined
+
+    def predict_files(self, path: str, output: str, boxes_file: str | None = None) -> list[str]:
         """The task's pictures of every image at `path` (a file or a folder) in `output`, from
-        the latest checkpoint (or the initialisation)."""
+        the latest checkpoint (or the initialisation). `boxes_file`: person boxes for pose, a
+        JSON list of [x, y, w, h] or of COCO detections ({"bbox": ...}) of the one image."""
         if self.task.render is None:
             raise NotImplementedError(f"--input prediction is not available for the "
                                       f"{self.task.name} task yet")
         files = image_files(path)
-        state = self.restore_or_init()
+        boxes = read_boxes(boxes_file) if boxes_file else None
+        predict = self.predict_fn(self.restore_or_init())
         os.makedirs(output, exist_ok=True)
         written = []
         for file in tqdm(files, desc="predict", unit="image", disable=len(files) < 2):
@@ -269,9 +286,8 @@ class Trainer:
             if bgr is None:
                 raise ValueError(f"{file}: not an image or corrupt")
             image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            outputs = jax.device_get(self.predict(state, jnp.asarray(pipeline.normalize(image)[None])))
             stem = os.path.splitext(os.path.basename(file))[0]
-            for suffix, picture in self.task.render(image, jax.tree.map(lambda x: x[0], outputs)).items():
+            for suffix, picture in self.task.render(predict, image, boxes).items():
                 target = os.path.join(output, f"{stem}_{suffix}.png")
                 cv2.imwrite(target, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                 written.append(target)
@@ -285,16 +301,28 @@ class Trainer:
         folder = os.path.join(self.workdir, "pictures")
         os.makedirs(folder, exist_ok=True)
         step = int(jax.device_get(state["step"]))
+        predict = self.predict_fn(state)
         paths = []
         for index in range(count):
-            example = self.task.prepare(dict(self.eval_source[index]))
-            image = pipeline.normalize(example["image"])[None]
-            outputs = jax.device_get(self.predict(state, jnp.asarray(image)))
-            picture = self.task.draw(example["image"], jax.tree.map(lambda x: x[0], outputs), example)
+            picture = self.task.draw(predict, dict(self.eval_source[index]))
             path = os.path.join(folder, f"step{step:06d}_{index}.png")
             cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             paths.append(path)
         return paths
+
+
+def read_boxes(path: str) -> np.ndarray:
+    """Person boxes (N, 4) as x, y, w, h from a JSON list of boxes or of COCO detections."""
+    with open(path) as f:
+        entries = json.load(f)
+    try:
+        boxes = np.array([e["bbox"] if isinstance(e, dict) else e for e in entries], np.float32)
+    except (TypeError, KeyError, ValueError) as error:
+        raise ValueError(f"{path}: expected a JSON list of [x, y, w, h] boxes or of objects with "
+                         f"a 'bbox' ({error})") from None
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{path}: expected boxes of 4 numbers (x, y, w, h), got shape {boxes.shape}")
+    return boxes
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

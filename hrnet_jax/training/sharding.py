@@ -72,6 +72,28 @@ def barrier(name: str, timeout_s: int = 3600) -> None:
     distributed.global_state.client.wait_at_barrier(name, timeout_s * 1000)
 
 
+def process_allgather(tree: Any) -> Any:
+    """Every host's copy of a pytree of same-shaped arrays, stacked on a new leading axis."""
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree)
+
+
+def gather_rows(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every host's rows, concatenated in host order; hosts may hold different numbers of rows
+    (each is padded to the longest for the collective). Integers travel as int32, floats as
+    float32 (JAX without x64)."""
+    counts = np.asarray(process_allgather(np.array([len(v) for v in rows.values()], np.int32)))
+    out = {}
+    for column, (key, value) in enumerate(rows.items()):
+        longest = int(counts[:, column].max())
+        padded = np.zeros((longest, *value.shape[1:]), value.dtype)
+        padded[:len(value)] = value
+        gathered = np.asarray(process_allgather(padded))
+        out[key] = np.concatenate([gathered[host, :counts[host, column]]
+                                   for host in range(len(counts))])
+    return out
+
+
 class CompiledOnFirstCall:
     """A jitted function compiled on its first call, then a barrier, then run.
 

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hrnet_jax.data.builders.common import decode
 from hrnet_jax.data.cityscapes_labels import to_train_ids
 
 ZIPS = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
@@ -59,13 +60,6 @@ class _Files:
             return f.read()
 
 
-def _decode(data: bytes, name: str, flags: int) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if image is None:
-        raise ValueError(f"cannot decode {name}: not an image or corrupt")
-    return image
-
-
 class HrnetCityscapes(tfds.core.GeneratorBasedBuilder):
     """Cityscapes fine: images and 19-class trainId labels (255 = ignore)."""
 
@@ -95,15 +89,15 @@ class HrnetCityscapes(tfds.core.GeneratorBasedBuilder):
             _, city, stem = match.groups()
             gt = f"gtFine/{split}/{city}/{stem}_gtFine_"
             if gt + "labelTrainIds.png" in files.present:
-                label = _decode(files.read(gt + "labelTrainIds.png"), gt + "labelTrainIds.png",
+                label = decode(files.read(gt + "labelTrainIds.png"), gt + "labelTrainIds.png",
                                 cv2.IMREAD_UNCHANGED)
             elif gt + "labelIds.png" in files.present:
-                label = to_train_ids(_decode(files.read(gt + "labelIds.png"), gt + "labelIds.png",
+                label = to_train_ids(decode(files.read(gt + "labelIds.png"), gt + "labelIds.png",
                                              cv2.IMREAD_UNCHANGED))
             else:
                 raise FileNotFoundError(f"{name}: no {gt}labelIds.png (is gtFine_trainvaltest.zip "
                                         "complete?)")
-            image = _decode(files.read(name), name, cv2.IMREAD_COLOR)
+            image = decode(files.read(name), name, cv2.IMREAD_COLOR)
             if image.shape[:2] != label.shape[:2]:
                 raise ValueError(f"{name}: image {image.shape[:2]} and label {label.shape[:2]} "
                                  "differ in size")

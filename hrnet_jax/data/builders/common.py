@@ -1,0 +1,32 @@
+"""What the builders share: decoding a file's bytes with the file named in any error."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def decode(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Image bytes -> array (BGR for colour, as OpenCV reads); a clear error naming the file."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None:
+        raise ValueError(f"cannot decode {name}: not an image or corrupt")
+    return image
+
+
+def read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing (named by the annotations)") from None
+
+
+def encoded_rgb(path: str) -> tuple[bytes | np.ndarray, tuple[int, int]]:
+    """What a tfds Image feature stores for an image file: its own bytes (checked by decoding
+    them), or RGB pixels for a grey image; and the image's (height, width)."""
+    data = read_file(path)
+    pixels = decode(data, path, cv2.IMREAD_UNCHANGED)
+    if pixels.ndim == 2:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB), pixels.shape[:2]
+    return data, pixels.shape[:2]

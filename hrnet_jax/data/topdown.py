@@ -1,0 +1,209 @@
+"""Top-down pose geometry: a person box -> centre/scale -> an affine crop of the image, and back.
+
+The conventions of the HRNet pose reference, which the published numbers depend on:
+- a box (x, y, w, h) becomes a centre and a scale in units of 200 px (`PIXEL_STD`), widened or
+  heightened to the input's aspect ratio, then enlarged 1.25x;
+- the crop is the affine map fixed by three points: the centre, a point half a box width above
+  it (rotated with the crop), and the point a right angle from those; bilinear, zero border;
+- training draws scale N(1, 0.35) clipped to 1 +- 0.35, rotation N(0, 45) clipped to +-90 with
+  probability 0.6, a mirror with probability 0.5 (x -> width - 1 - x, left/right joints swapped),
+  and with probability 0.3 a box around the upper or the lower half of the body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hrnet_jax.data.keypoint_sets import KeypointSet
+
+PIXEL_STD = 200.0
+BOX_PADDING = 1.25
+HALF_BODY_PADDING = 1.5
+HALF_BODY_MIN_JOINTS = 8  # half-body is tried only on persons with more labelled joints
+ROTATION_PROBABILITY = 0.6
+
+
+def fit_aspect(width: float, height: float, aspect_ratio: float) -> tuple[float, float]:
+    """Grow the box's shorter side so that width / height == aspect_ratio."""
+    if width > aspect_ratio * height:
+        height = width / aspect_ratio
+    elif width < aspect_ratio * height:
+        width = height * aspect_ratio
+    return width, height
+
+
+def box_to_centre_scale(box: np.ndarray, aspect_ratio: float, padding: float = BOX_PADDING
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y, w, h) -> centre (2,) in pixels and scale (2,) in units of PIXEL_STD."""
+    x, y, w, h = (float(v) for v in box)
+    centre = np.array([x + w * 0.5, y + h * 0.5], np.float32)
+    w, h = fit_aspect(w, h, aspect_ratio)
+    return centre, np.array([w, h], np.float32) / PIXEL_STD * padding
+
+
+def clean_box(box: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """A ground-truth box clipped to the image as the reference clips it; None if empty."""
+    x, y, w, h = (float(v) for v in box)
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2 = min(width - 1.0, x1 + max(0.0, w - 1))
+    y2 = min(height - 1.0, y1 + max(0.0, h - 1))
+    if x2 < x1 or y2 < y1:
+        return None
+    return np.array([x1, y1, x2 - x1, y2 - y1], np.float32)
+
+
+def is_training_person(bbox: np.ndarray, keypoints: np.ndarray, area: float, iscrowd: int,
+                       width: int, height: int) -> bool:
+    """The reference's training persons (and ground-truth eval boxes): not a crowd, some
+    keypoint labelled, positive area and a box that stays non-empty inside the image."""
+    return (not iscrowd and float(np.max(keypoints)) > 0 and area > 0
+            and clean_box(bbox, width, height) is not None)
+
+
+def person_arrays(record: dict[str, Any], num_joints: int) -> dict[str, np.ndarray]:
+    """A prepared record's persons as arrays with a row per person (also when it has none)."""
+    persons = record["persons"]
+    count = len(persons["bbox"])
+    out = {"bbox": np.asarray(persons["bbox"], np.float32).reshape(count, 4),
+           "keypoints": np.asarray(persons["keypoints"], np.float32).reshape(count, num_joints, 3)}
+    for key in persons:
+        if key not in out:
+            out[key] = np.asarray(persons[key]).reshape(count)
+    return out
+
+
+def affine_matrix(centre: np.ndarray, scale: np.ndarray, rotation: float,
+                  output_size: tuple[int, int], inverse: bool = False) -> np.ndarray:
+    """The 2x3 map from image pixels to the (width, height) = output_size crop (or back)."""
+    source_width = float(scale[0]) * PIXEL_STD
+    out_w, out_h = output_size
+    angle = np.deg2rad(rotation)
+    sin, cos = np.sin(angle), np.cos(angle)
+    up = np.array([0.0, -0.5 * source_width])
+    source_up = np.array([up[0] * cos - up[1] * sin, up[0] * sin + up[1] * cos])
+    source = np.stack([centre, centre + source_up, np.zeros(2)]).astype(np.float32)
+    target = np.stack([[out_w * 0.5, out_h * 0.5], [out_w * 0.5, out_h * 0.5 - 0.5 * out_w],
+                       np.zeros(2)]).astype(np.float32)
+    for points in (source, target):  # the third point: the second turned 90 degrees about the first
+        direction = points[0] - points[1]
+        points[2] = points[1] + np.array([-direction[1], direction[0]])
+    if inverse:
+        return cv2.getAffineTransform(target, source)
+    return cv2.getAffineTransform(source, target)
+
+
+def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(..., 2) points through a 2x3 matrix."""
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def warp(image: np.ndarray, centre: np.ndarray, scale: np.ndarray, rotation: float,
+         input_size: tuple[int, int]) -> np.ndarray:
+    """The (height, width) = input_size crop of `image` (bilinear, zero outside)."""
+    height, width = input_size
+    matrix = affine_matrix(centre, scale, rotation, (width, height))
+    return cv2.warpAffine(np.ascontiguousarray(image), matrix, (width, height),
+                          flags=cv2.INTER_LINEAR)
+
+
+def mirror_joints(joints: np.ndarray, visible: np.ndarray, image_width: int,
+                  keypoints: KeypointSet) -> tuple[np.ndarray, np.ndarray]:
+    """Joints of the horizontally mirrored image: x -> width - 1 - x, left and right swapped."""
+    order = keypoints.flip_permutation()
+    joints = joints[order].copy()
+    joints[:, 0] = image_width - 1 - joints[:, 0]
+    visible = visible[order]
+    return joints * (visible[:, None] > 0), visible
+
+
+def half_body_box(joints: np.ndarray, visible: np.ndarray, keypoints: KeypointSet,
+                  aspect_ratio: float, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Centre and scale of a box around the labelled joints of the upper or the lower body."""
+    upper = np.isin(np.arange(len(joints)), keypoints.upper_body)
+    labelled = visible > 0
+    upper_joints, lower_joints = joints[labelled & upper], joints[labelled & ~upper]
+    # randn < 0.5 (not rand): the reference's coin, which favours the upper body ~69% of the time.
+    if rng.standard_normal() < 0.5 and len(upper_joints) > 2:
+        chosen = upper_joints
+    else:
+        chosen = lower_joints if len(lower_joints) > 2 else upper_joints
+    if len(chosen) < 2:
+        return None
+    low, high = chosen.min(0), chosen.max(0)
+    w, h = fit_aspect(high[0] - low[0], high[1] - low[1], aspect_ratio)
+    return (chosen.mean(0).astype(np.float32),
+            np.array([w, h], np.float32) / PIXEL_STD * HALF_BODY_PADDING)
+
+
+def random_person_view(example: dict[str, Any], rng: np.random.Generator, keypoints: KeypointSet,
+                       aspect_ratio: float, scale_factor: float, rotation_factor: float,
+                       flip: bool, half_body_probability: float) -> dict[str, Any]:
+    """Training augmentation of one person: new centre, scale and rotation, maybe mirrored."""
+    joints, visible = example["joints"], example["visible"]
+    centre, scale = example["centre"], example["scale"]
+    if visible.sum() > HALF_BODY_MIN_JOINTS and rng.random() < half_body_probability:
+        half = half_body_box(joints, visible, keypoints, aspect_ratio, rng)
+        if half is not None:
+            centre, scale = half
+    scale = scale * np.clip(rng.standard_normal() * scale_factor + 1, 1 - scale_factor,
+                            1 + scale_factor)
+    rotation = 0.0
+    if rng.random() <= ROTATION_PROBABILITY:
+        rotation = float(np.clip(rng.standard_normal() * rotation_factor, -2 * rotation_factor,
+                                 2 * rotation_factor))
+    image = example["image"]
+    if flip and rng.random() <= 0.5:
+        image = image[:, ::-1]
+        joints, visible = mirror_joints(joints, visible, image.shape[1], keypoints)
+        centre = np.array([image.shape[1] - centre[0] - 1, centre[1]], np.float32)
+    return {**example, "image": image, "joints": joints, "visible": visible,
+            "centre": np.asarray(centre, np.float32), "scale": np.asarray(scale, np.float32),
+            "rotation": np.float32(rotation)}
+
+
+def crop_person(example: dict[str, Any], input_size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The network input of one person and its joints in input pixels (unlabelled stay 0)."""
+    centre, scale, rotation = example["centre"], example["scale"], float(example["rotation"])
+    image = warp(example["image"], centre, scale, rotation, input_size)
+    matrix = affine_matrix(centre, scale, rotation, (input_size[1], input_size[0]))
+    visible = np.asarray(example["visible"], np.float32)
+    joints = apply_affine(np.asarray(example["joints"], np.float32), matrix) * (visible[:, None] > 0)
+    return {"image": image, "joints": joints.astype(np.float32), "visible": visible}
+
+
+class PersonInstances:
+    """Random access to the training persons of a prepared keypoint dataset.
+
+    The prepared records hold one image with all its persons; `persons` lists (record, slot) of
+    those that train, as the builder wrote them into its metadata. Each item: the image, the
+    person's joints (K, 2), visibility (K,) in {0, 1}, and centre/scale from the person's box
+    (clipped to the image first when `clip_boxes`, as the COCO reference does; MPII's is not).
+    """
+
+    def __init__(self, records: Any, persons: list[tuple[int, int]], aspect_ratio: float,
+                 clip_boxes: bool = True):
+        self.records, self.persons = records, [tuple(p) for p in persons]
+        self.aspect_ratio, self.clip_boxes = aspect_ratio, clip_boxes
+
+    def __len__(self) -> int:
+        return len(self.persons)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record, slot = self.persons[index]
+        example = self.records[record]
+        image = example["image"]
+        keypoints = np.asarray(example["persons"]["keypoints"][slot], np.float32)
+        box = np.asarray(example["persons"]["bbox"][slot], np.float32)
+        if self.clip_boxes:
+            box = clean_box(box, image.shape[1], image.shape[0])
+        centre, scale = box_to_centre_scale(box, self.aspect_ratio)
+        visible = (keypoints[:, 2] > 0).astype(np.float32)
+        return {"image": image, "joints": keypoints[:, :2] * visible[:, None], "visible": visible,
+                "centre": centre, "scale": scale, "rotation": np.float32(0.0)}
+
+    def __repr__(self) -> str:
+        return f"PersonInstances({len(self)} persons of {self.records!r})"
