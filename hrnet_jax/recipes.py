@@ -93,3 +93,47 @@ def pose_smoke(config: ExperimentConfig, split: str, image_size: tuple[int, int]
     config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
     config.eval.num_pictures = 1
     return config
+
+
+# Training faces and the evaluation split of the facial-landmark datasets (HRNet's splits).
+FACE_DATASETS = {"wflw": (7500, "test"), "300w": (3148, "valid"), "cofw": (1345, "test"),
+                 "aflw": (20000, "test")}
+
+
+def face_landmarks(dataset: str) -> ExperimentConfig:
+    """HRNet-Facial-Landmark-Detection's recipe: HRNetV2-W18, 256x256 crops of the face box
+    x1.25 -> 64x64 heatmaps (sigma 1.5); scale U(0.75, 1.25), rotation U(-30, 30) with p 0.6,
+    flip with the dataset's point pairs; Adam 1e-4 without weight decay, batch 16 x 4 GPUs, 60
+    epochs, x0.1 after 30 and 50; evaluation on the whole split without the flip test."""
+    from hrnet_jax.data.keypoint_sets import LANDMARK_SETS
+
+    train_faces, eval_split = FACE_DATASETS[dataset]
+    config = ExperimentConfig(task="landmarks")
+    config.model = ModelConfig(arch="hrnet_w18", head="landmarks",
+                               num_classes=LANDMARK_SETS[dataset].num_joints)
+    config.data = DataConfig(name=dataset, image_size=(256, 256), batch_size=64, eval_batch_size=32,
+                             heatmap_sigma=1.5, worker_count=8, train_split="train",
+                             eval_split=eval_split, flip=True, scale_factor=0.25,
+                             rotation_factor=30.0)
+    config.optim = OptimConfig(optimizer="adam", learning_rate=1e-4, schedule="multistep",
+                               milestones=(30 / 60, 50 / 60), decay_factor=0.1)
+    steps_per_epoch = train_faces // config.data.batch_size
+    config.loop = LoopConfig(num_steps=60 * steps_per_epoch, log_every=50,
+                             eval_every=10 * steps_per_epoch)
+    config.checkpoint = CheckpointConfig(every_steps=steps_per_epoch, keep=3)
+    config.eval = EvalConfig(num_pictures=4)
+    return config
+
+
+def face_smoke(config: ExperimentConfig) -> ExperimentConfig:
+    """A few steps of a tiny model on a sample prepared into `data.data_dir` (the real
+    shared/data/wflw_mini and cofw_mini, or generated CSV files for 300W and AFLW), whose only
+    split is `test`: 64x64 crops, batch 2."""
+    config.model.arch, config.model.width = "tiny", 4
+    config.data.train_split = config.data.eval_split = "test"
+    config.data.image_size, config.data.heatmap_sigma = (64, 64), 1.5
+    config.data.batch_size, config.data.eval_batch_size, config.data.worker_count = 2, 4, 0
+    config.loop = LoopConfig(num_steps=4, log_every=2)
+    config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
+    config.eval.num_pictures = 1
+    return config

@@ -30,3 +30,28 @@ def relative_error(actual, expected) -> float:
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def rows_from_targets(task, records, aspect_ratio: float, evaluated, clip_boxes: bool = False
+                      ) -> dict[str, np.ndarray]:
+    """A top-down task's evaluation rows when the network is replaced by the training targets
+    of the boxes it is given: `evaluated(index, record)` lists the person slots the task
+    evaluates in that image, in its order, whose targets the stand-in network returns;
+    `clip_boxes` as the dataset's training persons are cropped (COCO's boxes are clipped)."""
+    from hrnet_jax.data import topdown
+
+    rows = []
+    for index in range(len(records)):
+        record = dict(records[index])
+        slots = evaluated(index, record)
+        person = lambda slot: topdown.PersonInstances(records, [[index, slot]], aspect_ratio,
+                                                      clip_boxes)[0]
+        queue = [task.prepare(person(slot))["heatmaps"] for slot in slots]
+        blank = np.zeros_like(queue[0]) if queue else None
+
+        def predict(batch):  # the network, replaced by the targets
+            maps = [queue.pop(0) for _ in range(min(len(batch), len(queue)))]
+            return np.stack(maps + [blank] * (len(batch) - len(maps)))
+
+        rows.append(task.evaluate_image(predict, record))
+    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}

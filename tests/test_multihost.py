@@ -24,10 +24,11 @@ def free_port() -> int:
 
 
 def launch(workdir, devices: int, overrides, process: tuple[int, int, int] | None = None,
-           heartbeat: int = 100, extra: tuple[str, ...] | list[str] = ()):
+           heartbeat: int = 100, extra: tuple[str, ...] | list[str] = (),
+           experiment: str = "seg_synthetic:smoke"):
     env = {**os.environ, "PYTHONPATH": str(ROOT),
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    command = [sys.executable, "-m", "hrnet_jax.main", "--experiment=seg_synthetic:smoke",
+    command = [sys.executable, "-m", "hrnet_jax.main", f"--experiment={experiment}",
                f"--workdir={workdir}", *[f"--set={o}" for o in overrides], *extra]
     if process:
         port, count, index = process
@@ -99,3 +100,25 @@ def test_a_dead_process_stops_the_other_with_an_error(tmp_path):
         hosts[0].kill()
         raise AssertionError("the surviving process hung after its peer died")
     assert hosts[0].returncode != 0, out[-3000:]
+
+
+def test_pose_evaluation_rows_from_two_hosts_add_up_to_one_process(tmp_path, shared_data):
+    """Top-down evaluation gathers a variable number of rows (persons) from each host: the two
+    sample images split over two hosts give the COCO figures of one process."""
+    from hrnet_jax.data import prepare
+
+    prepare.prepare("coco_keypoints", str(shared_data / "coco_mini"), str(tmp_path / "tfds"))
+    detections = shared_data / "coco_mini/person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
+    overrides = [f"data.data_dir={tmp_path / 'tfds'}", f"data.person_boxes={detections}",
+                 "eval.flip=true"]
+    run = dict(extra=["--mode=eval"], experiment="pose_coco_w32_256x192:smoke")
+    single = launch(tmp_path / "pose", 2, overrides, **run)
+    out, _ = single.communicate(timeout=600)
+    assert single.returncode == 0, out[-3000:]
+    port = free_port()
+    hosts = [launch(tmp_path / "pose", 1, overrides, (port, 2, i), **run) for i in (0, 1)]
+    outputs = [h.communicate(timeout=600)[0] for h in hosts]
+    assert [h.returncode for h in hosts] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    one, two = evals(tmp_path / "pose")
+    assert one["persons"] == two["persons"] > 40  # the 48 detections, minus OKS-NMS duplicates
+    assert one == two

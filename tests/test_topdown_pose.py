@@ -16,7 +16,7 @@ from hrnet_jax.data.pipeline import normalize
 from hrnet_jax.evaluation import keypoints as evaluation
 from hrnet_jax.experiments import load
 from hrnet_jax.tasks import make_task
-from hrnet_jax.tasks.pose import gaussian_heatmaps
+from conftest import rows_from_targets
 
 DETECTIONS = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
 
@@ -275,29 +275,15 @@ def test_ground_truth_through_our_heatmaps_and_decoder_scores_ap_above_095(prepa
         config = coco_config(prepared, image_size=(256, 192), eval_batch_size=2)
         config.eval.decoder = decoder
         task = make_task(config)
-        rows = []
-        for index in range(len(records)):
-            record = dict(records[index])
+
+        def evaluated(index, record):
             persons = topdown.person_arrays(record, 17)
-            targets = []
-            for slot in range(len(persons["bbox"])):
-                if not topdown.is_training_person(persons["bbox"][slot], persons["keypoints"][slot],
-                                                  persons["area"][slot], persons["iscrowd"][slot],
-                                                  record["image"].shape[1], record["image"].shape[0]):
-                    continue
-                person = topdown.PersonInstances(records, [[index, slot]], 0.75)[0]
-                target = task.prepare(person)
-                targets.append(target["heatmaps"])
-            queue = list(targets)
+            height, width = record["image"].shape[:2]
+            return [slot for slot in range(len(persons["bbox"])) if topdown.is_training_person(
+                persons["bbox"][slot], persons["keypoints"][slot], persons["area"][slot],
+                persons["iscrowd"][slot], width, height)]
 
-            def predict(batch):  # the network, replaced by the ground-truth targets
-                maps = [queue.pop(0) for _ in range(min(len(batch), len(queue)))]
-                maps += [np.zeros_like(targets[0])] * (len(batch) - len(maps))
-                return np.stack(maps)
-
-            rows.append(task.evaluate_image(predict, record))
-        combined = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-        figures = task.summarize(combined)
+        figures = task.summarize(rows_from_targets(task, records, 0.75, evaluated, clip_boxes=True))
         assert figures["ap"] >= 0.95, (decoder, figures)
 
 

@@ -3,6 +3,7 @@
     python -m hrnet_jax.data.prepare cityscapes --manual_dir DIR [--data_dir ~/tensorflow_datasets]
     python -m hrnet_jax.data.prepare coco_keypoints --manual_dir COCO_ROOT
     python -m hrnet_jax.data.prepare mpii --manual_dir MPII_ROOT
+    python -m hrnet_jax.data.prepare wflw --manual_dir WFLW_ROOT   # or 300w, cofw, aflw
 
 Needs TensorFlow (`pip install -e ".[test]"` or `pip install tensorflow-cpu`).
 """
@@ -19,7 +20,9 @@ DEFAULT_DATA_DIR = os.path.expanduser("~/tensorflow_datasets")
 # data.name -> (module of hrnet_jax.data.builders, builder class, tfds name)
 BUILDERS = {"cityscapes": ("cityscapes", "HrnetCityscapes", "hrnet_cityscapes"),
             "coco_keypoints": ("coco_keypoints", "HrnetCocoKeypoints", "hrnet_coco_keypoints"),
-            "mpii": ("mpii", "HrnetMpii", "hrnet_mpii")}
+            "mpii": ("mpii", "HrnetMpii", "hrnet_mpii"),
+            **{name: ("face_landmarks", "HrnetFaceLandmarks", f"hrnet_face_landmarks/{name}")
+               for name in ("wflw", "300w", "cofw", "aflw")}}
 
 
 def builder_class(name: str) -> Any:
@@ -39,7 +42,7 @@ def prepare(name: str, manual_dir: str, data_dir: str = DEFAULT_DATA_DIR) -> Any
     cls = builder_class(name)
     if not os.path.isdir(os.path.expanduser(manual_dir)):
         raise FileNotFoundError(f"{manual_dir!r} does not exist.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    builder = cls(data_dir=data_dir, file_format="array_record")
+    builder = tfds.builder(BUILDERS[name][2], data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir)))
     return builder

@@ -141,20 +141,26 @@ def half_body_box(joints: np.ndarray, visible: np.ndarray, keypoints: KeypointSe
 
 def random_person_view(example: dict[str, Any], rng: np.random.Generator, keypoints: KeypointSet,
                        aspect_ratio: float, scale_factor: float, rotation_factor: float,
-                       flip: bool, half_body_probability: float) -> dict[str, Any]:
-    """Training augmentation of one person: new centre, scale and rotation, maybe mirrored."""
+                       flip: bool, half_body_probability: float, uniform: bool = False
+                       ) -> dict[str, Any]:
+    """Training augmentation of one person: new centre, scale and rotation, maybe mirrored.
+    `uniform`: scale from U(1 +- scale_factor) and rotation from U(+- rotation_factor), as the
+    facial-landmark reference draws them (the pose reference draws from clipped normals)."""
     joints, visible = example["joints"], example["visible"]
     centre, scale = example["centre"], example["scale"]
     if visible.sum() > HALF_BODY_MIN_JOINTS and rng.random() < half_body_probability:
         half = half_body_box(joints, visible, keypoints, aspect_ratio, rng)
         if half is not None:
             centre, scale = half
-    scale = scale * np.clip(rng.standard_normal() * scale_factor + 1, 1 - scale_factor,
-                            1 + scale_factor)
+    if uniform:
+        scale = scale * rng.uniform(1 - scale_factor, 1 + scale_factor)
+    else:
+        scale = scale * np.clip(rng.standard_normal() * scale_factor + 1, 1 - scale_factor,
+                                1 + scale_factor)
     rotation = 0.0
     if rng.random() <= ROTATION_PROBABILITY:
-        rotation = float(np.clip(rng.standard_normal() * rotation_factor, -2 * rotation_factor,
-                                 2 * rotation_factor))
+        rotation = float(rng.uniform(-rotation_factor, rotation_factor) if uniform else np.clip(
+            rng.standard_normal() * rotation_factor, -2 * rotation_factor, 2 * rotation_factor))
     image = example["image"]
     if flip and rng.random() <= 0.5:
         image = image[:, ::-1]

@@ -61,10 +61,10 @@ def whole_image(predict: Callable, image: np.ndarray) -> Any:
 
 def make_task(config: Any) -> Task:
     """The task of an `ExperimentConfig` (its `task` field), configured by it."""
-    from hrnet_jax.tasks import classification, pose, segmentation
+    from hrnet_jax.tasks import classification, pose, segmentation, topdown
 
     factories = {"segmentation": segmentation.make_task, "pose": pose.make_task,
-                 "classification": classification.make_task}
+                 "landmarks": topdown.make_task, "classification": classification.make_task}
     if config.task not in factories:
         raise ValueError(f"unknown task {config.task!r}; choose one of {', '.join(factories)}")
     return factories[config.task](config)

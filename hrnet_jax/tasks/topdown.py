@@ -1,11 +1,12 @@
-"""Top-down human pose (COCO, MPII): one person box -> one crop -> K heatmaps, as in the paper.
+"""Top-down keypoints (COCO and MPII pose, facial landmarks): one box -> one crop -> K heatmaps.
 
 Training: a person's box is cropped with random scale, rotation, mirror and half-body
 (hrnet_jax.data.topdown) and its joints become Gaussian heatmaps; the loss is the target-weighted
 0.5 x MSE. Evaluation, image by image: every person box of the image (detections or ground
 truth) is cropped, the crops go through the network (and mirrored, for the flip test), the
 heatmaps are decoded (argmax + quarter pixel, or DARK) and mapped back to the image. COCO then
-rescores, OKS-NMSes and runs the official keypoint AP; MPII reports PCKh@0.5.
+rescores, OKS-NMSes and runs the official keypoint AP; MPII reports PCKh@0.5; faces (WFLW, 300W,
+COFW, AFLW) report NME with each dataset's normaliser, failure rate at 0.1 and AUC.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hrnet_jax.data import topdown
-from hrnet_jax.data.keypoint_sets import KEYPOINT_SETS, KeypointSet
+from hrnet_jax.data.keypoint_sets import KEYPOINT_SETS, LANDMARK_SETS, NME_NORMALISERS, KeypointSet
 from hrnet_jax.data.pipeline import normalize
 from hrnet_jax.evaluation import keypoints as evaluation
 from hrnet_jax.tasks import Task
@@ -102,8 +103,8 @@ def boxes_centres_scales(boxes: np.ndarray, aspect_ratio: float) -> tuple[np.nda
 
 def make_task(config: Any) -> Task:
     data = config.data
-    keypoints = KEYPOINT_SETS[data.name]
-    is_coco = keypoints.name == "coco"
+    keypoints = {**KEYPOINT_SETS, **LANDMARK_SETS}[data.name]
+    is_coco, is_face = keypoints.name == "coco", data.name in LANDMARK_SETS
     height, width = data.image_size
     aspect_ratio = width / height
     heatmap_size = (height // STRIDE, width // STRIDE)
@@ -117,7 +118,7 @@ def make_task(config: Any) -> Task:
     def augment(example, rng):
         return topdown.random_person_view(example, rng, keypoints, aspect_ratio, data.scale_factor,
                                           data.rotation_factor, data.flip,
-                                          data.half_body_probability)
+                                          data.half_body_probability, uniform=is_face)
 
     def prepare(example):
         crop = topdown.crop_person(example, (height, width))
@@ -134,7 +135,7 @@ def make_task(config: Any) -> Task:
         if detections is not None:
             return detections.get(int(record["image_id"]), (np.zeros((0, 4), np.float32),
                                                             np.zeros(0, np.float32)))
-        if not is_coco:  # MPII: every annotated person, its box as annotated
+        if not is_coco:  # MPII, faces: every annotated person, its box as annotated
             return persons["bbox"], np.ones(len(persons["bbox"]), np.float32)
         slots = [i for i in range(len(persons["bbox"])) if topdown.is_training_person(
             persons["bbox"][i], persons["keypoints"][i], persons["area"][i],
@@ -148,6 +149,12 @@ def make_task(config: Any) -> Task:
         boxes, scores = person_boxes(record, persons)
         centres, scales = boxes_centres_scales(boxes, aspect_ratio)
         predicted = predictor(predict, record["image"], centres, scales)
+        if is_face:
+            normalised_by = NME_NORMALISERS[keypoints.name]
+            truth = persons["keypoints"][..., :2]
+            normalisers = persons["box_size"] if normalised_by is None else np.linalg.norm(
+                truth[:, normalised_by[0]] - truth[:, normalised_by[1]], axis=-1)
+            return {"keypoints": predicted, "truth": truth, "normaliser": normalisers}
         if not is_coco:
             return {"keypoints": predicted, "truth": persons["keypoints"][..., :2],
                     "visible": persons["keypoints"][..., 2], "head_size": persons["head_size"]}
@@ -161,6 +168,9 @@ def make_task(config: Any) -> Task:
                 "truth_image_id": np.full(len(persons["bbox"]), image_id, np.int32)}
 
     def summarize(rows):
+        if is_face:
+            return evaluation.landmark_summary(evaluation.normalised_mean_error(
+                rows["keypoints"][..., :2], rows["truth"], rows["normaliser"]))
         if not is_coco:
             return evaluation.pckh(rows["keypoints"][..., :2], rows["truth"], rows["visible"],
                                    rows["head_size"])
@@ -195,6 +205,9 @@ def make_task(config: Any) -> Task:
         predicted = predictor(predict, image, *boxes_centres_scales(boxes, aspect_ratio))
         return {"skeleton": skeletons(image, predicted, PREDICTION_COLOUR)}
 
-    metric = "ap" if is_coco else "pckh"
-    return Task("pose", "pose", metric, prepare, loss, None, summarize, draw, augment, render,
+    if is_face:
+        name, metric = "landmarks", "nme"
+    else:
+        name, metric = "pose", "ap" if is_coco else "pckh"
+    return Task(name, name, metric, prepare, loss, None, summarize, draw, augment, render,
                 evaluate_image, eval_combine="concat")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from hrnet_jax import config as config_lib
 from hrnet_jax.data import pipeline, synthetic, topdown
-from hrnet_jax.data.keypoint_sets import KEYPOINT_SETS
+from hrnet_jax.data.keypoint_sets import KEYPOINT_SETS, LANDMARK_SETS
 from hrnet_jax.models import create_model, tiny_arch
 from hrnet_jax.tasks import Task, make_task
 from hrnet_jax.training import optim, pretrained, sharding, step as step_lib
@@ -56,7 +56,8 @@ def make_sources(config: config_lib.ExperimentConfig) -> tuple[Any, Any]:
     if d.name in prepare.BUILDERS:
         builder = prepared_builder(d)
         train, evaluation = (prepared_split(builder, d, split) for split in (d.train_split, d.eval_split))
-        if d.name in KEYPOINT_SETS:  # records are images; training takes one person at a time
+        if d.name in KEYPOINT_SETS or d.name in LANDMARK_SETS:
+            # records are images; training takes one person (face) at a time
             height, width = d.image_size
             persons = builder.info.metadata[d.train_split]["training_persons"]
             train = topdown.PersonInstances(train, persons, width / height,

@@ -1,0 +1,22 @@
+"""HRNetV2-W18 facial landmarks on AFLW (the paper's recipe and NME protocol).
+
+    python -m hrnet_jax.data.prepare aflw --manual_dir AFLW   # once: json or CSV annotations, images/
+    python -m hrnet_jax.main --experiment=face_aflw_w18 --workdir=DIR
+
+Expected: NME 1.57% on the full test split (4386 faces), normalised by the face box size (the paper's number; not yet reproduced with this code);
+metrics.jsonl also holds the failure rate at 0.1 and the AUC. `:smoke` runs 4 steps of a tiny
+model on generated faces in the HRNet CSV layout (tests write them), for tests.
+"""
+
+from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.recipes import face_landmarks, face_smoke
+
+
+def get_config(variant: str | None = None) -> ExperimentConfig:
+    config = face_landmarks("aflw")
+    config.description = __doc__.splitlines()[0]
+    if variant == "smoke":
+        return face_smoke(config)
+    if variant:
+        raise ValueError(f"unknown variant {variant!r} of face_aflw_w18; choose smoke")
+    return config
