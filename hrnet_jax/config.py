@@ -52,7 +52,12 @@ class DataConfig:
     base_size: int = 0
     train_scales: tuple[float, ...] = ()
     crop_size: tuple[int, ...] = ()
-    flip: bool = False  # training mirrors (segmentation, top-down pose)
+    flip: bool = False  # training mirrors (segmentation, top-down pose, classification)
+    # Classification training: RandomResizedCrop to image_size (else the evaluation framing,
+    # resize + centre crop), and mixup / CutMix of each batch (timm's alphas; 0 = off).
+    random_resized_crop: bool = False
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
     # Top-down pose training augmentation (hrnet_jax.data.topdown; 0 = off): scale drawn from
     # N(1, scale_factor) clipped to 1 +- scale_factor, rotation N(0, rotation_factor) degrees
     # clipped to +- 2 x rotation_factor with probability 0.6, half-body boxes with this probability.

@@ -137,3 +137,41 @@ def face_smoke(config: ExperimentConfig) -> ExperimentConfig:
     config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
     config.eval.num_pictures = 1
     return config
+
+
+IMAGENET_TRAIN_IMAGES = 1281167
+
+
+def imagenet(arch: str) -> ExperimentConfig:
+    """HRNet-Image-Classification's recipe: RandomResizedCrop 224 + flip, evaluation resize 256
+    + centre crop 224; SGD nesterov momentum 0.9, lr 0.05 for batch 32 x 4 GPUs, weight decay
+    1e-4, 100 epochs, x0.1 after 30, 60 and 90. Label smoothing and mixup / CutMix are off, as
+    in the paper (--set optim.label_smoothing=0.1, data.cutmix_alpha=1.0 for later recipes)."""
+    config = ExperimentConfig(task="classification")
+    config.model = ModelConfig(arch=arch, head="classification", num_classes=1000)
+    config.data = DataConfig(name="imagenet2012", image_size=(224, 224), batch_size=128,
+                             eval_batch_size=250, worker_count=16, train_split="train",
+                             eval_split="validation", random_resized_crop=True, flip=True)
+    config.optim = OptimConfig(optimizer="sgd", learning_rate=0.05, momentum=0.9, nesterov=True,
+                               weight_decay=1e-4, schedule="multistep",
+                               milestones=(0.3, 0.6, 0.9), decay_factor=0.1)
+    steps_per_epoch = IMAGENET_TRAIN_IMAGES // config.data.batch_size
+    config.loop = LoopConfig(num_steps=100 * steps_per_epoch, log_every=100,
+                             eval_every=5 * steps_per_epoch)
+    config.checkpoint = CheckpointConfig(every_steps=steps_per_epoch, keep=3)
+    config.eval = EvalConfig(num_pictures=8)
+    return config
+
+
+def imagenet_smoke(config: ExperimentConfig) -> ExperimentConfig:
+    """4 steps of a tiny model through the ImageNet pipeline (random-resized crops, mixup and
+    CutMix) on generated pictures of 4 shapes, 64x64."""
+    config.model.arch, config.model.width, config.model.num_classes = "tiny", 4, 4
+    config.data.name, config.data.image_size = "synthetic_classification", (64, 64)
+    config.data.num_train, config.data.num_eval = 64, 8
+    config.data.batch_size, config.data.eval_batch_size, config.data.worker_count = 4, 4, 0
+    config.data.mixup_alpha, config.data.cutmix_alpha = 0.2, 1.0
+    config.loop = LoopConfig(num_steps=4, log_every=2)
+    config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
+    config.eval.num_pictures = 1
+    return config

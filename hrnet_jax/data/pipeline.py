@@ -79,15 +79,19 @@ class HostSliceSampler:
 
 
 def train_loader(source: Any, prepare: Callable[[dict], dict], global_batch_size: int, seed: int,
-                 worker_count: int = 0, augment: Callable[[dict, np.random.Generator], dict] | None = None
+                 worker_count: int = 0, augment: Callable[[dict, np.random.Generator], dict] | None = None,
+                 mix_batch: Callable[[dict, np.random.Generator], dict] | None = None
                  ) -> grain.DataLoader:
-    """Endless shuffled batches of this host's slice; checkpointable iterator."""
+    """Endless shuffled batches of this host's slice; checkpointable iterator. `augment` draws
+    per record, `mix_batch` (mixup / CutMix) per batch."""
     every_record = grain.samplers.IndexSampler(len(source), grain.sharding.NoSharding(),
                                                shuffle=True, num_epochs=None, seed=seed)
     sampler = HostSliceSampler(every_record, global_batch_size, jax.process_index(),
                                jax.process_count())
     operations = ([_Augment(augment)] if augment else []) + [
                   _Prepare(prepare), grain.transforms.Batch(per_host_batch_size(global_batch_size), drop_remainder=True)]
+    if mix_batch:
+        operations.append(_Augment(mix_batch))  # after Batch: one draw per batch
     if worker_count:
         # grain's worker processes read absl flags; a program not started by absl.app has not
         # parsed them (grain then fails with UnparsedFlagAccessError): take the defaults.

@@ -4,6 +4,7 @@
     python -m hrnet_jax.data.prepare coco_keypoints --manual_dir COCO_ROOT
     python -m hrnet_jax.data.prepare mpii --manual_dir MPII_ROOT
     python -m hrnet_jax.data.prepare wflw --manual_dir WFLW_ROOT   # or 300w, cofw, aflw
+    python -m hrnet_jax.data.prepare imagenet2012 --manual_dir ILSVRC2012_TARS
 
 Needs TensorFlow (`pip install -e ".[test]"` or `pip install tensorflow-cpu`).
 """
@@ -17,12 +18,13 @@ from typing import Any
 DEFAULT_DATA_DIR = os.path.expanduser("~/tensorflow_datasets")
 
 
-# data.name -> (module of hrnet_jax.data.builders, builder class, tfds name)
+# data.name -> (module of hrnet_jax.data.builders, builder class, tfds name); module None: tfds's.
 BUILDERS = {"cityscapes": ("cityscapes", "HrnetCityscapes", "hrnet_cityscapes"),
             "coco_keypoints": ("coco_keypoints", "HrnetCocoKeypoints", "hrnet_coco_keypoints"),
             "mpii": ("mpii", "HrnetMpii", "hrnet_mpii"),
             **{name: ("face_landmarks", "HrnetFaceLandmarks", f"hrnet_face_landmarks/{name}")
-               for name in ("wflw", "300w", "cofw", "aflw")}}
+               for name in ("wflw", "300w", "cofw", "aflw")},
+            "imagenet2012": (None, None, "imagenet2012")}  # tfds's own builder (manual download)
 
 
 def builder_class(name: str) -> Any:
@@ -31,7 +33,10 @@ def builder_class(name: str) -> Any:
 
     if name not in BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; preparable: {', '.join(BUILDERS)}")
-    module, cls, _ = BUILDERS[name]
+    module, cls, tfds_name = BUILDERS[name]
+    if module is None:
+        import tensorflow_datasets as tfds
+        return tfds.builder_cls(tfds_name)
     return getattr(importlib.import_module(f"hrnet_jax.data.builders.{module}"), cls)
 
 

@@ -50,6 +50,7 @@ class Task:
     render: Callable[[Callable, np.ndarray, np.ndarray | None], dict[str, np.ndarray]] | None = None
     evaluate_image: Callable[[Callable, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
     eval_combine: str = "sum"
+    mix_batch: Callable[[Batch, np.random.Generator], Batch] | None = None
 
 
 def whole_image(predict: Callable, image: np.ndarray) -> Any:

@@ -169,7 +169,8 @@ class Trainer:
         if jax.process_index() == 0:
             config_lib.save_json(config, os.path.join(self.workdir, "config.json"))
         loader = pipeline.train_loader(self.train_source, self.task.prepare, config.data.batch_size,
-                                       config.data.seed, config.data.worker_count, self.task.augment)
+                                       config.data.seed, config.data.worker_count, self.task.augment,
+                                       self.task.mix_batch)
         data_iterator = iter(loader)
         state = self.restore_or_init(data_iterator)
         first_step = int(jax.device_get(state["step"]))

@@ -1,0 +1,22 @@
+"""HRNet-W32-C on ImageNet (the paper's recipe, top-1 at 224x224).
+
+    python -m hrnet_jax.data.prepare imagenet2012 --manual_dir ILSVRC2012_TARS   # once
+    python -m hrnet_jax.main --experiment=cls_imagenet_w32 --workdir=DIR
+
+Expected: validation top-1 78.5% single crop (the paper's number; not yet reproduced with this
+code); top-5 is in metrics.jsonl too. `:smoke` runs 4 steps of a tiny model through the same
+pipeline (random-resized crops, mixup and CutMix) on generated pictures, for tests.
+"""
+
+from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.recipes import imagenet, imagenet_smoke
+
+
+def get_config(variant: str | None = None) -> ExperimentConfig:
+    config = imagenet("hrnet_w32")
+    config.description = __doc__.splitlines()[0]
+    if variant == "smoke":
+        return imagenet_smoke(config)
+    if variant:
+        raise ValueError(f"unknown variant {variant!r} of cls_imagenet_w32; choose smoke")
+    return config
