@@ -78,15 +78,15 @@ def top_down_pose(dataset: str, arch: str, image_size: tuple[int, int], train_pe
     return config
 
 
-def pose_smoke(config: ExperimentConfig, split: str, image_size: tuple[int, int]
-               ) -> ExperimentConfig:
-    """A few steps of a tiny model on a real sample (shared/data/coco_mini or mpii_mini,
-    prepared with `python -m hrnet_jax.data.prepare`, then `--set data.data_dir=DIR`): small
-    crops of the recipe's aspect ratio, batch 2, training on the sample's only split."""
+def top_down_smoke(config: ExperimentConfig, split: str, image_size: tuple[int, int]
+                   ) -> ExperimentConfig:
+    """A few steps of a tiny model on a sample prepared into `data.data_dir` (the real
+    shared/data/coco_mini, mpii_mini, wflw_mini, cofw_mini, or generated CSV faces), training
+    and evaluating on its only split: small crops of the recipe's aspect ratio, batch 2."""
     config.model.arch, config.model.width = "tiny", 4
     config.data.train_split = config.data.eval_split = split
     config.data.image_size = image_size
-    config.data.heatmap_sigma = 2.0
+    config.data.heatmap_sigma = min(config.data.heatmap_sigma, 2.0)
     config.data.batch_size, config.data.eval_batch_size, config.data.worker_count = 2, 4, 0
     config.data.person_boxes = "ground_truth"
     config.loop = LoopConfig(num_steps=4, log_every=2)
@@ -124,19 +124,6 @@ def face_landmarks(dataset: str) -> ExperimentConfig:
     config.eval = EvalConfig(num_pictures=4)
     return config
 
-
-def face_smoke(config: ExperimentConfig) -> ExperimentConfig:
-    """A few steps of a tiny model on a sample prepared into `data.data_dir` (the real
-    shared/data/wflw_mini and cofw_mini, or generated CSV files for 300W and AFLW), whose only
-    split is `test`: 64x64 crops, batch 2."""
-    config.model.arch, config.model.width = "tiny", 4
-    config.data.train_split = config.data.eval_split = "test"
-    config.data.image_size, config.data.heatmap_sigma = (64, 64), 1.5
-    config.data.batch_size, config.data.eval_batch_size, config.data.worker_count = 2, 4, 0
-    config.loop = LoopConfig(num_steps=4, log_every=2)
-    config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
-    config.eval.num_pictures = 1
-    return config
 
 
 IMAGENET_TRAIN_IMAGES = 1281167

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import encoded_rgb
+from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info
 from hrnet_jax.data.keypoint_sets import COCO
 from hrnet_jax.data.topdown import is_training_person
 
@@ -65,16 +65,7 @@ class HrnetCocoKeypoints(tfds.core.GeneratorBasedBuilder):
         person = {"bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
                   "keypoints": tfds.features.Tensor(shape=(NUM_JOINTS, 3), dtype=np.float32),
                   "area": np.float32, "iscrowd": np.int32, "num_keypoints": np.int32}
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "image_id": np.int64,
-                "file_name": tfds.features.Text(),
-                "persons": tfds.features.Sequence(person),
-            }),
-            homepage="https://cocodataset.org",
-            disable_shuffling=True,  # record order = image-id order, which the metadata indexes
-            metadata=tfds.core.MetadataDict())
+        return image_with_persons_info(self, person, "https://cocodataset.org")
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = os.fspath(dl_manager.manual_dir)

@@ -1,6 +1,9 @@
-"""What the builders share: decoding a file's bytes with the file named in any error."""
+"""What the builders share: decoding a file's bytes with the file named in any error, and the
+record layout of the keypoint datasets (an image with its persons or faces)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,3 +33,19 @@ def encoded_rgb(path: str) -> tuple[bytes | np.ndarray, tuple[int, int]]:
     if pixels.ndim == 2:
         return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB), pixels.shape[:2]
     return data, pixels.shape[:2]
+
+
+def image_with_persons_info(builder: Any, person: dict, homepage: str = "") -> Any:
+    """DatasetInfo of records holding one image and a sequence of `person` features. Records
+    keep the order they were generated in (integer keys, shuffling disabled), so that the
+    builder's metadata can name them by position (`training_persons`: [record, slot] pairs)."""
+    import tensorflow_datasets as tfds
+
+    return builder.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+            "image_id": np.int64,
+            "file_name": tfds.features.Text(),
+            "persons": tfds.features.Sequence(person),
+        }),
+        homepage=homepage, disable_shuffling=True, metadata=tfds.core.MetadataDict())

@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import encoded_rgb
+from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info
 from hrnet_jax.data.keypoint_sets import LANDMARK_SETS
 
 INSTRUCTIONS = """\
@@ -101,15 +101,7 @@ class HrnetFaceLandmarks(tfds.core.GeneratorBasedBuilder):
         face = {"bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
                 "keypoints": tfds.features.Tensor(shape=(self.num_points, 3), dtype=np.float32),
                 "box_size": np.float32}
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "image_id": np.int64,
-                "file_name": tfds.features.Text(),
-                "persons": tfds.features.Sequence(face),
-            }),
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict())
+        return image_with_persons_info(self, face)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = os.fspath(dl_manager.manual_dir)

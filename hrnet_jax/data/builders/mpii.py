@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import encoded_rgb
+from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info
 from hrnet_jax.data.keypoint_sets import MPII
 from hrnet_jax.evaluation.keypoints import HEAD_SIZE_FACTOR
 
@@ -77,16 +77,7 @@ class HrnetMpii(tfds.core.GeneratorBasedBuilder):
         person = {"bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
                   "keypoints": tfds.features.Tensor(shape=(NUM_JOINTS, 3), dtype=np.float32),
                   "head_size": np.float32}
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "image_id": np.int64,
-                "file_name": tfds.features.Text(),
-                "persons": tfds.features.Sequence(person),
-            }),
-            homepage="http://human-pose.mpi-inf.mpg.de",
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict())
+        return image_with_persons_info(self, person, "http://human-pose.mpi-inf.mpg.de")
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = os.fspath(dl_manager.manual_dir)
