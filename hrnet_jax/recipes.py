@@ -152,9 +152,9 @@ def imagenet(arch: str) -> ExperimentConfig:
 
 def imagenet_smoke(config: ExperimentConfig) -> ExperimentConfig:
     """4 steps of a tiny model through the ImageNet pipeline (random-resized crops, mixup and
-    CutMix) on generated pictures of 4 shapes, 64x64."""
+    CutMix) on generated pictures of 4 shapes, 32x32 (as cls_synthetic:smoke)."""
     config.model.arch, config.model.width, config.model.num_classes = "tiny", 4, 4
-    config.data.name, config.data.image_size = "synthetic_classification", (64, 64)
+    config.data.name, config.data.image_size = "synthetic_classification", (32, 32)
     config.data.num_train, config.data.num_eval = 64, 8
     config.data.batch_size, config.data.eval_batch_size, config.data.worker_count = 4, 4, 0
     config.data.mixup_alpha, config.data.cutmix_alpha = 0.2, 1.0

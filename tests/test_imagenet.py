@@ -86,10 +86,10 @@ def test_imagenet_pipeline_on_tfds_mock_data(monkeypatch):
         batch = next(iter(loader))
         evaluation_batch = next(pipeline.eval_batches(evaluation, task.prepare, 4))
     assert {len(train), len(evaluation)} == {10}
-    assert batch["image"].shape == (4, 64, 64, 3) and batch["image"].dtype == np.float32
+    assert batch["image"].shape == (4, 32, 32, 3) and batch["image"].dtype == np.float32
     assert batch["label"].shape == (4, 1000)  # soft targets of the mixed images
     np.testing.assert_allclose(batch["label"].sum(1), 1.0, rtol=1e-5)
-    assert evaluation_batch["image"].shape == (4, 64, 64, 3)
+    assert evaluation_batch["image"].shape == (4, 32, 32, 3)
     assert evaluation_batch["label"].dtype == np.int32 and evaluation_batch["label"].max() < 1000
 
 
