@@ -8,6 +8,12 @@ import pathlib
 import numpy as np
 import pytest
 
+# Tests compile many small programs and run each a few times: XLA's optimisation passes cost
+# more than they save (a smoke run's CPU time halves without them). Numerics stay within the
+# tests' tolerances; benchmarks and real runs keep every optimisation. Child processes (the
+# multi-host tests) inherit it.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
 
 def shared_data_dir() -> pathlib.Path:
     """The real fixture data: `$HRNET_FIXTURES` or `../shared/data` beside the checkout."""

@@ -51,13 +51,7 @@ def run_train_mode(model, variables, x, capture_backbone: bool = False):
     return jax.jit(forward)(variables, jnp.asarray(x))
 
 
-# Every width runs the same code with other sizes: CI checks the small variants and three
-# widths; the other widths (about 40 s each here) run with -m slow.
-WIDE = ("hrnet_w30", "hrnet_w40", "hrnet_w44", "hrnet_w64")
-
-
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in WIDE else a
-                                  for a in ARCHS])
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_classification_and_branch_features_match_timm(arch):
     torch.manual_seed(0)
     reference = timm.create_model(arch).train()

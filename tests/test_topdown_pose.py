@@ -287,9 +287,10 @@ def test_ground_truth_through_our_heatmaps_and_decoder_scores_ap_above_095(prepa
         assert figures["ap"] >= 0.95, (decoder, figures)
 
 
-def test_missing_detections_file_is_named(prepared, tmp_path):
+def test_missing_detections_file_is_named_when_evaluation_needs_it(prepared, tmp_path):
+    task = make_task(coco_config(prepared, person_boxes=str(tmp_path / "nowhere.json")))
     with pytest.raises(FileNotFoundError, match="nowhere.json.*ground_truth"):
-        make_task(coco_config(prepared, person_boxes=str(tmp_path / "nowhere.json")))
+        task.evaluate_image(lambda batch: None, dict(coco_records(prepared)[0]))
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +329,8 @@ def test_predict_draws_skeletons_in_the_given_boxes(coco_run, shared_data, tmp_p
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps([[280.79, 44.73, 218.7, 346.68]]))
     image = shared_data / "coco_mini/val2017/000000000785.jpg"
-    assert main.main(args + ["--mode=predict", f"--input={image}", f"--boxes={boxes}",
+    no_dataset = f"--set=data.data_dir={tmp_path}/nowhere"  # predicting needs no dataset
+    assert main.main(args + [no_dataset, "--mode=predict", f"--input={image}", f"--boxes={boxes}",
                              f"--output={tmp_path}/out"]) == 0
     picture = cv2.imread(str(tmp_path / "out" / "000000000785_skeleton.png"))
     assert picture.shape == (425, 640, 3)
@@ -348,3 +350,15 @@ def test_mpii_ground_truth_through_our_heatmaps_scores_pckh_one(prepared):
     every_person = lambda index, record: list(range(len(record["persons"]["bbox"])))
     figures = task.summarize(rows_from_targets(task, records, 1.0, every_person))
     assert figures["pckh"] == 1.0 and figures["pckh/head"] == 1.0, figures
+
+
+def test_mpii_smoke_trains_and_reports_pckh(prepared, tmp_path):
+    from hrnet_jax.training.loop import Trainer
+
+    config = load("pose_mpii_w32_256x256:smoke")
+    config.data.data_dir = str(prepared)
+    config.loop.num_steps = 2
+    trainer = Trainer(config, str(tmp_path))
+    assert len(trainer.train_source) == 5
+    result = trainer.train()
+    assert 0 <= result["pckh"] <= 1 and "pckh/head" in result

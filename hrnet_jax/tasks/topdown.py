@@ -111,9 +111,7 @@ def make_task(config: Any) -> Task:
     predictor = PersonPredictor((height, width), keypoints, data.eval_batch_size, config.eval.flip,
                                 config.eval.decoder, data.heatmap_sigma)
     sigmas = np.asarray(keypoints.sigmas, np.float64) / 10.0
-    detections = None
-    if is_coco and data.person_boxes != "ground_truth":
-        detections = load_detections(data.person_boxes)
+    detections: dict = {}  # read when evaluation first needs them (prediction does not)
 
     def augment(example, rng):
         return topdown.random_person_view(example, rng, keypoints, aspect_ratio, data.scale_factor,
@@ -132,7 +130,9 @@ def make_task(config: Any) -> Task:
     def person_boxes(record, persons):
         """The boxes evaluated in one image and their scores."""
         image = record["image"]
-        if detections is not None:
+        if is_coco and data.person_boxes != "ground_truth":
+            if not detections:
+                detections.update(load_detections(data.person_boxes))
             return detections.get(int(record["image_id"]), (np.zeros((0, 4), np.float32),
                                                             np.zeros(0, np.float32)))
         if not is_coco:  # MPII, faces: every annotated person, its box as annotated

@@ -6,6 +6,7 @@ Every task runs through here; a task only supplies its loss, metric and pictures
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -115,7 +116,6 @@ class Trainer:
         self.mesh = sharding.make_mesh(config.mesh, devices)
         self.task: Task = make_task(config)
         self.model = build_model(config)
-        self.train_source, self.eval_source = make_sources(config)
         num_steps = config.loop.num_steps
         self.tx = optim.make_optimizer(config.optim, num_steps)
         image_shape = (*config.data.image_size, 3)
@@ -137,6 +137,19 @@ class Trainer:
         self.checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"),
                                         config.checkpoint.every_steps, config.checkpoint.keep)
         self.metrics = MetricsWriter(workdir)
+
+    # -- data: opened when first needed (predicting on files needs no dataset) ---------------
+    @functools.cached_property
+    def sources(self) -> tuple[Any, Any]:
+        return make_sources(self.config)
+
+    @property
+    def train_source(self) -> Any:
+        return self.sources[0]
+
+    @property
+    def eval_source(self) -> Any:
+        return self.sources[1]
 
     # -- state ------------------------------------------------------------------------------
     def restore_or_init(self, data_iterator: Any = None) -> dict:
