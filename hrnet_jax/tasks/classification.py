@@ -30,28 +30,16 @@ def top_k_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarr
 
 
 def class_names(config: Any) -> list[str]:
-    """Names of the classes: the shapes of the synthetic set; ImageNet's words where timm
-    (a test extra) is installed, else its WordNet ids (tfds); else the class numbers."""
+    """Names of the classes: the shapes of the synthetic set, ImageNet's 1000 (the list tfds
+    ships, in label order), else the class numbers."""
     from hrnet_jax.data import synthetic
 
     if config.data.name == "synthetic_classification":
         return list(synthetic.SHAPES)
     if config.data.name == "imagenet2012":
-        try:
-            from timm.data import ImageNetInfo
-            info = ImageNetInfo()
-            return [info.index_to_description(i) for i in range(info.num_classes())]
-        except ImportError:
-            return _imagenet_wordnet_ids()
+        from tensorflow_datasets.datasets.siscore.labels import IMAGENET_LABELS_LIST
+        return list(IMAGENET_LABELS_LIST)
     return [str(i) for i in range(config.model.num_classes)]
-
-
-def _imagenet_wordnet_ids() -> list[str]:
-    """The 1000 WordNet ids in label order, from the label file tfds ships."""
-    import importlib.resources
-    text = importlib.resources.files("tensorflow_datasets").joinpath(
-        "datasets/imagenet2012/labels.txt").read_text()
-    return text.split()
 
 
 def make_task(config: Any) -> Task:
