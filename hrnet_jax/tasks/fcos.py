@@ -1,0 +1,124 @@
+"""FCOS (Tian et al. 2019) training targets and losses, in JAX with static shapes.
+
+Groundwork of the detection task (issue 8): the model head, the data path and the evaluation
+come next. Every location of every pyramid level is matched against the image's ground-truth
+boxes, padded to a fixed count with a mask, so that shapes never depend on the image:
+- a location is a candidate for a box when it lies inside the box and, with centre sampling,
+  within `radius` strides of the box centre (the region clipped to the box);
+- the level must be responsible for the box: its largest regression distance falls in the
+  level's size range;
+- among candidates the box of smallest area wins; locations without one are background.
+Regression targets are the distances (left, top, right, bottom) to the box sides; centerness is
+sqrt(min(l, r) / max(l, r) x min(t, b) / max(t, b)).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STRIDES = (8, 16, 32, 64, 128)
+SIZE_RANGES = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, float("inf")))
+CENTRE_RADIUS = 1.5
+
+
+def level_locations(height: int, width: int, strides: Sequence[int] = STRIDES
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Locations (L, 2) as (x, y) pixel centres of every level's cells, each location's level
+    stride (L,) and level index (L,), for an input of height x width."""
+    points, strides_out, levels = [], [], []
+    for level, stride in enumerate(strides):
+        h, w = -(-height // stride), -(-width // stride)
+        ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        points.append(np.stack([xs.ravel(), ys.ravel()], -1) * stride + stride // 2)
+        strides_out.append(np.full(h * w, stride))
+        levels.append(np.full(h * w, level))
+    return (np.concatenate(points).astype(np.float32), np.concatenate(strides_out).astype(np.float32),
+            np.concatenate(levels))
+
+
+def assign_targets(locations: jnp.ndarray, strides: jnp.ndarray, levels: jnp.ndarray,
+                   boxes: jnp.ndarray, labels: jnp.ndarray, box_mask: jnp.ndarray,
+                   size_ranges: Sequence[tuple[float, float]] = SIZE_RANGES,
+                   radius: float | None = CENTRE_RADIUS) -> dict[str, jnp.ndarray]:
+    """One image's targets. boxes (M, 4) as x0, y0, x1, y1, labels (M,) in 0..C-1, box_mask
+    (M,) 1 for real boxes. Returns class (L,) with -1 for background, regression (L, 4),
+    centerness (L,) and the matched box index (L,)."""
+    x, y = locations[:, 0:1], locations[:, 1:2]
+    x0, y0, x1, y1 = (boxes[None, :, k] for k in range(4))
+    distances = jnp.stack([x - x0, y - y0, x1 - x, y1 - y], -1)  # (L, M, 4)
+    inside = distances.min(-1) > 0
+    if radius is not None:
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        reach = strides[:, None] * radius
+        region = jnp.stack([x - jnp.maximum(cx - reach, x0), y - jnp.maximum(cy - reach, y0),
+                            jnp.minimum(cx + reach, x1) - x, jnp.minimum(cy + reach, y1) - y], -1)
+        inside = region.min(-1) > 0
+    ranges = jnp.asarray(size_ranges, jnp.float32)[levels]  # (L, 2)
+    largest = distances.max(-1)
+    responsible = (largest >= ranges[:, 0:1]) & (largest <= ranges[:, 1:2])
+    candidate = inside & responsible & (box_mask[None, :] > 0)
+    areas = (x1 - x0) * (y1 - y0)
+    areas = jnp.where(candidate, jnp.broadcast_to(areas, candidate.shape), jnp.inf)
+    matched = jnp.argmin(areas, -1)
+    positive = jnp.isfinite(jnp.min(areas, -1))
+    regression = jnp.take_along_axis(distances, matched[:, None, None], 1)[:, 0]
+    return {"class": jnp.where(positive, jnp.asarray(labels)[matched], -1), "regression": regression,
+            "centerness": jnp.where(positive, centerness(regression), 0.0), "matched": matched}
+
+
+def centerness(regression: jnp.ndarray) -> jnp.ndarray:
+    left, top, right, bottom = (regression[..., k] for k in range(4))
+    ratio = (jnp.minimum(left, right) / jnp.maximum(left, right)
+             * jnp.minimum(top, bottom) / jnp.maximum(top, bottom))
+    return jnp.sqrt(jnp.clip(ratio, 0.0, 1.0))
+
+
+def sigmoid_focal_loss(logits: jnp.ndarray, classes: jnp.ndarray, alpha: float = 0.25,
+                       gamma: float = 2.0) -> jnp.ndarray:
+    """Summed focal loss of (..., C) logits against class indices (...,), -1 = background."""
+    targets = jax.nn.one_hot(classes, logits.shape[-1])  # -1 -> all zeros
+    probabilities = jax.nn.sigmoid(logits)
+    cross_entropy = (jnp.logaddexp(0.0, logits) - logits * targets)  # BCE with logits
+    p_t = probabilities * targets + (1 - probabilities) * (1 - targets)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return jnp.sum(alpha_t * (1 - p_t) ** gamma * cross_entropy)
+
+
+def giou_loss(predicted: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
+    """1 - GIoU per location of (..., 4) distances (l, t, r, b) from the same point."""
+    pl, pt, pr, pb = (predicted[..., k] for k in range(4))
+    tl, tt, tr, tb = (target[..., k] for k in range(4))
+    predicted_area = (pl + pr) * (pt + pb)
+    target_area = (tl + tr) * (tt + tb)
+    intersection = (jnp.minimum(pl, tl) + jnp.minimum(pr, tr)) * (jnp.minimum(pt, tt) + jnp.minimum(pb, tb))
+    union = predicted_area + target_area - intersection
+    enclosing = (jnp.maximum(pl, tl) + jnp.maximum(pr, tr)) * (jnp.maximum(pt, tt) + jnp.maximum(pb, tb))
+    iou = intersection / jnp.maximum(union, 1e-7)
+    return 1 - (iou - (enclosing - union) / jnp.maximum(enclosing, 1e-7))
+
+
+def fcos_loss(class_logits: jnp.ndarray, regression: jnp.ndarray, centerness_logits: jnp.ndarray,
+              targets: dict[str, jnp.ndarray], axis_name: str | None = None
+              ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """The three FCOS losses over a batch of (N, L, ...) predictions: focal classification per
+    positive, GIoU weighted by the centerness targets (normalised by their sum), centerness BCE
+    per positive. Positive counts are summed over `axis_name` (the data-parallel devices) when
+    given, so that every device divides by the global count."""
+    positive = (targets["class"] >= 0).astype(jnp.float32)
+    count = positive.sum()
+    weight = targets["centerness"] * positive
+    weight_sum = weight.sum()
+    if axis_name is not None:
+        count, weight_sum = jax.lax.psum(count, axis_name), jax.lax.psum(weight_sum, axis_name)
+    count, weight_sum = jnp.maximum(count, 1.0), jnp.maximum(weight_sum, 1e-6)
+    classification = sigmoid_focal_loss(class_logits, targets["class"]) / count
+    safe_target = jnp.where(positive[..., None] > 0, targets["regression"], 1.0)
+    box = jnp.sum(giou_loss(regression, safe_target) * weight) / weight_sum
+    bce = jnp.logaddexp(0.0, centerness_logits) - centerness_logits * targets["centerness"]
+    centre = jnp.sum(bce * positive) / count
+    total = classification + box + centre
+    return total, {"loss_cls": classification, "loss_box": box, "loss_centerness": centre}
