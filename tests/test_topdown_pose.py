@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from hrnet_jax import config as config_lib
+from conftest import rows_from_targets
 from hrnet_jax.data import prepare, topdown
-from hrnet_jax.data.keypoint_sets import COCO, MPII
-from hrnet_jax.data.pipeline import normalize
+from hrnet_jax.data.keypoint_sets import COCO
 from hrnet_jax.evaluation import keypoints as evaluation
 from hrnet_jax.experiments import load
 from hrnet_jax.tasks import make_task
-from conftest import rows_from_targets
 
 DETECTIONS = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
 

@@ -11,7 +11,6 @@ Preparing needs TensorFlow (tfds encodes with it); reading through `tfds.data_so
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import zipfile

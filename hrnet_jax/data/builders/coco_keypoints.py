@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info
+from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info, person_features
 from hrnet_jax.data.keypoint_sets import COCO
 from hrnet_jax.data.topdown import is_training_person
 
@@ -62,9 +62,8 @@ class HrnetCocoKeypoints(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        person = {"bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                  "keypoints": tfds.features.Tensor(shape=(NUM_JOINTS, 3), dtype=np.float32),
-                  "area": np.float32, "iscrowd": np.int32, "num_keypoints": np.int32}
+        person = person_features(NUM_JOINTS, area=np.float32, iscrowd=np.int32,
+                                 num_keypoints=np.int32)
         return image_with_persons_info(self, person, "https://cocodataset.org")
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -35,6 +35,14 @@ def encoded_rgb(path: str) -> tuple[bytes | np.ndarray, tuple[int, int]]:
     return data, pixels.shape[:2]
 
 
+def person_features(num_points: int, **extra: Any) -> dict:
+    """A person's (face's) features: its box (x, y, w, h), its points (x, y, v), and `extra`."""
+    import tensorflow_datasets as tfds
+
+    return {"bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+            "keypoints": tfds.features.Tensor(shape=(num_points, 3), dtype=np.float32), **extra}
+
+
 def image_with_persons_info(builder: Any, person: dict, homepage: str = "") -> Any:
     """DatasetInfo of records holding one image and a sequence of `person` features. Records
     keep the order they were generated in (integer keys, shuffling disabled), so that the

@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info
+from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info, person_features
 from hrnet_jax.data.keypoint_sets import LANDMARK_SETS
 
 INSTRUCTIONS = """\
@@ -98,9 +98,7 @@ class HrnetFaceLandmarks(tfds.core.GeneratorBasedBuilder):
         return LANDMARK_SETS[self.builder_config.name].num_joints
 
     def _info(self) -> tfds.core.DatasetInfo:
-        face = {"bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                "keypoints": tfds.features.Tensor(shape=(self.num_points, 3), dtype=np.float32),
-                "box_size": np.float32}
+        face = person_features(self.num_points, box_size=np.float32)
         return image_with_persons_info(self, face)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info
+from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info, person_features
 from hrnet_jax.data.keypoint_sets import MPII
 from hrnet_jax.evaluation.keypoints import HEAD_SIZE_FACTOR
 
@@ -74,9 +74,7 @@ class HrnetMpii(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        person = {"bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                  "keypoints": tfds.features.Tensor(shape=(NUM_JOINTS, 3), dtype=np.float32),
-                  "head_size": np.float32}
+        person = person_features(NUM_JOINTS, head_size=np.float32)
         return image_with_persons_info(self, person, "http://human-pose.mpi-inf.mpg.de")
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
