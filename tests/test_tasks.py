@@ -13,7 +13,6 @@ from hrnet_jax.tasks.pose import decode_heatmaps, gaussian_heatmaps, heatmap_mse
 from hrnet_jax.tasks.segmentation import (confusion_matrix, iou_summary, ohem_cross_entropy,
                                           pixel_cross_entropy)
 
-from conftest import relative_error
 
 
 def test_pixel_cross_entropy_matches_torch_with_ignore_weights_and_upsampling():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-import cv2
 import jax.numpy as jnp
 import numpy as np
 
