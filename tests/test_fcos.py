@@ -96,3 +96,23 @@ def test_positives_are_counted_over_every_device():
                           axis_name="data")(*map(split, outputs), jax.tree.map(split, targets))
     assert float(per_device.sum()) == pytest.approx(float(whole), rel=1e-5)
     assert np.isfinite(float(fcos.fcos_loss(*outputs, {**targets, "class": -jnp.ones_like(targets["class"])})[0]))
+
+
+def test_head_shares_its_weights_over_levels_and_starts_at_the_prior():
+    from hrnet_jax.models.fcos_head import FCOSHead
+
+    head = FCOSHead(num_classes=80, channels=64)
+    levels = [jnp.ones((2, 64 // s, 96 // s, 64)) for s in (8, 16, 32, 64, 128)][:4] + \
+        [jnp.ones((2, 1, 1, 64))]
+    variables = head.init(jax.random.key(0), levels)
+    count = sum(x.size for x in jax.tree.leaves(variables))
+    conv = lambda cin, cout: 9 * cin * cout + cout
+    tower = 4 * (conv(64, 64) + 2 * 64)  # convs and GroupNorm scale + bias
+    assert count == 2 * tower + conv(64, 80) + conv(64, 4) + conv(64, 1) + 5  # + 5 level scales
+    out = jax.jit(head.apply)(variables, levels)
+    assert [o.shape for o in out["class_logits"]][0] == (2, 8, 12, 80)
+    assert out["boxes"][4].shape == (2, 1, 1, 4) and out["centerness"][1].shape == (2, 4, 6)
+    probabilities = jax.nn.sigmoid(out["class_logits"][0])
+    assert abs(float(probabilities.mean()) - 0.01) < 1e-3  # the focal-loss prior
+    assert float(probabilities.max()) < 0.05
+    assert float(out["boxes"][2].min()) > 0

@@ -271,6 +271,9 @@ class Trainer:
         process_count-th image on its own devices, then the hosts' results are combined."""
         predict = self.predict_fn(state)
         indices = range(jax.process_index(), len(self.eval_source), jax.process_count())
+        if not indices:
+            raise ValueError(f"{len(self.eval_source)} evaluation images for "
+                             f"{jax.process_count()} hosts: every host needs at least one")
         results = [self.task.evaluate_image(predict, dict(self.eval_source[index]))
                    for index in tqdm(indices, desc="eval", unit="image", leave=False,
                                      disable=jax.process_index() != 0)]
