@@ -1,5 +1,5 @@
-"""FCOS targets and losses (detection groundwork): static-shape assignment against a plain
-numpy loop, and known answers of the focal, GIoU and centerness terms."""
+"""FCOS: static-shape target assignment against a plain numpy loop, known answers of the
+focal, GIoU and centerness terms, and decoding + class-wise NMS against a plain greedy NMS."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ BOXES = np.array([[10, 12, 34, 30],      # small: level 0
                   [0, 0, 0, 0]], np.float32)  # padding
 LABELS = np.array([3, 1, 0, 2, 0])
 MASK = np.array([1, 1, 1, 1, 0], np.float32)
+
+
+def ceil_shapes(height, width, strides=fcos.STRIDES):
+    return [(-(-height // s), -(-width // s)) for s in strides]
 
 
 def oracle(locations, strides, levels, boxes, labels, mask, radius):
@@ -47,7 +51,7 @@ def oracle(locations, strides, levels, boxes, labels, mask, radius):
 
 @pytest.mark.parametrize("radius", [None, 1.5])
 def test_assignment_matches_a_plain_loop(radius):
-    locations, strides, levels = fcos.level_locations(128, 160)
+    locations, strides, levels = fcos.level_locations(ceil_shapes(128, 160))
     assert len(locations) == 16 * 20 + 8 * 10 + 4 * 5 + 2 * 3 + 1 * 2
     targets = jax.jit(fcos.assign_targets, static_argnames=("radius",))(
         locations, strides, levels, BOXES, LABELS, MASK, radius=radius)
@@ -83,7 +87,7 @@ def test_positives_are_counted_over_every_device():
     """Per-device losses divided by the global positive count add up to the loss of the whole
     batch on one device."""
     rng = np.random.default_rng(0)
-    locations, strides, levels = fcos.level_locations(64, 64)
+    locations, strides, levels = fcos.level_locations(ceil_shapes(64, 64))
     targets = jax.vmap(lambda b: fcos.assign_targets(locations, strides, levels, b, LABELS, MASK))(
         jnp.asarray(np.stack([BOXES * 0.4, BOXES * 0.3, BOXES * 0.5, BOXES * 0.2])))
     n, length = targets["class"].shape
@@ -116,3 +120,66 @@ def test_head_shares_its_weights_over_levels_and_starts_at_the_prior():
     assert abs(float(probabilities.mean()) - 0.01) < 1e-3  # the focal-loss prior
     assert float(probabilities.max()) < 0.05
     assert float(out["boxes"][2].min()) > 0
+
+
+def greedy_nms(boxes, scores, classes, threshold):
+    """Textbook NMS per class: visit by falling score, drop boxes overlapping a kept one."""
+    order, kept = np.argsort(-scores, kind="stable"), []
+    for i in order:
+        if scores[i] <= 0:
+            break
+        overlaps = [fcos_iou(boxes[i], boxes[j]) > threshold for j in kept if classes[j] == classes[i]]
+        if not any(overlaps):
+            kept.append(i)
+    return kept
+
+
+def fcos_iou(a, b):
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+def test_class_wise_nms_matches_a_textbook_greedy_nms():
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 20, (300, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 30, (300, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    scores[rng.uniform(size=300) < 0.2] = 0.0  # below the threshold: never kept
+    classes = rng.integers(0, 3, 300)
+    expected = greedy_nms(boxes, scores, classes, 0.5)
+    assert 20 < len(expected) < 150  # many suppressed, many kept
+    out = jax.jit(fcos.class_wise_nms, static_argnums=(3, 4))(boxes, scores, classes, 0.5, 200)
+    valid = np.asarray(out["valid"])
+    assert valid.sum() == len(expected) and valid[:len(expected)].all()
+    np.testing.assert_array_equal(np.asarray(out["scores"])[:len(expected)], scores[expected])
+    np.testing.assert_array_equal(np.asarray(out["classes"])[:len(expected)], classes[expected])
+    assert np.all(np.asarray(out["classes"])[len(expected):] == -1)
+    # fewer slots than survivors: exactly NMS's first ones
+    top = jax.jit(fcos.class_wise_nms, static_argnums=(3, 4))(boxes, scores, classes, 0.5, 10)
+    np.testing.assert_array_equal(np.asarray(top["scores"]), scores[expected[:10]])
+
+
+def test_detect_turns_perfect_head_outputs_into_the_boxes():
+    """Head outputs built from the assigned targets (probability 1 at positives, the target
+    distances, centerness 1) decode to exactly the ground-truth boxes and classes."""
+    shapes = ceil_shapes(128, 160)
+    locations, strides, levels = fcos.level_locations(shapes)
+    boxes, labels, mask = BOXES[:4], LABELS[:4], MASK[:4]
+    targets = fcos.assign_targets(locations, strides, levels, boxes, labels, mask)
+    classes = np.asarray(targets["class"])
+    logits = np.where(np.arange(5)[None] == classes[:, None], 12.0, -12.0).astype(np.float32)
+    regression = np.where(classes[:, None] >= 0, np.asarray(targets["regression"]), 1.0)
+    sizes = [h * w for h, w in shapes]
+    split = lambda x: [part.reshape(1, h, w, *x.shape[1:])
+                       for part, (h, w) in zip(np.split(x, np.cumsum(sizes)[:-1]), shapes)]
+    outputs = {"class_logits": split(logits), "boxes": split(regression.astype(np.float32)),
+               "centerness": split(np.full(len(classes), 12.0, np.float32))}
+    detected = jax.jit(fcos.detect, static_argnums=(1,))(outputs, fcos.STRIDES)
+    valid = np.asarray(detected["valid"][0])
+    assert valid.sum() == 4  # one box per object: the copies at other locations are suppressed
+    found = sorted(zip(np.asarray(detected["classes"][0])[valid].tolist(),
+                       np.asarray(detected["boxes"][0])[valid].round(3).tolist()))
+    assert found == sorted(zip(labels.tolist(), boxes.tolist()))
+    assert np.all(np.asarray(detected["scores"][0])[valid] > 0.99)

@@ -12,11 +12,12 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from hrnet_jax.models.fcos_head import PYRAMID_STRIDES, DetectionHead
 from hrnet_jax.models.heads import ClassificationHead, PoseHead, PyramidNeck, RepresentationHead
 from hrnet_jax.models.hrnet import ARCHS, ArchSpec, HRNetBackbone, StageSpec, tiny_arch
 from hrnet_jax.models.layers import LayerConfig
 
-HEADS = (None, "classification", "segmentation", "pose", "landmarks", "pyramid")
+HEADS = (None, "classification", "segmentation", "pose", "landmarks", "pyramid", "detection")
 
 # The papers' per-task defaults. bn_momentum is Flax's: PyTorch 0.1 -> 0.9, 0.01 -> 0.99.
 HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
@@ -26,6 +27,7 @@ HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
     "pose": dict(upsample="nearest", bn_momentum=0.9, num_classes=17),
     "landmarks": dict(upsample="bilinear", align_corners=False, bn_momentum=0.99, num_classes=98),
     "pyramid": dict(upsample="nearest", bn_momentum=0.9),
+    "detection": dict(upsample="nearest", bn_momentum=0.9, num_classes=80),
 }
 
 LAYER_OPTIONS = tuple(f.name for f in dataclasses.fields(LayerConfig))
@@ -38,6 +40,7 @@ class HRNet(nn.Module):
     layers: LayerConfig
     head: str | None = None
     num_classes: int | None = None
+    strides: tuple[int, ...] = PYRAMID_STRIDES[1]  # detection's pyramid levels
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> Any:
@@ -52,15 +55,17 @@ class HRNet(nn.Module):
             return RepresentationHead(self.num_classes, self.layers, name="head")(xs, train)
         if self.head == "pose":
             return PoseHead(self.num_classes, self.layers, name="head")(xs, train)
-        # HRFPN resamples bilinearly whatever the backbone does.
-        neck_layers = dataclasses.replace(self.layers, upsample="bilinear", align_corners=False)
-        return PyramidNeck(neck_layers, name="head")(xs, train)
+        if self.head == "detection":
+            return DetectionHead(self.num_classes, self.layers, self.strides, name="head")(xs, train)
+        return PyramidNeck(self.layers, name="head")(xs, train)
 
 
 def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int | None = None,
-                 **overrides: Any) -> HRNet:
+                 strides: tuple[int, ...] = PYRAMID_STRIDES[1], **overrides: Any) -> HRNet:
     """Build an HRNet. `arch` names a preset (see `ARCHS`) or is an `ArchSpec`.
 
+    strides: the detection head's pyramid levels, (8, ..., 128) as mmdet's HRNet-FCOS or the
+    neck's own (4, ..., 64).
     overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype,
     scan_modules, norm_eval);
     the head picks the papers' defaults for the rest.
@@ -79,7 +84,11 @@ def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int
     if head in ("pyramid", None) and num_classes is not None:
         raise ValueError(f"head {head!r} has no classes; do not pass num_classes")
     layers = LayerConfig(**{**defaults, **overrides})
-    return HRNet(arch, layers, head, num_classes if num_classes is not None else default_classes)
+    if tuple(strides) not in PYRAMID_STRIDES:
+        raise ValueError(f"pyramid strides {tuple(strides)}: choose "
+                         f"{' or '.join(map(str, PYRAMID_STRIDES))}")
+    return HRNet(arch, layers, head, num_classes if num_classes is not None else default_classes,
+                 tuple(strides))
 
 
 __all__ = ["ARCHS", "ArchSpec", "HEADS", "HRNet", "LayerConfig", "StageSpec", "create_model",

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -76,20 +78,25 @@ class PoseHead(nn.Module):
 
 class PyramidNeck(nn.Module):
     """HRNetV2p: concatenated upsampled branches -> 1x1 conv (bias, no BN/ReLU) -> `features`
-    channels, average-pooled by 1, 2, 4, 8, 16 (strides 4..64), one 3x3 conv (bias) a level."""
+    channels, average-pooled by 1, 2, 4, 8, 16 (strides 4..64), one 3x3 conv (bias) a level.
+    With `stride` 2 the 3x3 convs halve every level (strides 8..128: mmdet's HRFPN for FCOS)."""
 
     layers: LayerConfig
     features: int = 256
     num_levels: int = 5
+    stride: int = 1
 
     @nn.compact
     def __call__(self, xs: list[jnp.ndarray], train: bool) -> list[jnp.ndarray]:
         del train  # no BatchNorm in the neck
-        x = concat_upsampled(xs, self.layers)
+        # HRFPN resamples bilinearly whatever the backbone does.
+        layers = dataclasses.replace(self.layers, upsample="bilinear", align_corners=False)
+        x = concat_upsampled(xs, layers)
         self.sow("intermediates", "concat", x)
-        x = self.layers.conv(self.features, 1, bias=True, name="reduction")(x)
+        x = layers.conv(self.features, 1, bias=True, name="reduction")(x)
         levels = []
         for k in range(self.num_levels):
             pooled = x if k == 0 else nn.avg_pool(x, (2 ** k, 2 ** k), strides=(2 ** k, 2 ** k))
-            levels.append(self.layers.conv(self.features, 3, bias=True, name=f"fpn{k}")(pooled))
+            levels.append(layers.conv(self.features, 3, stride=self.stride, bias=True,
+                                           name=f"fpn{k}")(pooled))
         return levels

@@ -1,7 +1,6 @@
-"""FCOS (Tian et al. 2019) training targets and losses, in JAX with static shapes.
+"""FCOS (Tian et al. 2019) in JAX with static shapes: targets, losses and decoding.
 
-Groundwork of the detection task (issue 8): the model head, the data path and the evaluation
-come next. Every location of every pyramid level is matched against the image's ground-truth
+Training: every location of every pyramid level is matched against the image's ground-truth
 boxes, padded to a fixed count with a mask, so that shapes never depend on the image:
 - a location is a candidate for a box when it lies inside the box and, with centre sampling,
   within `radius` strides of the box centre (the region clipped to the box);
@@ -10,10 +9,15 @@ boxes, padded to a fixed count with a mask, so that shapes never depend on the i
 - among candidates the box of smallest area wins; locations without one are background.
 Regression targets are the distances (left, top, right, bottom) to the box sides; centerness is
 sqrt(min(l, r) / max(l, r) x min(t, b) / max(t, b)).
+
+Inference (`detect`): per level the top k (location, class) pairs whose class probability
+passes a threshold, scored sqrt(probability x centerness); then greedy class-wise NMS over all
+levels, run for the fixed number of detections kept, so the output has a static size.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -25,13 +29,12 @@ SIZE_RANGES = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512
 CENTRE_RADIUS = 1.5
 
 
-def level_locations(height: int, width: int, strides: Sequence[int] = STRIDES
+def level_locations(shapes: Sequence[tuple[int, int]], strides: Sequence[int] = STRIDES
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Locations (L, 2) as (x, y) pixel centres of every level's cells, each location's level
-    stride (L,) and level index (L,), for an input of height x width."""
+    """Locations (L, 2) as (x, y) input-pixel centres of every level's cells (levels of
+    `shapes` (h, w), in order), each location's level stride (L,) and level index (L,)."""
     points, strides_out, levels = [], [], []
-    for level, stride in enumerate(strides):
-        h, w = -(-height // stride), -(-width // stride)
+    for level, ((h, w), stride) in enumerate(zip(shapes, strides)):
         ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         points.append(np.stack([xs.ravel(), ys.ravel()], -1) * stride + stride // 2)
         strides_out.append(np.full(h * w, stride))
@@ -122,3 +125,82 @@ def fcos_loss(class_logits: jnp.ndarray, regression: jnp.ndarray, centerness_log
     centre = jnp.sum(bce * positive) / count
     total = classification + box + centre
     return total, {"loss_cls": classification, "loss_box": box, "loss_centerness": centre}
+
+
+def flatten_levels(per_level: list[jnp.ndarray]) -> jnp.ndarray:
+    """Per level (N, h, w, ...) -> (N, L, ...), levels in order, cells row-major."""
+    return jnp.concatenate([x.reshape(x.shape[0], -1, *x.shape[3:]) for x in per_level], 1)
+
+
+def level_shapes(outputs: dict[str, list[jnp.ndarray]]) -> list[tuple[int, int]]:
+    return [tuple(x.shape[1:3]) for x in outputs["class_logits"]]
+
+
+def batch_loss(outputs: dict[str, list[jnp.ndarray]], boxes: jnp.ndarray, labels: jnp.ndarray,
+               box_mask: jnp.ndarray, strides: Sequence[int]
+               ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """The FCOS loss of a batch of head outputs against padded boxes (N, M, 4) x0, y0, x1, y1,
+    labels (N, M) and box_mask (N, M). Targets are assigned on the device."""
+    locations, location_strides, levels = level_locations(level_shapes(outputs), strides)
+    targets = jax.vmap(assign_targets, in_axes=(None, None, None, 0, 0, 0))(
+        locations, location_strides, levels, boxes, labels, box_mask)
+    return fcos_loss(flatten_levels(outputs["class_logits"]), flatten_levels(outputs["boxes"]),
+                     flatten_levels(outputs["centerness"]), targets)
+
+
+def box_iou(box: jnp.ndarray, boxes: jnp.ndarray) -> jnp.ndarray:
+    """IoU of one x0, y0, x1, y1 box (4,) with each of boxes (K, 4)."""
+    width = jnp.clip(jnp.minimum(box[2], boxes[:, 2]) - jnp.maximum(box[0], boxes[:, 0]), 0)
+    height = jnp.clip(jnp.minimum(box[3], boxes[:, 3]) - jnp.maximum(box[1], boxes[:, 1]), 0)
+    intersection = width * height
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return intersection / jnp.maximum(area(box) + area(boxes) - intersection, 1e-9)
+
+
+def class_wise_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
+                   iou_threshold: float, max_detections: int) -> dict[str, jnp.ndarray]:
+    """Greedy NMS per class of one image's candidates (K, ...), scores <= 0 meaning none.
+
+    Greedy NMS keeps, in turn, the best box not suppressed by the boxes kept before it; running
+    that step `max_detections` times gives exactly NMS's first `max_detections` boxes, in static
+    shapes. Returns boxes (D, 4), scores (D,), classes (D,) and valid (D,) (0 for padding)."""
+    def keep_best(remaining, _):
+        best = jnp.argmax(remaining)
+        valid = remaining[best] > 0
+        overlapping = (box_iou(boxes[best], boxes) > iou_threshold) & (classes == classes[best])
+        remaining = jnp.where(overlapping | (jnp.arange(len(remaining)) == best), 0.0, remaining)
+        return remaining, (best, valid)
+
+    _, (kept, valid) = jax.lax.scan(keep_best, jnp.where(scores > 0, scores, 0.0), None,
+                                    length=max_detections)
+    return {"boxes": boxes[kept] * valid[:, None], "scores": scores[kept] * valid,
+            "classes": jnp.where(valid, classes[kept], -1), "valid": valid}
+
+
+def detect(outputs: dict[str, list[jnp.ndarray]], strides: Sequence[int],
+           score_threshold: float = 0.05, pre_nms_top_k: int = 1000, iou_threshold: float = 0.6,
+           max_detections: int = 100) -> dict[str, jnp.ndarray]:
+    """Head outputs of a batch -> per image `max_detections` boxes (N, D, 4) as x0, y0, x1, y1
+    in input pixels, scores sqrt(class probability x centerness), classes and valid flags."""
+    shapes = level_shapes(outputs)
+    boxes, scores, classes = [], [], []
+    for level, (h, w) in enumerate(shapes):
+        locations, _, _ = level_locations([(h, w)], [strides[level]])
+        logits = outputs["class_logits"][level]
+        n, num_classes = logits.shape[0], logits.shape[-1]
+        probabilities = jax.nn.sigmoid(logits.reshape(n, h * w, num_classes))
+        centre = jax.nn.sigmoid(outputs["centerness"][level].reshape(n, h * w))
+        score = jnp.sqrt(probabilities * centre[..., None])
+        score = jnp.where(probabilities > score_threshold, score, 0.0).reshape(n, -1)
+        top, index = jax.lax.top_k(score, min(pre_nms_top_k, score.shape[1]))
+        cell, cls = index // num_classes, index % num_classes
+        distances = jnp.take_along_axis(outputs["boxes"][level].reshape(n, h * w, 4),
+                                        cell[..., None], 1)
+        points = jnp.asarray(locations)[cell]  # (N, k, 2)
+        boxes.append(jnp.concatenate([points - distances[..., :2], points + distances[..., 2:]], -1))
+        scores.append(top)
+        classes.append(cls)
+    nms = functools.partial(class_wise_nms, iou_threshold=iou_threshold,
+                            max_detections=max_detections)
+    return jax.vmap(nms)(jnp.concatenate(boxes, 1), jnp.concatenate(scores, 1),
+                         jnp.concatenate(classes, 1))
