@@ -27,6 +27,7 @@ class ModelConfig:
     # Off by default: XLA:CPU runs the scanned backward ~7x slower. For TPU pods.
     scan_modules: bool = False
     norm_eval: bool = False  # backbone BatchNorm frozen in inference mode (mmdet's norm_eval)
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # detection: pyramid levels (or 4..64)
     # ImageNet (or other) weights for the backbone at the start of a run: an official or timm
     # .pth / .safetensors file (hrnet_jax.training.pretrained). Empty: random initialisation.
     pretrained: str = ""
@@ -67,6 +68,13 @@ class DataConfig:
     # Top-down pose evaluation boxes: "ground_truth", or a COCO detection results file (person
     # boxes and scores, e.g. COCO_val2017_detections_AP_H_56_person.json of the HRNet release).
     person_boxes: str = "ground_truth"
+    # Detection (hrnet_jax.data.detection): the short side resized to one of short_sides (drawn
+    # per training image: multi-scale; the largest at evaluation), the long side at most
+    # max_long_side, padded to image_size (landscape) or its transpose (portrait); at most
+    # max_boxes ground-truth boxes an image (the largest kept).
+    short_sides: tuple[int, ...] = (800,)
+    max_long_side: int = 1333
+    max_boxes: int = 100
 
 
 @dataclasses.dataclass
@@ -82,7 +90,9 @@ class OptimConfig:
     milestones: tuple[float, ...] = ()  # fractions of the run, for multistep
     decay_factor: float = 0.1
     warmup_steps: int = 0
+    warmup_start: float = 0.0  # the warmup's first lr as a fraction of learning_rate (FCOS: 1/3)
     grad_accum_steps: int = 1
+    clip_grad_norm: float = 0.0  # clip the gradient's global norm to this (0: off; FCOS: 35)
     label_smoothing: float = 0.0
     # Parameter path patterns left untouched (hrnet_jax.surgery.matches), e.g.
     # ("backbone/stem", "backbone/layer1"): frozen stem and stage 1.
@@ -118,6 +128,12 @@ class EvalConfig:
     flip: bool = False  # also pose: the flip test (mirrored heatmaps averaged, shifted 1 px)
     scales: tuple[float, ...] = (1.0,)
     decoder: str = "argmax"  # pose heatmaps: "argmax" (+ quarter pixel, the reference) | "dark"
+    # Detection (FCOS's inference): candidates above score_threshold, the pre_nms_top_k best a
+    # level, class-wise NMS at nms_threshold IoU, max_detections kept an image.
+    score_threshold: float = 0.05
+    pre_nms_top_k: int = 1000
+    nms_threshold: float = 0.6
+    max_detections: int = 100
 
 
 @dataclasses.dataclass
@@ -134,7 +150,7 @@ class LossConfig:
 class ExperimentConfig:
     name: str = ""
     description: str = ""
-    task: str = "segmentation"  # segmentation | pose | classification
+    task: str = "segmentation"  # segmentation | pose | landmarks | classification | detection
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)

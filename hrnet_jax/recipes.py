@@ -162,3 +162,44 @@ def imagenet_smoke(config: ExperimentConfig) -> ExperimentConfig:
     config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
     config.eval.num_pictures = 1
     return config
+
+
+COCO_DETECTION_TRAIN_IMAGES = 117266  # train2017 images with a box (FCOS's training set)
+
+
+def fcos_coco(arch: str) -> ExperimentConfig:
+    """FCOS on HRNetV2p, the 1x schedule of FCOS and mmdet's HRNet configs: images resized to
+    a short side of 800 (long <= 1333) and flipped, padded to 800x1344 (or 1344x800); pyramid
+    strides 8..128; SGD 0.01 momentum 0.9 for batch 16, weight decay 1e-4, linear warmup from
+    lr / 3 over 500 iterations, x0.1 after epochs 8 and 11 of 12, gradient norm clipped at 35
+    (mmdet's); backbone BatchNorm frozen (mmdet's norm_eval); evaluation at short side 800, NMS 0.6, 100 detections an image."""
+    config = ExperimentConfig(task="detection")
+    config.model = ModelConfig(arch=arch, head="detection", num_classes=80, norm_eval=True)
+    config.data = DataConfig(name="coco_detection", image_size=(800, 1344), batch_size=16,
+                             eval_batch_size=1, worker_count=16, train_split="train",
+                             eval_split="val", flip=True, short_sides=(800,), max_long_side=1333)
+    config.optim = OptimConfig(optimizer="sgd", learning_rate=0.01, momentum=0.9,
+                               weight_decay=1e-4, decay_norm_and_bias=False,
+                               schedule="multistep", milestones=(8 / 12, 11 / 12),
+                               warmup_steps=500, warmup_start=1 / 3, clip_grad_norm=35.0)
+    steps_per_epoch = COCO_DETECTION_TRAIN_IMAGES // config.data.batch_size
+    config.loop = LoopConfig(num_steps=12 * steps_per_epoch, log_every=50,
+                             eval_every=4 * steps_per_epoch)
+    config.checkpoint = CheckpointConfig(every_steps=steps_per_epoch // 2, keep=3)
+    config.eval = EvalConfig(num_pictures=4)
+    return config
+
+
+def fcos_smoke(config: ExperimentConfig) -> ExperimentConfig:
+    """A few steps of a tiny model on the real sample (shared/data/coco_mini prepared with
+    `python -m hrnet_jax.data.prepare coco_detection`, its person boxes), training and
+    evaluating on its only split: short side 96 or 128, long side <= 192, canvas 128x192."""
+    config.model.arch, config.model.width = "tiny", 4
+    config.data.train_split = config.data.eval_split = "val"
+    config.data.image_size, config.data.short_sides, config.data.max_long_side = (128, 192), (96, 128), 192
+    config.data.batch_size, config.data.worker_count = 2, 0
+    config.optim.warmup_steps = 2
+    config.loop = LoopConfig(num_steps=4, log_every=2)
+    config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
+    config.eval.num_pictures = 1
+    return config

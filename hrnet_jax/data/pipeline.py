@@ -78,14 +78,57 @@ class HostSliceSampler:
                 f"host_batch={self._host_batch}, host={self._host})")
 
 
+class GroupedSampler:
+    """A seeded endless order in which every global batch holds records of one group (e.g. the
+    image orientation: detection batches then pad to one shape).
+
+    Each epoch shuffles every group's records, cuts them into global batches (a group's last
+    partial batch waits for a later epoch's shuffle), and shuffles the batches. A position's
+    record depends only on the seed and the position, as grain's IndexSampler.
+    """
+
+    def __init__(self, groups: np.ndarray, global_batch_size: int, seed: int):
+        self._groups, self._batch, self._seed = np.asarray(groups), global_batch_size, seed
+        members = [np.flatnonzero(self._groups == g) for g in np.unique(self._groups)]
+        self._batches_per_epoch = sum(len(m) // global_batch_size for m in members)
+        if not self._batches_per_epoch:
+            raise ValueError(f"no group has {global_batch_size} records (sizes "
+                             f"{[len(m) for m in members]}): lower the batch size")
+        self._members, self._epoch, self._order = members, -1, np.zeros(0, np.int64)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self._seed, epoch])
+        batches = []
+        for members in self._members:
+            shuffled = rng.permutation(members)
+            count = len(shuffled) // self._batch
+            batches += list(shuffled[:count * self._batch].reshape(count, self._batch))
+        return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        epoch, offset = divmod(index, self._batches_per_epoch * self._batch)
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, self.epoch_order(epoch)
+        rng = np.random.Generator(np.random.Philox(key=self._seed + index))
+        return grain.RecordMetadata(index=index, record_key=int(self._order[offset]), rng=rng)
+
+    def __repr__(self) -> str:
+        return (f"GroupedSampler({len(self._groups)} records, global_batch={self._batch}, "
+                f"seed={self._seed})")
+
+
 def train_loader(source: Any, prepare: Callable[[dict], dict], global_batch_size: int, seed: int,
                  worker_count: int = 0, augment: Callable[[dict, np.random.Generator], dict] | None = None,
                  mix_batch: Callable[[dict, np.random.Generator], dict] | None = None
                  ) -> grain.DataLoader:
     """Endless shuffled batches of this host's slice; checkpointable iterator. `augment` draws
-    per record, `mix_batch` (mixup / CutMix) per batch."""
-    every_record = grain.samplers.IndexSampler(len(source), grain.sharding.NoSharding(),
-                                               shuffle=True, num_epochs=None, seed=seed)
+    per record, `mix_batch` (mixup / CutMix) per batch. A source with `groups` (an int a
+    record) gets batches of one group each (`GroupedSampler`)."""
+    if hasattr(source, "groups"):
+        every_record = GroupedSampler(source.groups, global_batch_size, seed)
+    else:
+        every_record = grain.samplers.IndexSampler(len(source), grain.sharding.NoSharding(),
+                                                   shuffle=True, num_epochs=None, seed=seed)
     sampler = HostSliceSampler(every_record, global_batch_size, jax.process_index(),
                                jax.process_count())
     operations = ([_Augment(augment)] if augment else []) + [

@@ -2,6 +2,7 @@
 
     python -m hrnet_jax.data.prepare cityscapes --manual_dir DIR [--data_dir ~/tensorflow_datasets]
     python -m hrnet_jax.data.prepare coco_keypoints --manual_dir COCO_ROOT
+    python -m hrnet_jax.data.prepare coco_detection --manual_dir COCO_ROOT
     python -m hrnet_jax.data.prepare mpii --manual_dir MPII_ROOT
     python -m hrnet_jax.data.prepare wflw --manual_dir WFLW_ROOT   # or 300w, cofw, aflw
     python -m hrnet_jax.data.prepare imagenet2012 --manual_dir ILSVRC2012_TARS
@@ -21,6 +22,7 @@ DEFAULT_DATA_DIR = os.path.expanduser("~/tensorflow_datasets")
 # data.name -> (module of hrnet_jax.data.builders, builder class, tfds name); module None: tfds's.
 BUILDERS = {"cityscapes": ("cityscapes", "HrnetCityscapes", "hrnet_cityscapes"),
             "coco_keypoints": ("coco_keypoints", "HrnetCocoKeypoints", "hrnet_coco_keypoints"),
+            "coco_detection": ("coco_detection", "HrnetCocoDetection", "hrnet_coco_detection"),
             "mpii": ("mpii", "HrnetMpii", "hrnet_mpii"),
             **{name: ("face_landmarks", "HrnetFaceLandmarks", f"hrnet_face_landmarks/{name}")
                for name in ("wflw", "300w", "cofw", "aflw")},

@@ -10,8 +10,6 @@ argmax by one Newton step of the second-order Taylor expansion.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections import defaultdict
 from typing import Sequence
 
@@ -19,6 +17,7 @@ import cv2
 import numpy as np
 
 from hrnet_jax.data.keypoint_sets import KeypointSet
+from hrnet_jax.evaluation import coco
 
 VISIBLE_SCORE = 0.2  # joints above this score count in a person's rescoring
 OKS_NMS_THRESHOLD = 0.9
@@ -163,21 +162,7 @@ def coco_ground_truth(images: Sequence[dict], persons: dict[str, np.ndarray],
 
 def coco_keypoint_ap(ground_truth: dict, results: list[dict]) -> dict[str, float]:
     """The official COCO keypoint evaluation (pycocotools): AP, AP50, AP75, APM, APL, AR..."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if not results:
-        return {name: 0.0 for name in COCO_STATS}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
-        truth = COCO()
-        truth.dataset = ground_truth
-        truth.createIndex()
-        evaluation = COCOeval(truth, truth.loadRes(results), "keypoints")
-        evaluation.params.useSegm = None
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return {name: float(value) for name, value in zip(COCO_STATS, evaluation.stats)}
+    return coco.evaluate(ground_truth, results, "keypoints", COCO_STATS)
 
 
 HEAD_SIZE_FACTOR = 0.6  # MPII: the head size is 0.6 x the diagonal of the head box

@@ -36,6 +36,8 @@ class Task:
       batched eval step: (predict, one evaluation record) -> a dict of arrays, combined over
       images by `eval_combine`: "sum" adds them, "concat" stacks their rows (e.g. one row a
       detected person), each key on its own.
+    postprocess: applied to the model's outputs inside the jitted inference (`predict`), e.g.
+      detection's decoding and NMS, so that only the result leaves the device.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Task:
     evaluate_image: Callable[[Callable, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
     eval_combine: str = "sum"
     mix_batch: Callable[[Batch, np.random.Generator], Batch] | None = None
+    postprocess: Callable[[Any], Any] | None = None
 
 
 def whole_image(predict: Callable, image: np.ndarray) -> Any:
@@ -62,10 +65,11 @@ def whole_image(predict: Callable, image: np.ndarray) -> Any:
 
 def make_task(config: Any) -> Task:
     """The task of an `ExperimentConfig` (its `task` field), configured by it."""
-    from hrnet_jax.tasks import classification, pose, segmentation, topdown
+    from hrnet_jax.tasks import classification, detection, pose, segmentation, topdown
 
     factories = {"segmentation": segmentation.make_task, "pose": pose.make_task,
-                 "landmarks": topdown.make_task, "classification": classification.make_task}
+                 "landmarks": topdown.make_task, "classification": classification.make_task,
+                 "detection": detection.make_task}
     if config.task not in factories:
         raise ValueError(f"unknown task {config.task!r}; choose one of {', '.join(factories)}")
     return factories[config.task](config)

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hrnet_jax import config as config_lib
-from hrnet_jax.data import pipeline, synthetic, topdown
+from hrnet_jax.data import detection, pipeline, synthetic, topdown
 from hrnet_jax.data.keypoint_sets import KEYPOINT_SETS, LANDMARK_SETS
 from hrnet_jax.models import create_model, tiny_arch
 from hrnet_jax.tasks import Task, make_task
@@ -42,6 +42,8 @@ def build_model(config: config_lib.ExperimentConfig):
         overrides["upsample"] = m.upsample
     if m.bn_momentum is not None:
         overrides["bn_momentum"] = m.bn_momentum
+    if m.head == "detection":
+        overrides["strides"] = tuple(m.strides)
     return create_model(arch, m.head, m.num_classes, **overrides)
 
 
@@ -63,6 +65,10 @@ def make_sources(config: config_lib.ExperimentConfig) -> tuple[Any, Any]:
             persons = builder.info.metadata[d.train_split]["training_persons"]
             train = topdown.PersonInstances(train, persons, width / height,
                                             clip_boxes=d.name == "coco_keypoints")
+        if d.name == "coco_detection":  # images with boxes, in orientation-grouped batches
+            metadata = builder.info.metadata[d.train_split]
+            train = detection.DetectionRecords(train, metadata["training_records"],
+                                               metadata["portrait_records"])
         return train, evaluation
     raise ValueError(f"unknown dataset {d.name!r}; available: "
                      f"{', '.join([*synthetic.SOURCES, *prepare.BUILDERS])}")
@@ -133,7 +139,7 @@ class Trainer:
             step_lib.make_eval_step(self.model, self.task),
             in_shardings=(self.state_shardings, batch_sharding), out_shardings=replicated),
             "eval_step")
-        self.predict = jax.jit(step_lib.make_predict(self.model))
+        self.predict = jax.jit(step_lib.make_predict(self.model, self.task.postprocess))
         self.checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"),
                                         config.checkpoint.every_steps, config.checkpoint.keep)
         self.metrics = MetricsWriter(workdir)

@@ -12,7 +12,8 @@ from hrnet_jax.config import OptimConfig
 
 def learning_rate_schedule(config: OptimConfig, num_steps: int) -> optax.Schedule:
     """constant | poly (power p, per iteration, as the segmentation repo) | multistep (x factor
-    at each milestone, given as fractions of the run) | cosine; optional linear warmup."""
+    at each milestone, given as fractions of the run) | cosine; optional linear warmup from
+    warmup_start x lr."""
     lr = config.learning_rate
     decay_steps = max(num_steps - config.warmup_steps, 1)
     if config.schedule == "constant":
@@ -29,7 +30,7 @@ def learning_rate_schedule(config: OptimConfig, num_steps: int) -> optax.Schedul
         raise ValueError(f"unknown schedule {config.schedule!r}; "
                          "choose constant, poly, multistep or cosine")
     if config.warmup_steps:
-        warmup = optax.linear_schedule(0.0, lr, config.warmup_steps)
+        warmup = optax.linear_schedule(config.warmup_start * lr, lr, config.warmup_steps)
         schedule = optax.join_schedules([warmup, schedule], [config.warmup_steps])
     return schedule
 
@@ -55,6 +56,8 @@ def make_optimizer(config: OptimConfig, num_steps: int) -> optax.GradientTransfo
         tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=mask)
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; choose sgd, adam or adamw")
+    if config.clip_grad_norm:
+        tx = optax.chain(optax.clip_by_global_norm(config.clip_grad_norm), tx)
     return surgery.freeze(tx, config.freeze)
 
 

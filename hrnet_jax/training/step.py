@@ -67,8 +67,12 @@ def make_eval_step(model: nn.Module, task: Task) -> Callable[[State, dict], dict
     return eval_step
 
 
-def make_predict(model: nn.Module) -> Callable[[State, jnp.ndarray], Any]:
+def make_predict(model: nn.Module, postprocess: Callable[[Any], Any] | None = None
+                 ) -> Callable[[State, jnp.ndarray], Any]:
+    """Inference; `postprocess` (the task's, e.g. detection's decoding + NMS) runs on the
+    device in the same program."""
     def predict(state: State, images: jnp.ndarray) -> Any:
-        return model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
-                           images, train=False)
+        outputs = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
+                              images, train=False)
+        return outputs if postprocess is None else postprocess(outputs)
     return predict

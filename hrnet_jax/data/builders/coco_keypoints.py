@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info, person_features
+from hrnet_jax.data.builders.common import (coco_annotation_files, coco_image,
+                                            image_with_persons_info, person_features)
 from hrnet_jax.data.keypoint_sets import COCO
 from hrnet_jax.data.topdown import is_training_person
 
@@ -32,7 +32,7 @@ annotations/person_keypoints_{train,val}2017.json and train2017/, val2017/. Then
 Evaluation with detected boxes (the paper's protocol) also needs the person detections of the
 HRNet repository, person_detection_results/COCO_val2017_detections_AP_H_56_person.json."""
 
-_ANNOTATIONS = re.compile(r"person_keypoints_(\w+?)(\d{4})?\.json$")
+_ANNOTATIONS = r"person_keypoints_(\w+?)(\d{4})?\.json$"
 NUM_JOINTS = COCO.num_joints
 
 
@@ -68,10 +68,7 @@ class HrnetCocoKeypoints(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = os.fspath(dl_manager.manual_dir)
-        folder = os.path.join(root, "annotations")
-        found = {m.group(1): (os.path.join(folder, name), m.group(1) + (m.group(2) or ""))
-                 for name in sorted(os.listdir(folder)) if (m := _ANNOTATIONS.match(name))} \
-            if os.path.isdir(folder) else {}
+        found = coco_annotation_files(root, _ANNOTATIONS)
         if not found:
             raise FileNotFoundError(f"no annotations/person_keypoints_*.json in {root!r}.\n"
                                     f"{INSTRUCTIONS}")
@@ -88,14 +85,9 @@ class HrnetCocoKeypoints(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, folder: str, images: list[dict], persons: dict[int, list[dict]]
                            ) -> Iterator[tuple[int, dict]]:
         for record, image in enumerate(images):
-            path = os.path.join(folder, image["file_name"])
-            encoded, (height, width) = encoded_rgb(path)
-            if (height, width) != (image["height"], image["width"]):
-                raise ValueError(f"{path}: {width}x{height} pixels, the annotations say "
-                                 f"{image['width']}x{image['height']}")
             annotations = persons.get(image["id"], [])
             yield record, {
-                "image": encoded,
+                "image": coco_image(folder, image),
                 "image_id": image["id"], "file_name": image["file_name"],
                 "persons": {
                     "bbox": np.array([a["bbox"] for a in annotations], np.float32).reshape(-1, 4),

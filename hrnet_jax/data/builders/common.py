@@ -1,8 +1,11 @@
-"""What the builders share: decoding a file's bytes with the file named in any error, and the
-record layout of the keypoint datasets (an image with its persons or faces)."""
+"""What the builders share: decoding a file's bytes with the file named in any error, the COCO
+tree's files, and the record layout of the keypoint datasets (an image with its persons or
+faces)."""
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import cv2
@@ -33,6 +36,27 @@ def encoded_rgb(path: str) -> tuple[bytes | np.ndarray, tuple[int, int]]:
     if pixels.ndim == 2:
         return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB), pixels.shape[:2]
     return data, pixels.shape[:2]
+
+
+def coco_image(folder: str, image: dict) -> bytes | np.ndarray:
+    """A COCO `images` entry's picture as a tfds Image feature stores it, its size checked
+    against the annotation's."""
+    path = os.path.join(folder, image["file_name"])
+    encoded, (height, width) = encoded_rgb(path)
+    if (height, width) != (image["height"], image["width"]):
+        raise ValueError(f"{path}: {width}x{height} pixels, the annotations say "
+                         f"{image['width']}x{image['height']}")
+    return encoded
+
+
+def coco_annotation_files(root: str, pattern: str) -> dict[str, tuple[str, str]]:
+    """The COCO tree's annotations/NAME_{split}{year}.json files matching `pattern` (a regex
+    with groups (split, year)): split -> (json path, image folder such as `val2017`)."""
+    folder = os.path.join(root, "annotations")
+    if not os.path.isdir(folder):
+        return {}
+    return {m.group(1): (os.path.join(folder, name), m.group(1) + (m.group(2) or ""))
+            for name in sorted(os.listdir(folder)) if (m := re.match(pattern, name))}
 
 
 def person_features(num_points: int, **extra: Any) -> dict:

@@ -1,0 +1,103 @@
+"""tfds builder `hrnet_coco_detection`: COCO object boxes, one record per image.
+
+The manual folder is the official tree: `annotations/instances_{train,val}2017.json` and
+`{train,val}2017/*.jpg`. Where a split has no instances file, its `person_keypoints_*.json`
+serves (person boxes only: the keypoint samples, e.g. shared/data/coco_mini). A record holds
+the image and every box of it (crowds too: the official evaluation ignores detections on them)
+with the contiguous label of hrnet_jax.data.coco_categories. Records keep image-id order, so the
+builder's metadata can name, per split, the records that train (some non-crowd box of at least
+1x1 pixel: FCOS's selection) and those in portrait orientation (batches are grouped by
+orientation so that they pad to one shape).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from hrnet_jax.data import coco_categories
+from hrnet_jax.data.builders.common import coco_annotation_files, coco_image
+
+INSTRUCTIONS = """\
+Download the 2017 images (train2017.zip, val2017.zip) and annotations_trainval2017.zip from
+https://cocodataset.org/#download and extract them into one folder, which then holds
+annotations/instances_{train,val}2017.json and train2017/, val2017/. Then run
+    python -m hrnet_jax.data.prepare coco_detection --manual_dir FOLDER [--data_dir DIR]"""
+
+_INSTANCES = r"instances_(\w+?)(\d{4})?\.json$"
+_PERSONS = r"person_keypoints_(\w+?)(\d{4})?\.json$"
+
+
+def read_annotations(path: str) -> tuple[list[dict], dict[int, list[dict]]]:
+    """(images sorted by id, image id -> its annotations in file order); every category must
+    be one of COCO's 80."""
+    with open(path) as f:
+        data = json.load(f)
+    unknown = sorted({a["category_id"] for a in data["annotations"]} - set(coco_categories.CATEGORY_IDS))
+    if unknown:
+        raise ValueError(f"{path}: category ids {unknown} are not COCO's 80 detection categories")
+    objects: dict[int, list[dict]] = {}
+    for annotation in data["annotations"]:
+        objects.setdefault(annotation["image_id"], []).append(annotation)
+    return sorted(data["images"], key=lambda image: image["id"]), objects
+
+
+def trains(annotations: list[dict]) -> bool:
+    return any(not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1
+               for a in annotations)
+
+
+class HrnetCocoDetection(tfds.core.GeneratorBasedBuilder):
+    """COCO 2017 detection: images with all their boxes."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "one record per image; training and portrait records in the metadata"}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                "image_id": np.int64,
+                "file_name": tfds.features.Text(),
+                "objects": tfds.features.Sequence({
+                    "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),  # x, y, w, h
+                    "label": np.int64, "area": np.float32, "iscrowd": np.int32}),
+            }),
+            homepage="https://cocodataset.org", disable_shuffling=True,
+            metadata=tfds.core.MetadataDict())
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        root = os.fspath(dl_manager.manual_dir)
+        found = {**coco_annotation_files(root, _PERSONS), **coco_annotation_files(root, _INSTANCES)}
+        if not found:
+            raise FileNotFoundError(f"no annotations/instances_*.json in {root!r}.\n{INSTRUCTIONS}")
+        generators = {}
+        for split, (path, image_folder) in found.items():
+            images, objects = read_annotations(path)
+            self.info.metadata[split] = {
+                "training_records": [record for record, image in enumerate(images)
+                                     if trains(objects.get(image["id"], []))],
+                "portrait_records": [record for record, image in enumerate(images)
+                                     if image["height"] > image["width"]]}
+            generators[split] = self._generate_examples(os.path.join(root, image_folder),
+                                                        images, objects)
+        return generators
+
+    def _generate_examples(self, folder: str, images: list[dict], objects: dict[int, list[dict]]
+                           ) -> Iterator[tuple[int, dict]]:
+        for record, image in enumerate(images):
+            annotations = objects.get(image["id"], [])
+            yield record, {
+                "image": coco_image(folder, image),
+                "image_id": image["id"], "file_name": image["file_name"],
+                "objects": {
+                    "bbox": np.array([a["bbox"] for a in annotations], np.float32).reshape(-1, 4),
+                    "label": np.array([coco_categories.LABEL_OF_ID[a["category_id"]]
+                                       for a in annotations], np.int64),
+                    "area": np.array([a["area"] for a in annotations], np.float32),
+                    "iscrowd": np.array([a.get("iscrowd", 0) for a in annotations], np.int32)}}

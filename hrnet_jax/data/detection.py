@@ -1,0 +1,102 @@
+"""Detection data: records of images with boxes -> fixed-shape batches.
+
+An image is resized so that its short side is `short_side` and its long side at most
+`max_long_side` (FCOS / mmdet's 800 and 1333), then padded at the bottom and right to a size
+bucket: the landscape canvas (H, W) or, for a portrait image, its transpose (W, H). A batch
+holds images of one orientation (`DetectionRecords.groups` tells the sampler which), so every
+batch has one of two static shapes. Boxes go to x0, y0, x1, y1 in canvas pixels, padded to
+`max_boxes` rows with a mask; crowd boxes and boxes under 1x1 pixel are left out of training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hrnet_jax.data.transforms import resize
+
+
+def object_arrays(record: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A prepared record's objects as arrays with a row per box (also when it has none)."""
+    objects = record["objects"]
+    count = len(objects["bbox"])
+    out = {"bbox": np.asarray(objects["bbox"], np.float32).reshape(count, 4)}
+    for key in ("label", "area", "iscrowd"):
+        out[key] = np.asarray(objects[key]).reshape(count)
+    return out
+
+
+def resize_scale(height: int, width: int, short_side: int, max_long_side: int) -> float:
+    """The factor that brings the short side to `short_side` unless the long side would pass
+    `max_long_side`, in which case the long side is `max_long_side`."""
+    return min(short_side / min(height, width), max_long_side / max(height, width))
+
+
+def canvas_for(height: int, width: int, canvas: tuple[int, int]) -> tuple[int, int]:
+    """The size bucket of an image: `canvas` (H, W), H <= W, for landscape; transposed for
+    portrait."""
+    short, long = sorted(canvas)
+    return (long, short) if height > width else (short, long)
+
+
+def resize_and_pad(image: np.ndarray, short_side: int, max_long_side: int,
+                   canvas: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """The image resized (see `resize_scale`) onto the top left of its zero-padded bucket;
+    returns (picture of the bucket's shape, scale factor applied)."""
+    height, width = image.shape[:2]
+    scale = resize_scale(height, width, short_side, max_long_side)
+    new_h, new_w = int(height * scale + 0.5), int(width * scale + 0.5)
+    out_h, out_w = canvas_for(height, width, canvas)
+    if new_h > out_h or new_w > out_w:
+        raise ValueError(f"a {width}x{height} image resized to {new_w}x{new_h} does not fit the "
+                         f"{out_w}x{out_h} canvas; make data.image_size at least "
+                         f"({short_side}, {max_long_side}), each rounded up to a multiple of 32")
+    picture = np.zeros((out_h, out_w, 3), np.uint8)
+    picture[:new_h, :new_w] = resize(image, (new_w, new_h))
+    return picture, scale
+
+
+def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    """x, y, w, h boxes of an image of `width` pixels mirrored left-right."""
+    flipped = boxes.copy()
+    flipped[:, 0] = width - boxes[:, 0] - boxes[:, 2]
+    return flipped
+
+
+def training_boxes(objects: dict[str, np.ndarray], scale: float, max_boxes: int
+                   ) -> dict[str, np.ndarray]:
+    """Non-crowd boxes of at least 1x1 pixel, scaled, as x0, y0, x1, y1 padded to `max_boxes`
+    (the largest kept where there are more), labels and the mask of real rows."""
+    boxes, labels = objects["bbox"], objects["label"]
+    keep = (objects["iscrowd"] == 0) & (boxes[:, 2] >= 1) & (boxes[:, 3] >= 1)
+    boxes, labels = boxes[keep], labels[keep]
+    if len(boxes) > max_boxes:
+        largest = np.argsort(-boxes[:, 2] * boxes[:, 3], kind="stable")[:max_boxes]
+        boxes, labels = boxes[largest], labels[largest]
+    corners = np.zeros((max_boxes, 4), np.float32)
+    corners[:len(boxes)] = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1) * scale
+    padded_labels = np.zeros(max_boxes, np.int32)
+    padded_labels[:len(labels)] = labels
+    mask = np.zeros(max_boxes, np.float32)
+    mask[:len(boxes)] = 1.0
+    return {"boxes": corners, "labels": padded_labels, "box_mask": mask}
+
+
+class DetectionRecords:
+    """Random access to the training records of a prepared detection dataset, with each
+    record's orientation (`groups`: 1 portrait, 0 landscape) for orientation-grouped batches."""
+
+    def __init__(self, records: Any, training: list[int], portrait: list[int]):
+        self.records, self.training = records, list(training)
+        portrait = set(portrait)
+        self.groups = np.array([record in portrait for record in self.training], np.int32)
+
+    def __len__(self) -> int:
+        return len(self.training)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.records[self.training[index]]
+
+    def __repr__(self) -> str:
+        return f"DetectionRecords({self.records!r}, {len(self.training)} training records)"

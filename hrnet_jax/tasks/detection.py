@@ -1,0 +1,123 @@
+"""Object detection: FCOS on HRNetV2p (hrnet_jax.models.fcos_head), COCO box AP.
+
+Loss (hrnet_jax.tasks.fcos): targets assigned on the device from the padded boxes (size ranges,
+centre sampling, smallest area wins); sigmoid focal loss per positive, GIoU weighted by the
+centerness targets, centerness BCE per positive, positives counted over the whole global batch.
+Training data: flip and (multi-scale) resizing of the short side, padded to the orientation's
+canvas (hrnet_jax.data.detection). Evaluation, image by image: the image resized with the largest
+short side, the head decoded and NMSed on the device (`postprocess`), boxes mapped back to the
+original pixels, then pycocotools' box AP (AP, AP50, AP75, APs/m/l and AR) on the gathered rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from hrnet_jax.data import coco_categories
+from hrnet_jax.data.detection import flip_boxes, object_arrays, resize_and_pad, training_boxes
+from hrnet_jax.evaluation import coco
+from hrnet_jax.tasks import Task, fcos, whole_image
+
+TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
+DRAW_SCORE = 0.3  # pictures show the detections scoring at least this
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+               scores: np.ndarray | None, colour: tuple[int, int, int]) -> np.ndarray:
+    """x0, y0, x1, y1 boxes drawn on a copy of the image, each captioned with its class name
+    (and score)."""
+    canvas = np.ascontiguousarray(image.copy())
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    for row, (box, label) in enumerate(zip(boxes, labels)):
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness, cv2.LINE_AA)
+        caption = coco_categories.NAMES[int(label)]
+        if scores is not None:
+            caption += f" {float(scores[row]):.2f}"
+        (width, height), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        top = max(y0 - height - 4, 0)
+        cv2.rectangle(canvas, (x0, top), (x0 + width + 2, top + height + 4), colour, -1)
+        cv2.putText(canvas, caption, (x0 + 1, top + height + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def make_task(config: Any) -> Task:
+    data, settings = config.data, config.eval
+    strides = tuple(config.model.strides)
+    canvas = tuple(data.image_size)
+    eval_short_side = max(data.short_sides)
+
+    def augment(example, rng):
+        image, objects = example["image"], object_arrays(example)
+        if data.flip and rng.uniform() < 0.5:
+            objects["bbox"] = flip_boxes(objects["bbox"], image.shape[1])
+            image = image[:, ::-1]
+        return {"image": image, "objects": objects,
+                "short_side": int(rng.choice(data.short_sides))}
+
+    def prepare(example):
+        picture, scale = resize_and_pad(example["image"],
+                                        int(example.get("short_side", eval_short_side)),
+                                        data.max_long_side, canvas)
+        return {"image": picture, **training_boxes(object_arrays(example), scale, data.max_boxes)}
+
+    def loss(outputs, batch):
+        return fcos.batch_loss(outputs, batch["boxes"], batch["labels"], batch["box_mask"], strides)
+
+    def postprocess(outputs):
+        return fcos.detect(outputs, strides, settings.score_threshold, settings.pre_nms_top_k,
+                           settings.nms_threshold, settings.max_detections)
+
+    def detect(predict: Callable, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        """One uint8 image -> boxes x0, y0, x1, y1 in its pixels, scores, labels (best first)."""
+        picture, scale = resize_and_pad(image, eval_short_side, data.max_long_side, canvas)
+        found = whole_image(predict, picture)
+        valid = np.asarray(found["valid"], bool)
+        boxes = np.asarray(found["boxes"], np.float32)[valid] / scale
+        boxes = np.clip(boxes, 0, [image.shape[1], image.shape[0]] * 2)
+        return boxes, np.asarray(found["scores"])[valid], np.asarray(found["classes"])[valid]
+
+    def evaluate_image(predict, record):
+        boxes, scores, labels = detect(predict, record["image"])
+        objects = object_arrays(record)
+        image_id = int(record["image_id"])
+        height, width = record["image"].shape[:2]
+        ids = np.asarray(coco_categories.CATEGORY_IDS)
+        return {"image_id": np.full(len(boxes), image_id, np.int64),
+                "bbox": np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1),
+                "score": scores.astype(np.float32), "category_id": ids[labels],
+                "image": np.array([[image_id, height, width]], np.int64),
+                "truth_image_id": np.full(len(objects["bbox"]), image_id, np.int64),
+                "truth_bbox": objects["bbox"], "truth_category_id": ids[objects["label"]],
+                "truth_area": objects["area"], "truth_iscrowd": objects["iscrowd"]}
+
+    def summarize(rows):
+        images = [{"id": int(i), "height": int(h), "width": int(w)} for i, h, w in rows["image"]]
+        truth = coco.box_ground_truth(
+            images, {k[len("truth_"):]: v for k, v in rows.items() if k.startswith("truth_")})
+        results = coco.box_results(rows["image_id"], rows["bbox"], rows["score"],
+                                   rows["category_id"])
+        return {**coco.box_ap(truth, results), "detections": float(len(results))}
+
+    def predicted_picture(predict, image):
+        boxes, scores, labels = detect(predict, image)
+        shown = scores >= DRAW_SCORE
+        return draw_boxes(image, boxes[shown], labels[shown], scores[shown], PREDICTION_COLOUR)
+
+    def draw(predict, record):
+        """Ground-truth boxes (green) next to the detections scoring at least DRAW_SCORE."""
+        objects = object_arrays(record)
+        corners = np.concatenate([objects["bbox"][:, :2], objects["bbox"][:, :2] + objects["bbox"][:, 2:]], 1)
+        truth = draw_boxes(record["image"], corners, objects["label"], None, TRUTH_COLOUR)
+        return np.concatenate([truth, predicted_picture(predict, record["image"])], axis=1)
+
+    def render(predict, image, boxes=None):
+        del boxes  # the detector finds its own
+        return {"detections": predicted_picture(predict, image)}
+
+    return Task("detection", "detection", "ap", prepare, loss, None, summarize, draw, augment,
+                render, evaluate_image, eval_combine="concat", postprocess=postprocess)
