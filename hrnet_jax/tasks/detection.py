@@ -33,7 +33,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     thickness = max(1, round(max(image.shape[:2]) / 400))
     for row, (box, label) in enumerate(zip(boxes, labels)):
         x0, y0, x1, y1 = (int(round(float(v))) for v in box)
-        cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness, cv2.LINE_AA)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness)
         caption = coco_categories.NAMES[int(label)]
         if scores is not None:
             caption += f" {float(scores[row]):.2f}"

@@ -1,0 +1,235 @@
+"""Detection: COCO box preparation, resizing into size buckets, orientation-grouped batches,
+box AP known answers on the real sample, the FCOS model and a smoke run with pictures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from hrnet_jax.data import coco_categories, detection, pipeline, prepare
+from hrnet_jax.evaluation import coco
+from hrnet_jax.experiments import load
+from hrnet_jax.tasks import fcos, make_task
+
+
+@pytest.fixture(scope="module")
+def prepared(shared_data, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    prepare.prepare("coco_detection", str(shared_data / "coco_mini"), str(data_dir))
+    return data_dir
+
+
+def records(prepared):
+    return tfds.builder("hrnet_coco_detection", data_dir=str(prepared)).as_data_source("val")
+
+
+def smoke_config(prepared):
+    config = load("det_coco_fcos_w18:smoke")
+    config.data.data_dir = str(prepared)
+    return config
+
+
+def test_records_hold_every_box_with_its_contiguous_label(prepared, shared_data):
+    with open(shared_data / "coco_mini/annotations/person_keypoints_val2017.json") as f:
+        truth = json.load(f)
+    source = records(prepared)
+    assert [int(source[i]["image_id"]) for i in range(len(source))] == [785, 40083]
+    for index in range(len(source)):
+        record = source[index]
+        objects = detection.object_arrays(record)
+        expected = [a for a in truth["annotations"] if a["image_id"] == int(record["image_id"])]
+        np.testing.assert_allclose(objects["bbox"], [a["bbox"] for a in expected], rtol=1e-6)
+        assert objects["label"].tolist() == [0] * len(expected)  # person, COCO id 1
+        assert record["image"].shape[:2] == (425, 640) if index == 0 else (333, 500)
+    metadata = tfds.builder("hrnet_coco_detection", data_dir=str(prepared)).info.metadata["val"]
+    assert metadata["training_records"] == [0, 1] and metadata["portrait_records"] == []
+    assert coco_categories.NAMES[coco_categories.LABEL_OF_ID[90]] == "toothbrush"
+    assert len(set(coco_categories.CATEGORY_IDS)) == 80
+
+
+def test_unknown_category_is_named_with_its_file(shared_data, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(shared_data / "coco_mini/val2017", root / "val2017")
+    (root / "annotations").mkdir()
+    with open(shared_data / "coco_mini/annotations/person_keypoints_val2017.json") as f:
+        data = json.load(f)
+    data["annotations"][0]["category_id"] = 12  # a gap in COCO's ids
+    (root / "annotations/instances_val2017.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"instances_val2017.json.*\[12\]"):
+        prepare.prepare("coco_detection", str(root), str(tmp_path / "tfds"))
+
+
+def test_resizing_follows_short_800_long_1333_into_the_orientations_bucket():
+    assert detection.resize_scale(427, 640, 800, 1333) == pytest.approx(800 / 427)
+    assert detection.resize_scale(100, 500, 800, 1333) == pytest.approx(1333 / 500)
+    landscape, scale = detection.resize_and_pad(np.full((427, 640, 3), 9, np.uint8), 800, 1333,
+                                                (800, 1344))
+    assert landscape.shape == (800, 1344, 3) and scale == pytest.approx(800 / 427)
+    assert landscape[:800, :1199].min() == 9 and landscape[:, 1199:].max() == 0
+    portrait, _ = detection.resize_and_pad(np.full((640, 427, 3), 9, np.uint8), 800, 1333,
+                                           (800, 1344))
+    assert portrait.shape == (1344, 800, 3) and portrait[1199:].max() == 0
+    with pytest.raises(ValueError, match="does not fit the 1000x800 canvas"):
+        detection.resize_and_pad(np.zeros((100, 500, 3), np.uint8), 800, 1333, (800, 1000))
+
+
+def test_training_boxes_leave_out_crowds_and_specks_and_keep_the_largest():
+    objects = {"bbox": np.array([[10, 20, 30, 40], [0, 0, 50, 50], [5, 5, 0.5, 9], [1, 1, 2, 2]],
+                                np.float32),
+               "label": np.array([3, 7, 1, 2]), "iscrowd": np.array([0, 1, 0, 0])}
+    out = detection.training_boxes(objects, 2.0, 4)
+    np.testing.assert_allclose(out["boxes"][:2], [[20, 40, 80, 120], [2, 2, 6, 6]])
+    assert out["labels"].tolist() == [3, 2, 0, 0] and out["box_mask"].tolist() == [1, 1, 0, 0]
+    one = detection.training_boxes(objects, 1.0, 1)
+    assert one["labels"].tolist() == [3]  # the larger of the two that train
+    flipped = detection.flip_boxes(objects["bbox"], 100)
+    np.testing.assert_allclose(flipped[0], [60, 20, 30, 40])
+    np.testing.assert_allclose(detection.flip_boxes(flipped, 100), objects["bbox"])
+
+
+def test_grouped_batches_hold_one_orientation_and_every_record_once_an_epoch():
+    groups = np.array([0] * 11 + [1] * 6)
+    sampler = pipeline.GroupedSampler(groups, 4, seed=3)
+    epoch = [sampler[i].record_key for i in range(16)]  # 2 + 1 full batches of 4... x4
+    batches = np.array(epoch[:12]).reshape(3, 4)
+    assert all(len(set(groups[b])) == 1 for b in batches)
+    assert len(set(epoch[:12])) == 12 and sorted(groups[epoch[:12]]).count(1) == 4
+    again = pipeline.GroupedSampler(groups, 4, seed=3)
+    assert [again[i].record_key for i in range(24)] == [sampler[i].record_key for i in range(24)]
+    next_epoch = [sampler[i].record_key for i in range(12, 24)]
+    assert next_epoch != epoch[:12]  # reshuffled
+    with pytest.raises(ValueError, match="no group has 20 records"):
+        pipeline.GroupedSampler(groups, 20, seed=0)
+
+
+def test_ground_truth_as_detections_scores_ap_one(prepared):
+    """The sample's person boxes given as detections: box AP 1.0 through pycocotools."""
+    source = records(prepared)
+    images, rows = [], {k: [] for k in ("image_id", "bbox", "category_id", "area", "iscrowd")}
+    for index in range(len(source)):
+        record = source[index]
+        objects = detection.object_arrays(record)
+        images.append({"id": int(record["image_id"]), "height": record["image"].shape[0],
+                       "width": record["image"].shape[1]})
+        rows["image_id"] += [int(record["image_id"])] * len(objects["bbox"])
+        rows["bbox"] += list(objects["bbox"])
+        rows["category_id"] += [1] * len(objects["bbox"])
+        rows["area"] += list(objects["area"])
+        rows["iscrowd"] += list(objects["iscrowd"])
+    rows = {k: np.asarray(v) for k, v in rows.items()}
+    truth = coco.box_ground_truth(images, rows)
+    results = coco.box_results(rows["image_id"], rows["bbox"], np.ones(len(rows["bbox"])),
+                               rows["category_id"])
+    figures = coco.box_ap(truth, results)
+    assert figures["ap"] == pytest.approx(1.0) and figures["ar100"] == pytest.approx(1.0)
+    assert figures["ap_s"] == -1.0 or figures["ap_s"] == pytest.approx(1.0)
+    shifted = [{**r, "bbox": [r["bbox"][0] + 0.6 * r["bbox"][2], *r["bbox"][1:]]} for r in results]
+    assert coco.box_ap(truth, shifted)["ap"] < 0.1  # IoU 0.25: a miss at every threshold
+
+
+def test_ground_truth_through_our_targets_and_decoding_scores_ap_one(prepared):
+    """The task's evaluation with the network replaced by the training targets of the resized
+    image (probability 1 at positives, the target distances): prepare, assignment, decoding,
+    NMS and the mapping back to the original pixels give box AP 1.0 on the real images."""
+    config = smoke_config(prepared)
+    task = make_task(config)
+    strides = tuple(config.model.strides)
+    source = records(prepared)
+    rows = []
+    for index in range(len(source)):
+        record = dict(source[index])
+        example = task.prepare(record)
+        height, width = example["image"].shape[:2]
+        shapes = [(-(-height // s), -(-width // s)) for s in strides]
+        locations, location_strides, levels = fcos.level_locations(shapes, strides)
+        targets = fcos.assign_targets(locations, location_strides, levels, example["boxes"],
+                                      example["labels"], example["box_mask"])
+        classes = np.asarray(targets["class"])
+        logits = np.where(np.arange(80)[None] == classes[:, None], 12.0, -12.0).astype(np.float32)
+        regression = np.where(classes[:, None] >= 0, np.asarray(targets["regression"]), 1.0)
+        sizes = np.cumsum([h * w for h, w in shapes])[:-1]
+        split = lambda x: [part.reshape(1, h, w, *x.shape[1:]).astype(np.float32)
+                           for part, (h, w) in zip(np.split(x, sizes), shapes)]
+        outputs = {"class_logits": split(logits), "boxes": split(regression),
+                   "centerness": split(np.full(len(classes), 12.0))}
+        predict = lambda images: jax.device_get(task.postprocess(outputs))
+        rows.append(task.evaluate_image(predict, record))
+    combined = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    assert len(combined["bbox"]) == 4
+    figures = task.summarize(combined)
+    assert figures["ap"] == pytest.approx(1.0) and figures["detections"] == 4
+
+
+def test_detection_model_is_the_pyramid_plus_the_fcos_head():
+    from hrnet_jax.models import create_model, tiny_arch
+    from hrnet_jax.models.summary import count_params
+
+    def outputs_and_variables(model):
+        return jax.eval_shape(lambda: model.init_with_output(
+            jax.random.key(0), jax.numpy.zeros((1, 64, 64, 3)), train=False))
+
+    pyramid = count_params(outputs_and_variables(create_model("hrnet_w18", "pyramid"))[1])
+    detector = count_params(outputs_and_variables(create_model("hrnet_w18", "detection"))[1])
+    tower = 4 * (9 * 256 * 256 + 256 + 2 * 256)  # conv3x3 + GroupNorm, four times
+    head = 2 * tower + (9 * 256 * 80 + 80) + (9 * 256 * 4 + 4) + (9 * 256 + 1) + 5
+    assert detector == pyramid + head == pyramid + 4_920_666
+    for strides, sizes in [((8, 16, 32, 64, 128), [8, 4, 2, 1, 1]),
+                           ((4, 8, 16, 32, 64), [16, 8, 4, 2, 1])]:
+        model = create_model(tiny_arch(4), "detection", num_classes=3, strides=strides)
+        outputs, _ = outputs_and_variables(model)
+        assert [x.shape[1] for x in outputs["class_logits"]] == sizes
+        assert outputs["class_logits"][0].shape[-1] == 3 and outputs["boxes"][0].shape[-1] == 4
+    with pytest.raises(ValueError, match="pyramid strides"):
+        create_model("hrnet_w18", "detection", strides=(16, 32, 64, 128, 256))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(prepared, tmp_path_factory):
+    from hrnet_jax import main
+
+    workdir = tmp_path_factory.mktemp("detection")
+    args = ["--experiment=det_coco_fcos_w18:smoke", f"--workdir={workdir}",
+            f"--set=data.data_dir={prepared}"]
+    assert main.main(args) == 0
+    return workdir, args
+
+
+def test_smoke_trains_the_three_losses_and_reports_box_ap(smoke_run):
+    workdir, _ = smoke_run
+    lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = [l for l in lines if l["split"] == "train"]
+    assert [l["step"] for l in train] == [2, 4]
+    for line in train:
+        assert all(np.isfinite(line[k]) and line[k] > 0 for k in ("loss_cls", "loss_box", "loss_centerness"))
+        assert line["loss"] == pytest.approx(line["loss_cls"] + line["loss_box"] + line["loss_centerness"], rel=1e-5)
+    # the second step's lr, halfway through the 2-step warmup from 0.01 / 3 to 0.01
+    assert train[0]["lr"] == pytest.approx(0.01 * (1 / 3 + 0.5 * 2 / 3))
+    evaluation = [l for l in lines if l["split"] == "eval"][-1]
+    assert set(coco.BOX_STATS) <= set(evaluation) and "detections" in evaluation
+    picture = cv2.imread(str(next((workdir / "pictures").glob("*.png"))))
+    assert picture.shape == (425, 1280, 3)  # ground truth | detections, on the whole image
+    green = (picture[..., 1] > 200) & (picture[..., 0] < 80) & (picture[..., 2] < 80)
+    assert green[:, :640].sum() > 500 and green[:, 640:].sum() == 0
+
+
+def test_predict_draws_captioned_boxes(smoke_run, shared_data, tmp_path):
+    from hrnet_jax import main
+    from hrnet_jax.tasks.detection import PREDICTION_COLOUR, draw_boxes
+
+    workdir, args = smoke_run
+    image = shared_data / "coco_mini/val2017/000000040083.jpg"
+    assert main.main(args + [f"--set=data.data_dir={tmp_path}/nowhere", "--mode=predict",
+                             f"--input={image}", f"--output={tmp_path}/out"]) == 0
+    assert cv2.imread(str(tmp_path / "out/000000040083_detections.png")).shape == (333, 500, 3)
+    blank = np.zeros((100, 200, 3), np.uint8)
+    drawn = draw_boxes(blank, np.array([[20, 30, 120, 90]]), np.array([17]), np.array([0.87]),
+                       PREDICTION_COLOUR)
+    assert (drawn[60, 20] == PREDICTION_COLOUR).all() and (drawn[60, 70] == 0).all()
+    caption = drawn[:30, 20:120]  # "cat 0.87" on a filled label above the box
+    assert (caption == PREDICTION_COLOUR).all(-1).sum() > 200 and (caption == 0).all(-1).sum() > 20
