@@ -195,6 +195,13 @@ def test_ground_truth_through_our_targets_and_decoding_scores_ap_one(prepared):
                    "centerness": split(np.full(len(classes), 12.0))}
         predict = lambda images: jax.device_get(task.postprocess(outputs))
         rows.append(task.evaluate_image(predict, record))
+    # an image without boxes (48 in val2017) and without detections adds nothing but itself
+    empty = {"image": np.zeros((50, 80, 3), np.uint8), "image_id": 7,
+             "objects": {"bbox": [], "label": [], "area": [], "iscrowd": []}}
+    nothing = {"boxes": np.zeros((1, 100, 4)), "scores": np.zeros((1, 100)),
+               "classes": -np.ones((1, 100), int), "valid": np.zeros((1, 100), bool)}
+    rows.append(task.evaluate_image(lambda images: nothing, empty))
+    assert rows[-1]["image"].tolist() == [[7, 50, 80]] and len(rows[-1]["truth_bbox"]) == 0
     combined = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     assert len(combined["bbox"]) == 4
     figures = task.summarize(combined)

@@ -21,10 +21,10 @@ def object_arrays(record: dict[str, Any]) -> dict[str, np.ndarray]:
     """A prepared record's objects as arrays with a row per box (also when it has none)."""
     objects = record["objects"]
     count = len(objects["bbox"])
-    out = {"bbox": np.asarray(objects["bbox"], np.float32).reshape(count, 4)}
-    for key in ("label", "area", "iscrowd"):
-        out[key] = np.asarray(objects[key]).reshape(count)
-    return out
+    return {"bbox": np.asarray(objects["bbox"], np.float32).reshape(count, 4),
+            "label": np.asarray(objects["label"], np.int64).reshape(count),
+            "area": np.asarray(objects["area"], np.float32).reshape(count),
+            "iscrowd": np.asarray(objects["iscrowd"], np.int32).reshape(count)}
 
 
 def resize_scale(height: int, width: int, short_side: int, max_long_side: int) -> float:
