@@ -28,6 +28,7 @@ class ModelConfig:
     scan_modules: bool = False
     norm_eval: bool = False  # backbone BatchNorm frozen in inference mode (mmdet's norm_eval)
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # detection: pyramid levels (or 4..64)
+    head_channels: int = 256  # detection: the pyramid's and the FCOS towers' width
     # ImageNet (or other) weights for the backbone at the start of a run: an official or timm
     # .pth / .safetensors file (hrnet_jax.training.pretrained). Empty: random initialisation.
     pretrained: str = ""

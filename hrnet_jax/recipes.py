@@ -193,8 +193,9 @@ def fcos_coco(arch: str) -> ExperimentConfig:
 def fcos_smoke(config: ExperimentConfig) -> ExperimentConfig:
     """A few steps of a tiny model on the real sample (shared/data/coco_mini prepared with
     `python -m hrnet_jax.data.prepare coco_detection`, its person boxes), training and
-    evaluating on its only split: short side 96 or 128, long side <= 192, canvas 128x192."""
-    config.model.arch, config.model.width = "tiny", 4
+    evaluating on its only split: short side 96 or 128, long side <= 192, canvas 128x192,
+    64-channel towers."""
+    config.model.arch, config.model.width, config.model.head_channels = "tiny", 4, 64
     config.data.train_split = config.data.eval_split = "val"
     config.data.image_size, config.data.short_sides, config.data.max_long_side = (128, 192), (96, 128), 192
     config.data.batch_size, config.data.worker_count = 2, 0

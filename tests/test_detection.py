@@ -93,6 +93,28 @@ def test_training_boxes_leave_out_crowds_and_specks_and_keep_the_largest():
     np.testing.assert_allclose(detection.flip_boxes(flipped, 100), objects["bbox"])
 
 
+def test_generated_shapes_are_boxed_tightly_and_apart():
+    from hrnet_jax.data.synthetic import SyntheticDetection
+
+    source = SyntheticDetection(20, (64, 64), seed=5)
+    counts = []
+    for index in range(len(source)):
+        record = source[index]
+        objects = detection.object_arrays(record)
+        counts.append(len(objects["bbox"]))
+        grey = record["image"].astype(np.float32)
+        saturation = grey.max(-1) - grey.min(-1)  # the shapes are saturated, the background grey
+        covered = np.zeros((64, 64), bool)
+        for x, y, w, h in objects["bbox"].astype(int):
+            inside = saturation[y:y + h, x:x + w] > 100
+            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+            assert not covered[y:y + h, x:x + w].all()
+            covered[y:y + h, x:x + w] = True
+        assert (saturation > 100)[~covered].mean() < 0.01  # nothing saturated outside the boxes
+        assert set(objects["label"].tolist()) <= {0, 1, 2, 3}
+    assert min(counts) >= 1 and max(counts) == 3
+
+
 def test_grouped_batches_hold_one_orientation_and_every_record_once_an_epoch():
     groups = np.array([0] * 11 + [1] * 6)
     sampler = pipeline.GroupedSampler(groups, 4, seed=3)
@@ -269,9 +291,14 @@ def test_predict_draws_captioned_boxes(smoke_run, shared_data, tmp_path):
     assert main.main(args + [f"--set=data.data_dir={tmp_path}/nowhere", "--mode=predict",
                              f"--input={image}", f"--output={tmp_path}/out"]) == 0
     assert cv2.imread(str(tmp_path / "out/000000040083_detections.png")).shape == (333, 500, 3)
-    blank = np.zeros((100, 200, 3), np.uint8)
+    blank = np.zeros((100, 300, 3), np.uint8)
     drawn = draw_boxes(blank, np.array([[20, 30, 120, 90]]), np.array([17]), np.array([0.87]),
                        PREDICTION_COLOUR)
     assert (drawn[60, 20] == PREDICTION_COLOUR).all() and (drawn[60, 70] == 0).all()
     caption = drawn[:30, 20:120]  # "cat 0.87" on a filled label above the box
     assert (caption == PREDICTION_COLOUR).all(-1).sum() > 200 and (caption == 0).all(-1).sum() > 20
+    small = draw_boxes(np.zeros((64, 64, 3), np.uint8), np.array([[8, 2, 40, 30]]), np.array([1]),
+                       None, PREDICTION_COLOUR, ("disc", "square"))
+    assert small.shape == (256, 256, 3) and (small[60, 32] == PREDICTION_COLOUR).all()
+    below = small[121:140, 33:150]  # no room above the box: "square" under its bottom edge
+    assert (below == PREDICTION_COLOUR).all(-1).sum() > 200

@@ -36,7 +36,8 @@ def smoke_runs(tmp_path_factory):
     runs = {}
     for name, metric, evals in [("seg_synthetic", "miou", "loop.eval_every=2"),
                                 ("pose_synthetic", "pck", "loop.eval_every=0"),
-                                ("cls_synthetic", "top1", "loop.eval_every=0")]:
+                                ("cls_synthetic", "top1", "loop.eval_every=0"),
+                                ("det_synthetic", "ap", "loop.eval_every=0")]:
         workdir = str(tmp_path_factory.mktemp(name))
         config = configured(f"{name}:smoke", evals)
         result = Trainer(config, workdir).train()
@@ -44,7 +45,8 @@ def smoke_runs(tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("name", ["seg_synthetic", "pose_synthetic", "cls_synthetic"])
+@pytest.mark.parametrize("name", ["seg_synthetic", "pose_synthetic", "cls_synthetic",
+                                  "det_synthetic"])
 def test_smoke_run_writes_config_metrics_checkpoints_and_pictures(smoke_runs, name):
     workdir, result, metric, config = smoke_runs[name]
     saved = config_lib.from_dict(json.load(open(os.path.join(workdir, "config.json"))))

@@ -8,6 +8,8 @@ they never stand in for a real dataset.
   stripe texture, the shape kind is random; per-pixel labels (0 = background).
 - pose: stick figures with K joints drawn as coloured discs joined by limbs; joint coordinates.
 - classification: one shape a picture (disc, square, triangle, cross), random colour and size.
+- detection: 1 to `max_objects` such shapes apart from each other, each boxed and labelled with
+  its kind, in the record layout of the COCO detection builder.
 """
 
 from __future__ import annotations
@@ -139,5 +141,38 @@ class SyntheticClassification(_Source):
                 "index": np.int32(index)}
 
 
+class SyntheticDetection(_Source):
+    max_objects: int = 3
+
+    num_classes = len(SHAPES)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = _rng(self.seed, index)
+        h, w = self.image_size
+        image = _background(rng, (h, w))
+        taken = np.zeros((h, w), bool)
+        boxes, labels = [], []
+        for _ in range(rng.integers(1, self.max_objects + 1)):
+            cls = int(rng.integers(self.num_classes))
+            radius = int(rng.uniform(0.1, 0.25) * min(h, w))
+            centre = (int(rng.integers(radius, w - radius)), int(rng.integers(radius, h - radius)))
+            mask = _shape_mask(rng, SHAPES[cls], (h, w), centre, radius)
+            if (mask & taken).any():  # objects never hide each other
+                continue
+            taken |= mask
+            hue = np.array([[[rng.integers(180), 255, 255]]], np.uint8)
+            image[mask] = cv2.cvtColor(hue, cv2.COLOR_HSV2RGB)[0, 0]
+            ys, xs = np.nonzero(mask)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()])
+            labels.append(cls)
+        image += rng.normal(0, 8, image.shape)
+        boxes = np.array(boxes, np.float32).reshape(-1, 4)
+        return {"image": np.clip(image, 0, 255).astype(np.uint8), "image_id": np.int64(index),
+                "objects": {"bbox": boxes, "label": np.array(labels, np.int64),
+                            "area": boxes[:, 2] * boxes[:, 3],
+                            "iscrowd": np.zeros(len(boxes), np.int32)}}
+
+
 SOURCES = {"synthetic_segmentation": SyntheticSegmentation, "synthetic_pose": SyntheticPose,
-           "synthetic_classification": SyntheticClassification}
+           "synthetic_classification": SyntheticClassification,
+           "synthetic_detection": SyntheticDetection}

@@ -40,16 +40,17 @@ def evaluate(ground_truth: dict, results: list[dict], iou_type: str, stat_names:
     return {name: float(value) for name, value in zip(stat_names, evaluation.stats)}
 
 
-def box_ground_truth(images: list[dict], objects: dict[str, np.ndarray]) -> dict:
+def box_ground_truth(images: list[dict], objects: dict[str, np.ndarray],
+                     categories: Sequence[tuple[int, str]] = coco_categories.CATEGORIES) -> dict:
     """COCO-format boxes. images: {id, height, width}; objects: rows of image_id, bbox
-    (x, y, w, h), category_id, area, iscrowd."""
+    (x, y, w, h), category_id, area, iscrowd; categories: (id, name) pairs."""
     annotations = [{"id": row + 1, "image_id": int(objects["image_id"][row]),
                     "category_id": int(objects["category_id"][row]),
                     "bbox": objects["bbox"][row].astype(float).tolist(),
                     "area": float(objects["area"][row]), "iscrowd": int(objects["iscrowd"][row])}
                    for row in range(len(objects["image_id"]))]
-    categories = [{"id": i, "name": name} for i, name in coco_categories.CATEGORIES]
-    return {"images": list(images), "annotations": annotations, "categories": categories}
+    return {"images": list(images), "annotations": annotations,
+            "categories": [{"id": i, "name": name} for i, name in categories]}
 
 
 def box_results(image_ids: np.ndarray, boxes: np.ndarray, scores: np.ndarray,

@@ -41,6 +41,7 @@ class HRNet(nn.Module):
     head: str | None = None
     num_classes: int | None = None
     strides: tuple[int, ...] = PYRAMID_STRIDES[1]  # detection's pyramid levels
+    head_channels: int = 256  # detection's pyramid and FCOS towers
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> Any:
@@ -56,16 +57,19 @@ class HRNet(nn.Module):
         if self.head == "pose":
             return PoseHead(self.num_classes, self.layers, name="head")(xs, train)
         if self.head == "detection":
-            return DetectionHead(self.num_classes, self.layers, self.strides, name="head")(xs, train)
+            return DetectionHead(self.num_classes, self.layers, self.strides, self.head_channels,
+                                 name="head")(xs, train)
         return PyramidNeck(self.layers, name="head")(xs, train)
 
 
 def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int | None = None,
-                 strides: tuple[int, ...] = PYRAMID_STRIDES[1], **overrides: Any) -> HRNet:
+                 strides: tuple[int, ...] = PYRAMID_STRIDES[1], head_channels: int = 256,
+                 **overrides: Any) -> HRNet:
     """Build an HRNet. `arch` names a preset (see `ARCHS`) or is an `ArchSpec`.
 
     strides: the detection head's pyramid levels, (8, ..., 128) as mmdet's HRNet-FCOS or the
-    neck's own (4, ..., 64).
+    neck's own (4, ..., 64); head_channels: its pyramid's and towers' width (256 in FCOS; a
+    multiple of 32, the GroupNorm groups).
     overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype,
     scan_modules, norm_eval);
     the head picks the papers' defaults for the rest.
@@ -88,7 +92,7 @@ def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int
         raise ValueError(f"pyramid strides {tuple(strides)}: choose "
                          f"{' or '.join(map(str, PYRAMID_STRIDES))}")
     return HRNet(arch, layers, head, num_classes if num_classes is not None else default_classes,
-                 tuple(strides))
+                 tuple(strides), head_channels)
 
 
 __all__ = ["ARCHS", "ArchSpec", "HEADS", "HRNet", "LayerConfig", "StageSpec", "create_model",

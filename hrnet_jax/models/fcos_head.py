@@ -78,8 +78,11 @@ class DetectionHead(nn.Module):
     num_classes: int
     layers: LayerConfig
     strides: tuple[int, ...] = PYRAMID_STRIDES[1]
+    channels: int = 256
 
     @nn.compact
     def __call__(self, xs: list[jnp.ndarray], train: bool) -> dict[str, list[jnp.ndarray]]:
-        levels = PyramidNeck(self.layers, stride=self.strides[0] // 4, name="neck")(xs, train)
-        return FCOSHead(self.num_classes, self.strides, dtype=self.layers.dtype, name="fcos")(levels)
+        levels = PyramidNeck(self.layers, self.channels, stride=self.strides[0] // 4,
+                             name="neck")(xs, train)
+        return FCOSHead(self.num_classes, self.strides, self.channels, dtype=self.layers.dtype,
+                        name="fcos")(levels)

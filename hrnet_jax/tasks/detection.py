@@ -16,7 +16,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from hrnet_jax.data import coco_categories
+from hrnet_jax.data import coco_categories, synthetic
 from hrnet_jax.data.detection import flip_boxes, object_arrays, resize_and_pad, training_boxes
 from hrnet_jax.evaluation import coco
 from hrnet_jax.tasks import Task, fcos, whole_image
@@ -25,20 +25,31 @@ TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
 DRAW_SCORE = 0.3  # pictures show the detections scoring at least this
 
 
+def categories_of(dataset: str) -> tuple[tuple[int, str], ...]:
+    """(category id, name) of each label: COCO's 80, or the generated shapes (ids from 1)."""
+    if dataset in synthetic.SOURCES:
+        return tuple((label + 1, name) for label, name in enumerate(synthetic.SHAPES))
+    return coco_categories.CATEGORIES
+
+
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
-               scores: np.ndarray | None, colour: tuple[int, int, int]) -> np.ndarray:
+               scores: np.ndarray | None, colour: tuple[int, int, int],
+               names: tuple[str, ...] = coco_categories.NAMES) -> np.ndarray:
     """x0, y0, x1, y1 boxes drawn on a copy of the image, each captioned with its class name
-    (and score)."""
-    canvas = np.ascontiguousarray(image.copy())
-    thickness = max(1, round(max(image.shape[:2]) / 400))
+    (and score) above the box, or below it at the top edge. Pictures under 256 pixels are
+    enlarged by a whole factor first, so that the captions stay legible."""
+    zoom = max(1, 256 // max(image.shape[:2]))
+    canvas = np.ascontiguousarray(cv2.resize(image, None, fx=zoom, fy=zoom,
+                                             interpolation=cv2.INTER_NEAREST))
+    thickness = max(1, round(max(canvas.shape[:2]) / 400))
     for row, (box, label) in enumerate(zip(boxes, labels)):
-        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        x0, y0, x1, y1 = (int(round(float(v) * zoom)) for v in box)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness)
-        caption = coco_categories.NAMES[int(label)]
+        caption = names[int(label)]
         if scores is not None:
             caption += f" {float(scores[row]):.2f}"
         (width, height), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        top = max(y0 - height - 4, 0)
+        top = y0 - height - 4 if y0 >= height + 4 else y1
         cv2.rectangle(canvas, (x0, top), (x0 + width + 2, top + height + 4), colour, -1)
         cv2.putText(canvas, caption, (x0 + 1, top + height + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                     (0, 0, 0), 1, cv2.LINE_AA)
@@ -50,6 +61,9 @@ def make_task(config: Any) -> Task:
     strides = tuple(config.model.strides)
     canvas = tuple(data.image_size)
     eval_short_side = max(data.short_sides)
+    categories = categories_of(data.name)
+    category_ids = np.array([category_id for category_id, _ in categories])
+    names = tuple(name for _, name in categories)
 
     def augment(example, rng):
         image, objects = example["image"], object_arrays(example)
@@ -86,19 +100,19 @@ def make_task(config: Any) -> Task:
         objects = object_arrays(record)
         image_id = int(record["image_id"])
         height, width = record["image"].shape[:2]
-        ids = np.asarray(coco_categories.CATEGORY_IDS)
         return {"image_id": np.full(len(boxes), image_id, np.int64),
                 "bbox": np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1),
-                "score": scores.astype(np.float32), "category_id": ids[labels],
+                "score": scores.astype(np.float32), "category_id": category_ids[labels],
                 "image": np.array([[image_id, height, width]], np.int64),
                 "truth_image_id": np.full(len(objects["bbox"]), image_id, np.int64),
-                "truth_bbox": objects["bbox"], "truth_category_id": ids[objects["label"]],
+                "truth_bbox": objects["bbox"], "truth_category_id": category_ids[objects["label"]],
                 "truth_area": objects["area"], "truth_iscrowd": objects["iscrowd"]}
 
     def summarize(rows):
         images = [{"id": int(i), "height": int(h), "width": int(w)} for i, h, w in rows["image"]]
         truth = coco.box_ground_truth(
-            images, {k[len("truth_"):]: v for k, v in rows.items() if k.startswith("truth_")})
+            images, {k[len("truth_"):]: v for k, v in rows.items() if k.startswith("truth_")},
+            categories)
         results = coco.box_results(rows["image_id"], rows["bbox"], rows["score"],
                                    rows["category_id"])
         return {**coco.box_ap(truth, results), "detections": float(len(results))}
@@ -106,13 +120,14 @@ def make_task(config: Any) -> Task:
     def predicted_picture(predict, image):
         boxes, scores, labels = detect(predict, image)
         shown = scores >= DRAW_SCORE
-        return draw_boxes(image, boxes[shown], labels[shown], scores[shown], PREDICTION_COLOUR)
+        return draw_boxes(image, boxes[shown], labels[shown], scores[shown], PREDICTION_COLOUR,
+                          names)
 
     def draw(predict, record):
         """Ground-truth boxes (green) next to the detections scoring at least DRAW_SCORE."""
         objects = object_arrays(record)
         corners = np.concatenate([objects["bbox"][:, :2], objects["bbox"][:, :2] + objects["bbox"][:, 2:]], 1)
-        truth = draw_boxes(record["image"], corners, objects["label"], None, TRUTH_COLOUR)
+        truth = draw_boxes(record["image"], corners, objects["label"], None, TRUTH_COLOUR, names)
         return np.concatenate([truth, predicted_picture(predict, record["image"])], axis=1)
 
     def render(predict, image, boxes=None):

@@ -43,7 +43,7 @@ def build_model(config: config_lib.ExperimentConfig):
     if m.bn_momentum is not None:
         overrides["bn_momentum"] = m.bn_momentum
     if m.head == "detection":
-        overrides["strides"] = tuple(m.strides)
+        overrides.update(strides=tuple(m.strides), head_channels=m.head_channels)
     return create_model(arch, m.head, m.num_classes, **overrides)
 
 
