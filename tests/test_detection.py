@@ -251,6 +251,8 @@ def test_detection_model_is_the_pyramid_plus_the_fcos_head():
         assert outputs["class_logits"][0].shape[-1] == 3 and outputs["boxes"][0].shape[-1] == 4
     with pytest.raises(ValueError, match="pyramid strides"):
         create_model("hrnet_w18", "detection", strides=(16, 32, 64, 128, 256))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        create_model("hrnet_w18", "detection", head_channels=48)
 
 
 @pytest.fixture(scope="module")

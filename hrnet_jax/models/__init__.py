@@ -91,6 +91,9 @@ def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int
     if tuple(strides) not in PYRAMID_STRIDES:
         raise ValueError(f"pyramid strides {tuple(strides)}: choose "
                          f"{' or '.join(map(str, PYRAMID_STRIDES))}")
+    if head_channels % 32:
+        raise ValueError(f"head_channels {head_channels}: the FCOS towers' GroupNorm needs a "
+                         "multiple of 32")
     return HRNet(arch, layers, head, num_classes if num_classes is not None else default_classes,
                  tuple(strides), head_channels)
 
