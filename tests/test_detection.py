@@ -255,6 +255,23 @@ def test_detection_model_is_the_pyramid_plus_the_fcos_head():
         create_model("hrnet_w18", "detection", head_channels=48)
 
 
+def test_bfloat16_detector_returns_float32_outputs_close_to_float32():
+    from hrnet_jax.models import create_model, tiny_arch
+
+    x = jax.numpy.asarray(np.random.default_rng(1).uniform(-2, 2, (1, 64, 64, 3)), jax.numpy.float32)
+    build = lambda **dtype: create_model(tiny_arch(8), "detection", num_classes=4,
+                                         strides=(4, 8, 16, 32, 64), head_channels=64, **dtype)
+    variables = build().init(jax.random.key(0), x, train=False)
+    out32 = build().apply(variables, x, train=False)
+    out16 = build(dtype=jax.numpy.bfloat16).apply(variables, x, train=False)
+    for key in ("class_logits", "boxes", "centerness"):
+        assert all(a.dtype == jax.numpy.float32 for a in out16[key])  # loss and decoding in f32
+        a = np.concatenate([np.ravel(level) for level in out16[key]]).astype(np.float64)
+        b = np.concatenate([np.ravel(level) for level in out32[key]]).astype(np.float64)
+        # within a few percent of the outputs' scale (centerness logits start near 0)
+        assert np.abs(a - b).max() < 0.05 * max(np.abs(b).max(), 1.0), key
+
+
 @pytest.fixture(scope="module")
 def smoke_run(prepared, tmp_path_factory):
     from hrnet_jax import main
