@@ -61,3 +61,22 @@ def rows_from_targets(task, records, aspect_ratio: float, evaluated, clip_boxes:
 
         rows.append(task.evaluate_image(predict, record))
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
+def perfect_head_outputs(shapes, strides, boxes, labels, box_mask, num_classes
+                         ) -> dict[str, list[np.ndarray]]:
+    """FCOS head outputs (batch of one) that a perfect network would give for these boxes:
+    probability ~1 for the assigned class at every positive location and ~0 elsewhere, the
+    target distances, centerness ~1. `shapes`: each level's (h, w)."""
+    from hrnet_jax.tasks import fcos
+
+    locations, location_strides, levels = fcos.level_locations(shapes, strides)
+    targets = fcos.assign_targets(locations, location_strides, levels, boxes, labels, box_mask)
+    classes = np.asarray(targets["class"])
+    logits = np.where(np.arange(num_classes)[None] == classes[:, None], 12.0, -12.0)
+    regression = np.where(classes[:, None] >= 0, np.asarray(targets["regression"]), 1.0)
+    ends = np.cumsum([h * w for h, w in shapes])[:-1]
+    per_level = lambda x: [part.reshape(1, h, w, *x.shape[1:]).astype(np.float32)
+                           for part, (h, w) in zip(np.split(x, ends), shapes)]
+    return {"class_logits": per_level(logits), "boxes": per_level(regression),
+            "centerness": per_level(np.full(len(classes), 12.0))}

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import perfect_head_outputs
 from hrnet_jax.data import coco_categories, detection, pipeline, prepare
 from hrnet_jax.evaluation import coco
 from hrnet_jax.experiments import load
-from hrnet_jax.tasks import fcos, make_task
+from hrnet_jax.tasks import make_task
 
 
 @pytest.fixture(scope="module")
@@ -204,17 +205,8 @@ def test_ground_truth_through_our_targets_and_decoding_scores_ap_one(prepared):
         example = task.prepare(record)
         height, width = example["image"].shape[:2]
         shapes = [(-(-height // s), -(-width // s)) for s in strides]
-        locations, location_strides, levels = fcos.level_locations(shapes, strides)
-        targets = fcos.assign_targets(locations, location_strides, levels, example["boxes"],
-                                      example["labels"], example["box_mask"])
-        classes = np.asarray(targets["class"])
-        logits = np.where(np.arange(80)[None] == classes[:, None], 12.0, -12.0).astype(np.float32)
-        regression = np.where(classes[:, None] >= 0, np.asarray(targets["regression"]), 1.0)
-        sizes = np.cumsum([h * w for h, w in shapes])[:-1]
-        split = lambda x: [part.reshape(1, h, w, *x.shape[1:]).astype(np.float32)
-                           for part, (h, w) in zip(np.split(x, sizes), shapes)]
-        outputs = {"class_logits": split(logits), "boxes": split(regression),
-                   "centerness": split(np.full(len(classes), 12.0))}
+        outputs = perfect_head_outputs(shapes, strides, example["boxes"], example["labels"],
+                                       example["box_mask"], 80)
         predict = lambda images: jax.device_get(task.postprocess(outputs))
         rows.append(task.evaluate_image(predict, record))
     # an image without boxes (48 in val2017) and without detections adds nothing but itself

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import perfect_head_outputs
 from hrnet_jax.tasks import fcos
 
 BOXES = np.array([[10, 12, 34, 30],      # small: level 0
@@ -164,18 +165,8 @@ def test_class_wise_nms_matches_a_textbook_greedy_nms():
 def test_detect_turns_perfect_head_outputs_into_the_boxes():
     """Head outputs built from the assigned targets (probability 1 at positives, the target
     distances, centerness 1) decode to exactly the ground-truth boxes and classes."""
-    shapes = ceil_shapes(128, 160)
-    locations, strides, levels = fcos.level_locations(shapes)
-    boxes, labels, mask = BOXES[:4], LABELS[:4], MASK[:4]
-    targets = fcos.assign_targets(locations, strides, levels, boxes, labels, mask)
-    classes = np.asarray(targets["class"])
-    logits = np.where(np.arange(5)[None] == classes[:, None], 12.0, -12.0).astype(np.float32)
-    regression = np.where(classes[:, None] >= 0, np.asarray(targets["regression"]), 1.0)
-    sizes = [h * w for h, w in shapes]
-    split = lambda x: [part.reshape(1, h, w, *x.shape[1:])
-                       for part, (h, w) in zip(np.split(x, np.cumsum(sizes)[:-1]), shapes)]
-    outputs = {"class_logits": split(logits), "boxes": split(regression.astype(np.float32)),
-               "centerness": split(np.full(len(classes), 12.0, np.float32))}
+    boxes, labels = BOXES[:4], LABELS[:4]
+    outputs = perfect_head_outputs(ceil_shapes(128, 160), fcos.STRIDES, boxes, labels, MASK[:4], 5)
     detected = jax.jit(fcos.detect, static_argnums=(1,))(outputs, fcos.STRIDES)
     valid = np.asarray(detected["valid"][0])
     assert valid.sum() == 4  # one box per object: the copies at other locations are suppressed
