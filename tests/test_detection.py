@@ -131,6 +131,20 @@ def test_grouped_batches_hold_one_orientation_and_every_record_once_an_epoch():
         pipeline.GroupedSampler(groups, 20, seed=0)
 
 
+def test_grouped_sampler_gives_the_same_order_to_concurrent_readers():
+    """grain reads records from several threads at once, across epoch boundaries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups = np.random.default_rng(0).integers(0, 2, 50)
+    expected = [pipeline.GroupedSampler(groups, 4, seed=1)[i].record_key for i in range(2000)]
+    shared = pipeline.GroupedSampler(groups, 4, seed=1)
+    positions = np.random.default_rng(1).permutation(2000)
+    positions = np.sort(positions.reshape(-1, 40), axis=1).ravel()  # readers close together
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda i: shared[int(i)].record_key, positions))
+    assert dict(zip(positions.tolist(), keys)) == dict(enumerate(expected))
+
+
 def test_training_batches_pad_to_one_bucket_and_resume_where_they_stopped(prepared):
     """Landscape and portrait records through the loader: each batch has the shape of one
     orientation's canvas (both occur), boxes stay on their objects, and a restored iterator

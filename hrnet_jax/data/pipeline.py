@@ -94,7 +94,8 @@ class GroupedSampler:
         if not self._batches_per_epoch:
             raise ValueError(f"no group has {global_batch_size} records (sizes "
                              f"{[len(m) for m in members]}): lower the batch size")
-        self._members, self._epoch, self._order = members, -1, np.zeros(0, np.int64)
+        self._members = members
+        self._orders: dict[int, np.ndarray] = {}  # recent epochs; grain reads from threads
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self._seed, epoch])
@@ -107,10 +108,13 @@ class GroupedSampler:
 
     def __getitem__(self, index: int) -> grain.RecordMetadata:
         epoch, offset = divmod(index, self._batches_per_epoch * self._batch)
-        if epoch != self._epoch:
-            self._epoch, self._order = epoch, self.epoch_order(epoch)
+        order = self._orders.get(epoch)
+        if order is None:  # each read or write of the dict is atomic: no thread sees half a cache
+            order = self.epoch_order(epoch)
+            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+            self._orders[epoch] = order
         rng = np.random.Generator(np.random.Philox(key=self._seed + index))
-        return grain.RecordMetadata(index=index, record_key=int(self._order[offset]), rng=rng)
+        return grain.RecordMetadata(index=index, record_key=int(order[offset]), rng=rng)
 
     def __repr__(self) -> str:
         return (f"GroupedSampler({len(self._groups)} records, global_batch={self._batch}, "
