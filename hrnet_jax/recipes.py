@@ -10,6 +10,17 @@ from hrnet_jax.data.transforms import scale_steps
 CITYSCAPES_TRAIN_IMAGES = 2975
 
 
+def schedule_in_epochs(config: ExperimentConfig, train_examples: int, epochs: int,
+                       eval_every: int, log_every: int, checkpoints_per_epoch: int = 1) -> None:
+    """The loop and checkpoints of a recipe stated in epochs of `train_examples` at the config's
+    global batch size (the last partial batch of an epoch dropped, as the references do)."""
+    steps_per_epoch = train_examples // config.data.batch_size
+    config.loop = LoopConfig(num_steps=epochs * steps_per_epoch, log_every=log_every,
+                             eval_every=eval_every * steps_per_epoch)
+    config.checkpoint = CheckpointConfig(every_steps=steps_per_epoch // checkpoints_per_epoch,
+                                         keep=3)
+
+
 def cityscapes(arch: str, ohem: bool = False) -> ExperimentConfig:
     """HRNet-Semantic-Segmentation's Cityscapes recipe: 512x1024 crops of images scaled to a
     long side of 2048 x 0.5..2.1, flip; batch 12 with BatchNorm over the whole batch; SGD 0.01,
@@ -70,10 +81,7 @@ def top_down_pose(dataset: str, arch: str, image_size: tuple[int, int], train_pe
                                     "COCO_val2017_detections_AP_H_56_person.json")
     config.optim = OptimConfig(optimizer="adam", learning_rate=1e-3, schedule="multistep",
                                milestones=(170 / 210, 200 / 210), decay_factor=0.1)
-    steps_per_epoch = train_persons // config.data.batch_size
-    config.loop = LoopConfig(num_steps=210 * steps_per_epoch, log_every=100,
-                             eval_every=10 * steps_per_epoch)
-    config.checkpoint = CheckpointConfig(every_steps=steps_per_epoch, keep=3)
+    schedule_in_epochs(config, train_persons, 210, eval_every=10, log_every=100)
     config.eval = EvalConfig(num_pictures=4, flip=True)
     return config
 
@@ -117,10 +125,7 @@ def face_landmarks(dataset: str) -> ExperimentConfig:
                              rotation_factor=30.0)
     config.optim = OptimConfig(optimizer="adam", learning_rate=1e-4, schedule="multistep",
                                milestones=(30 / 60, 50 / 60), decay_factor=0.1)
-    steps_per_epoch = train_faces // config.data.batch_size
-    config.loop = LoopConfig(num_steps=60 * steps_per_epoch, log_every=50,
-                             eval_every=10 * steps_per_epoch)
-    config.checkpoint = CheckpointConfig(every_steps=steps_per_epoch, keep=3)
+    schedule_in_epochs(config, train_faces, 60, eval_every=10, log_every=50)
     config.eval = EvalConfig(num_pictures=4)
     return config
 
@@ -142,10 +147,7 @@ def imagenet(arch: str) -> ExperimentConfig:
     config.optim = OptimConfig(optimizer="sgd", learning_rate=0.05, momentum=0.9, nesterov=True,
                                weight_decay=1e-4, schedule="multistep",
                                milestones=(0.3, 0.6, 0.9), decay_factor=0.1)
-    steps_per_epoch = IMAGENET_TRAIN_IMAGES // config.data.batch_size
-    config.loop = LoopConfig(num_steps=100 * steps_per_epoch, log_every=100,
-                             eval_every=5 * steps_per_epoch)
-    config.checkpoint = CheckpointConfig(every_steps=steps_per_epoch, keep=3)
+    schedule_in_epochs(config, IMAGENET_TRAIN_IMAGES, 100, eval_every=5, log_every=100)
     config.eval = EvalConfig(num_pictures=8)
     return config
 
@@ -182,10 +184,8 @@ def fcos_coco(arch: str) -> ExperimentConfig:
                                weight_decay=1e-4, decay_norm_and_bias=False,
                                schedule="multistep", milestones=(8 / 12, 11 / 12),
                                warmup_steps=500, warmup_start=1 / 3, clip_grad_norm=35.0)
-    steps_per_epoch = COCO_DETECTION_TRAIN_IMAGES // config.data.batch_size
-    config.loop = LoopConfig(num_steps=12 * steps_per_epoch, log_every=50,
-                             eval_every=4 * steps_per_epoch)
-    config.checkpoint = CheckpointConfig(every_steps=steps_per_epoch // 2, keep=3)
+    schedule_in_epochs(config, COCO_DETECTION_TRAIN_IMAGES, 12, eval_every=4, log_every=50,
+                       checkpoints_per_epoch=2)
     config.eval = EvalConfig(num_pictures=4)
     return config
 
