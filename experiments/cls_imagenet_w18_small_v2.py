@@ -9,14 +9,10 @@ pipeline (random-resized crops, mixup and CutMix) on generated pictures, for tes
 """
 
 from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.experiments import with_variant
 from hrnet_jax.recipes import imagenet, imagenet_smoke
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = imagenet("hrnet_w18_small_v2")
-    config.description = __doc__.splitlines()[0]
-    if variant == "smoke":
-        return imagenet_smoke(config)
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of cls_imagenet_w18_small_v2; choose smoke")
-    return config
+    return with_variant(imagenet("hrnet_w18_small_v2"), variant,
+                        smoke=imagenet_smoke)

@@ -7,17 +7,14 @@ Expected on a 2-core CPU: about 4 minutes, eval top-1 about 0.87 (4 classes, cha
 `:smoke` runs 4 steps of a tiny model, for tests.
 """
 
-from hrnet_jax.config import ExperimentConfig, smoke, synthetic_demo
+from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.experiments import with_variant
+from hrnet_jax.recipes import smoke, synthetic_demo
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
     config = synthetic_demo("classification", "classification", num_classes=4, dataset="synthetic_classification")
-    config.description = __doc__.splitlines()[0]
     config.data.image_size = (32, 32)  # the classification head is heavy: keep pictures small
     config.optim.learning_rate = 5e-3
     config.loop.num_steps = 800
-    if variant == "smoke":
-        return smoke(config)
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of cls_synthetic; choose smoke")
-    return config
+    return with_variant(config, variant, smoke=smoke)

@@ -12,14 +12,10 @@ person boxes of the real sample in shared/data/coco_mini, for tests.
 """
 
 from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.experiments import with_variant
 from hrnet_jax.recipes import fcos_coco, fcos_smoke
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = fcos_coco("hrnet_w18")
-    config.description = __doc__.splitlines()[0]
-    if variant == "smoke":
-        return fcos_smoke(config)
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of det_coco_fcos_w18; choose smoke")
-    return config
+    return with_variant(fcos_coco("hrnet_w18"), variant,
+                        smoke=fcos_smoke)

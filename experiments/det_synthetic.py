@@ -8,17 +8,14 @@ keeps the neck's own strides 4..64 and 64-channel towers: the shapes are 13 to 3
 `:smoke` runs 4 steps of a tiny model, for tests.
 """
 
-from hrnet_jax.config import ExperimentConfig, smoke, synthetic_demo
+from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.experiments import with_variant
+from hrnet_jax.recipes import smoke, synthetic_demo
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
     config = synthetic_demo("detection", "detection", num_classes=4, dataset="synthetic_detection")
-    config.description = __doc__.splitlines()[0]
     config.model.strides, config.model.head_channels = (4, 8, 16, 32, 64), 64
     config.data.short_sides, config.data.max_long_side, config.data.max_boxes = (64,), 64, 4
     config.data.flip = True
-    if variant == "smoke":
-        return smoke(config)
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of det_synthetic; choose smoke")
-    return config
+    return with_variant(config, variant, smoke=smoke)

@@ -9,14 +9,10 @@ model on generated faces in the HRNet CSV layout (tests write them), for tests.
 """
 
 from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.experiments import with_variant
 from hrnet_jax.recipes import face_landmarks, top_down_smoke
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = face_landmarks("aflw")
-    config.description = __doc__.splitlines()[0]
-    if variant == "smoke":
-        return top_down_smoke(config, "test", (64, 64))
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of face_aflw_w18; choose smoke")
-    return config
+    return with_variant(face_landmarks("aflw"), variant,
+                        smoke=lambda config: top_down_smoke(config, "test", (64, 64)))

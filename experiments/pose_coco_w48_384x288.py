@@ -11,14 +11,15 @@ shared/data/coco_mini, for tests.
 """
 
 from hrnet_jax.config import ExperimentConfig
-from hrnet_jax.recipes import COCO_TRAIN_PERSONS, top_down_smoke, top_down_pose
+from hrnet_jax.data.datasets import coco
+from hrnet_jax.experiments import with_variant
+from hrnet_jax.recipes import top_down_pose, top_down_smoke
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = top_down_pose("coco_keypoints", "hrnet_w48", (384, 288), COCO_TRAIN_PERSONS)
-    config.description = __doc__.splitlines()[0]
-    if variant == "smoke":
-        return top_down_smoke(config, "val", (128, 96))
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of pose_coco_w48_384x288; choose smoke")
-    return config
+    config = top_down_pose("coco_keypoints", "hrnet_w48", (384, 288),
+                           scale_factor=0.35,
+                           rotation_factor=45.0,
+                           half_body_probability=0.3,
+                           person_boxes=coco.PERSON_DETECTIONS)
+    return with_variant(config, variant, smoke=lambda config: top_down_smoke(config, "val", (128, 96)))

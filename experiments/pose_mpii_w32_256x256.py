@@ -9,14 +9,13 @@ real sample in shared/data/mpii_mini, for tests.
 """
 
 from hrnet_jax.config import ExperimentConfig
-from hrnet_jax.recipes import MPII_TRAIN_PERSONS, top_down_smoke, top_down_pose
+from hrnet_jax.experiments import with_variant
+from hrnet_jax.recipes import top_down_pose, top_down_smoke
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = top_down_pose("mpii", "hrnet_w32", (256, 256), MPII_TRAIN_PERSONS)
-    config.description = __doc__.splitlines()[0]
-    if variant == "smoke":
-        return top_down_smoke(config, "test_mpii", (64, 64))
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of pose_mpii_w32_256x256; choose smoke")
-    return config
+    config = top_down_pose("mpii", "hrnet_w32", (256, 256),
+                           scale_factor=0.25,
+                           rotation_factor=30.0,
+                           half_body_probability=0.0)
+    return with_variant(config, variant, smoke=lambda config: top_down_smoke(config, "test_mpii", (64, 64)))

@@ -7,16 +7,13 @@ Expected on a 2-core CPU: about a minute, eval PCK@0.1 above 0.95 (1.0 seen, mea
 `:smoke` runs 4 steps of a tiny model, for tests.
 """
 
-from hrnet_jax.config import ExperimentConfig, smoke, synthetic_demo
+from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.experiments import with_variant
+from hrnet_jax.recipes import smoke, synthetic_demo
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
     config = synthetic_demo("pose", "pose", num_classes=6, dataset="synthetic_pose")
-    config.description = __doc__.splitlines()[0]
     config.optim.learning_rate = 2e-3
     config.loop.num_steps = 800
-    if variant == "smoke":
-        return smoke(config)
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of pose_synthetic; choose smoke")
-    return config
+    return with_variant(config, variant, smoke=smoke)

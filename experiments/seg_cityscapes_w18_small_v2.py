@@ -9,14 +9,10 @@ of a tiny model on the real sample in shared/data/cityscapes_mini, for tests.
 """
 
 from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.experiments import with_variant
 from hrnet_jax.recipes import cityscapes, cityscapes_smoke
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = cityscapes("hrnet_w18_small_v2", ohem=False)
-    config.description = __doc__.splitlines()[0]
-    if variant == "smoke":
-        return cityscapes_smoke(config)
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of seg_cityscapes_w18_small_v2; choose smoke")
-    return config
+    return with_variant(cityscapes("hrnet_w18_small_v2", ohem=False), variant,
+                        smoke=cityscapes_smoke)

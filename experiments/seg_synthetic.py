@@ -7,14 +7,11 @@ included; 0.82 seen); prediction next to ground truth in /tmp/seg_synthetic/pict
 runs 4 steps of a tiny model, for tests.
 """
 
-from hrnet_jax.config import ExperimentConfig, smoke, synthetic_demo
+from hrnet_jax.config import ExperimentConfig
+from hrnet_jax.experiments import with_variant
+from hrnet_jax.recipes import smoke, synthetic_demo
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = synthetic_demo("segmentation", "segmentation", num_classes=5, dataset="synthetic_segmentation")
-    config.description = __doc__.splitlines()[0]
-    if variant == "smoke":
-        return smoke(config)
-    if variant:
-        raise ValueError(f"unknown variant {variant!r} of seg_synthetic; choose smoke")
-    return config
+    return with_variant(synthetic_demo("segmentation", "segmentation", num_classes=5, dataset="synthetic_segmentation"), variant,
+                        smoke=smoke)

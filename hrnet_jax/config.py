@@ -36,46 +36,69 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    name: str = "synthetic_segmentation"
+    """What every task's data has; each task family adds its own options (below)."""
+
+    name: str = "synthetic_segmentation"  # a dataset of hrnet_jax.data.datasets
     image_size: tuple[int, int] = (64, 64)
     batch_size: int = 8  # global, over every device and host
     eval_batch_size: int = 8
-    num_train: int = 512  # synthetic datasets only
+    num_train: int = 512  # generated datasets only
     num_eval: int = 64
     worker_count: int = 0  # grain worker processes
-    heatmap_sigma: float = 2.0  # keypoint tasks: the Gaussian targets' sigma, in heatmap pixels
     seed: int = 0
     # Prepared datasets (python -m hrnet_jax.data.prepare): where, and which splits.
     data_dir: str = "~/tensorflow_datasets"
     train_split: str = "train"
     eval_split: str = "val"
-    # Segmentation training augmentation (off when crop_size is empty): the long side scaled to
-    # base_size x one of train_scales, padded, randomly cropped to crop_size, mirrored if flip.
+    flip: bool = False  # training mirrors
+
+
+@dataclasses.dataclass
+class SegmentationData(DataConfig):
+    # Training augmentation (off when crop_size is empty): the long side scaled to base_size x
+    # one of train_scales, padded, randomly cropped to crop_size, mirrored if flip.
     base_size: int = 0
     train_scales: tuple[float, ...] = ()
     crop_size: tuple[int, ...] = ()
-    flip: bool = False  # training mirrors (segmentation, top-down pose, classification)
-    # Classification training: RandomResizedCrop to image_size (else the evaluation framing,
-    # resize + centre crop), and mixup / CutMix of each batch (timm's alphas; 0 = off).
-    random_resized_crop: bool = False
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    # Top-down pose training augmentation (hrnet_jax.data.topdown; 0 = off): scale drawn from
+
+
+@dataclasses.dataclass
+class KeypointData(DataConfig):
+    heatmap_sigma: float = 2.0  # the Gaussian targets' sigma, in heatmap pixels
+    # Top-down training augmentation (hrnet_jax.data.topdown; 0 = off): scale drawn from
     # N(1, scale_factor) clipped to 1 +- scale_factor, rotation N(0, rotation_factor) degrees
     # clipped to +- 2 x rotation_factor with probability 0.6, half-body boxes with this probability.
     scale_factor: float = 0.0
     rotation_factor: float = 0.0
     half_body_probability: float = 0.0
-    # Top-down pose evaluation boxes: "ground_truth", or a COCO detection results file (person
-    # boxes and scores, e.g. COCO_val2017_detections_AP_H_56_person.json of the HRNet release).
+    # Evaluation boxes: "ground_truth", or a COCO detection results file (person boxes and
+    # scores, e.g. COCO_val2017_detections_AP_H_56_person.json of the HRNet release).
     person_boxes: str = "ground_truth"
-    # Detection (hrnet_jax.data.detection): the short side resized to one of short_sides (drawn
-    # per training image: multi-scale; the largest at evaluation), the long side at most
-    # max_long_side, padded to image_size (landscape) or its transpose (portrait); at most
-    # max_boxes ground-truth boxes an image (the largest kept).
+
+
+@dataclasses.dataclass
+class ClassificationData(DataConfig):
+    # Training: RandomResizedCrop to image_size (else the evaluation framing, resize + centre
+    # crop), and mixup / CutMix of each batch (timm's alphas; 0 = off).
+    random_resized_crop: bool = False
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+
+
+@dataclasses.dataclass
+class DetectionData(DataConfig):
+    # hrnet_jax.data.detection: the short side resized to one of short_sides (drawn per training
+    # image: multi-scale; the largest at evaluation), the long side at most max_long_side, padded
+    # to image_size (landscape) or its transpose (portrait); at most max_boxes ground-truth boxes
+    # an image (the largest kept).
     short_sides: tuple[int, ...] = (800,)
     max_long_side: int = 1333
     max_boxes: int = 100
+
+
+# The data options of each task.
+DATA_CONFIGS = {"segmentation": SegmentationData, "pose": KeypointData, "landmarks": KeypointData,
+                "classification": ClassificationData, "detection": DetectionData}
 
 
 @dataclasses.dataclass
@@ -153,36 +176,13 @@ class ExperimentConfig:
     description: str = ""
     task: str = "segmentation"  # segmentation | pose | landmarks | classification | detection
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    data: DataConfig = dataclasses.field(default_factory=SegmentationData)  # DATA_CONFIGS[task]
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     loop: LoopConfig = dataclasses.field(default_factory=LoopConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-
-
-def synthetic_demo(task: str, head: str, num_classes: int, dataset: str) -> ExperimentConfig:
-    """What the embedded demos share: a width-8 tiny HRNet, 64x64 generated pictures, Adam with
-    cosine decay; each demo then states what differs."""
-    config = ExperimentConfig(task=task)
-    config.model = ModelConfig(arch="tiny", width=8, head=head, num_classes=num_classes)
-    config.data = DataConfig(name=dataset, image_size=(64, 64), batch_size=16, num_train=4096,
-                             num_eval=128)
-    config.optim = OptimConfig(optimizer="adam", learning_rate=3e-3, schedule="cosine",
-                               warmup_steps=20)
-    config.loop = LoopConfig(num_steps=600, log_every=20)
-    config.checkpoint = CheckpointConfig(every_steps=200)
-    return config
-
-
-def smoke(config: ExperimentConfig) -> ExperimentConfig:
-    """The `:smoke` variant: 4 steps of a width-4 tiny model, checkpoints every 2, for tests."""
-    config.model.arch, config.model.width = "tiny", 4
-    config.data.batch_size, config.data.num_eval = 4, 8
-    config.loop.num_steps, config.loop.log_every = 4, 2
-    config.checkpoint.every_steps = 2
-    return config
 
 
 class ConfigError(ValueError):
@@ -250,10 +250,15 @@ def to_dict(config: ExperimentConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def to_json(config: ExperimentConfig) -> str:
+    return json.dumps(to_dict(config), indent=2)
+
+
 def from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Inverse of `to_dict` (tuples come back from JSON lists)."""
     def build(cls, values):
         hints = typing.get_type_hints(cls)
+        hints["data"] = DATA_CONFIGS.get(values.get("task"), hints.get("data"))
         kwargs = {}
         for name, value in values.items():
             hint = hints[name]
@@ -268,4 +273,4 @@ def from_dict(data: dict[str, Any]) -> ExperimentConfig:
 
 def save_json(config: ExperimentConfig, path: str) -> None:
     with open(path, "w") as f:
-        json.dump(to_dict(config), f, indent=2)
+        f.write(to_json(config))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+from typing import Callable
 
 from hrnet_jax.config import ExperimentConfig
 
@@ -30,12 +31,29 @@ def _load_module(path: pathlib.Path):
     return module
 
 
+def with_variant(config: ExperimentConfig, variant: str | None,
+                 **variants: Callable[[ExperimentConfig], ExperimentConfig]) -> ExperimentConfig:
+    """The experiment's config, or the named variant of it (`NAME:VARIANT`): what every
+    experiment file's `get_config` returns."""
+    if not variant:
+        return config
+    if variant not in variants:
+        raise ValueError(f"unknown variant {variant!r}; choose {' or '.join(variants) or 'none'}")
+    return variants[variant](config)
+
+
 def load(spec: str) -> ExperimentConfig:
-    """'NAME' or 'NAME:VARIANT' -> the experiment's config, named."""
+    """'NAME' or 'NAME:VARIANT' -> the experiment's config, named and described (the first line
+    of its docstring)."""
     name, _, variant = spec.partition(":")
     path = EXPERIMENTS_DIR / f"{name}.py"
     if not path.is_file():
         raise ValueError(f"unknown experiment {name!r}; available: {', '.join(available())}")
-    config = _load_module(path).get_config(variant or None)
+    module = _load_module(path)
+    try:
+        config = module.get_config(variant or None)
+    except ValueError as error:
+        raise ValueError(f"experiment {name}: {error}") from None
     config.name = spec
+    config.description = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
     return config

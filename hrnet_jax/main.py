@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--boxes", help="predict, pose: person boxes, a JSON list of [x, y, w, h] "
                                         "or of COCO detections")
     parser.add_argument("--list", action="store_true", help="print the experiments and exit")
+    parser.add_argument("--print_config", action="store_true",
+                        help="print the fully resolved config (after --set) as JSON and exit")
     parser.add_argument("--coordinator_address", help="host:port of process 0 (multi-host)")
     parser.add_argument("--num_processes", type=int)
     parser.add_argument("--process_id", type=int)
@@ -46,16 +48,21 @@ def main(argv: list[str] | None = None) -> int:
         for name, description in experiments.available().items():
             print(f"{name:32s} {description}")
         return 0
-    if not args.experiment or not args.workdir:
+    if not args.experiment or not (args.workdir or args.print_config):
         print("error: --experiment and --workdir are required (or --list)", file=sys.stderr)
         return 2
     try:
         config = experiments.load(args.experiment)
         for assignment in args.overrides:
             config_lib.apply_override(config, assignment)
+        from hrnet_jax.tasks import check_pairing
+        check_pairing(config)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(config_lib.to_json(config))
+        return 0
     if args.coordinator_address or args.tpu_pod:
         # CPU hosts exchange collectives over gloo (GPU and TPU backends use their own).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -63,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
                                    heartbeat_timeout_seconds=args.heartbeat_timeout)
 
+    from hrnet_jax.predict import predict_files
     from hrnet_jax.training.loop import Trainer
 
     trainer = Trainer(config, args.workdir)
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.input:
         output = args.output or f"{args.workdir}/predictions"
         try:
-            written = trainer.predict_files(args.input, output, args.boxes)
+            written = predict_files(trainer, args.input, output, args.boxes)
         except (FileNotFoundError, ValueError, NotImplementedError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -1,13 +1,37 @@
-"""The papers' training recipes as config factories that experiment files share."""
+"""The papers' training recipes, and the demo and `:smoke` variants, as config factories that
+experiment files call with every argument visible. Each states its source in its docstring."""
 
 from __future__ import annotations
 
-from hrnet_jax.config import (CheckpointConfig, DataConfig, EvalConfig, ExperimentConfig, LoopConfig,
-                              LossConfig, ModelConfig, OptimConfig)
-from hrnet_jax.data import cityscapes_labels
+from hrnet_jax.config import (CheckpointConfig, ClassificationData, DetectionData, EvalConfig,
+                              ExperimentConfig, KeypointData, LoopConfig, LossConfig, ModelConfig,
+                              OptimConfig, SegmentationData, DATA_CONFIGS)
+from hrnet_jax.data import datasets
+from hrnet_jax.data.datasets import cityscapes as cityscapes_dataset
 from hrnet_jax.data.transforms import scale_steps
 
-CITYSCAPES_TRAIN_IMAGES = 2975
+
+def synthetic_demo(task: str, head: str, num_classes: int, dataset: str) -> ExperimentConfig:
+    """What the embedded demos share: a width-8 tiny HRNet, 64x64 generated pictures, Adam with
+    cosine decay; each demo then states what differs."""
+    config = ExperimentConfig(task=task)
+    config.model = ModelConfig(arch="tiny", width=8, head=head, num_classes=num_classes)
+    config.data = DATA_CONFIGS[task](name=dataset, image_size=(64, 64), batch_size=16,
+                                     num_train=4096, num_eval=128)
+    config.optim = OptimConfig(optimizer="adam", learning_rate=3e-3, schedule="cosine",
+                               warmup_steps=20)
+    config.loop = LoopConfig(num_steps=600, log_every=20)
+    config.checkpoint = CheckpointConfig(every_steps=200)
+    return config
+
+
+def smoke(config: ExperimentConfig) -> ExperimentConfig:
+    """The demos' `:smoke` variant: 4 steps of a width-4 tiny model, checkpoints every 2."""
+    config.model.arch, config.model.width = "tiny", 4
+    config.data.batch_size, config.data.num_eval = 4, 8
+    config.loop.num_steps, config.loop.log_every = 4, 2
+    config.checkpoint.every_steps = 2
+    return config
 
 
 def schedule_in_epochs(config: ExperimentConfig, train_examples: int, epochs: int,
@@ -28,14 +52,14 @@ def cityscapes(arch: str, ohem: bool = False) -> ExperimentConfig:
     floor(2975 / 12) = 247 iterations; class-weighted cross-entropy (or OHEM)."""
     config = ExperimentConfig(task="segmentation")
     config.model = ModelConfig(arch=arch, head="segmentation", num_classes=19)
-    config.data = DataConfig(name="cityscapes", image_size=(512, 1024), batch_size=12,
+    config.data = SegmentationData(name="cityscapes", image_size=(512, 1024), batch_size=12,
                              eval_batch_size=1, base_size=2048,
                              train_scales=scale_steps(0.5, 2.1, 0.1), crop_size=(512, 1024),
                              flip=True, worker_count=8)
     config.optim = OptimConfig(optimizer="sgd", learning_rate=0.01, momentum=0.9,
                                weight_decay=5e-4, schedule="poly", poly_power=0.9)
-    config.loss = LossConfig(class_weights=cityscapes_labels.CLASS_WEIGHTS, ohem=ohem)
-    iterations = 484 * (CITYSCAPES_TRAIN_IMAGES // 12)
+    config.loss = LossConfig(class_weights=cityscapes_dataset.CLASS_WEIGHTS, ohem=ohem)
+    iterations = 484 * (datasets.get("cityscapes").train_examples // 12)
     config.loop = LoopConfig(num_steps=iterations, log_every=50, eval_every=10_000)
     config.checkpoint = CheckpointConfig(every_steps=2000, keep=3)
     config.eval = EvalConfig(num_pictures=4)
@@ -57,31 +81,25 @@ def cityscapes_smoke(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
-COCO_TRAIN_PERSONS = 149813  # the reference's training persons of train2017
-MPII_TRAIN_PERSONS = 22246
-
-
-def top_down_pose(dataset: str, arch: str, image_size: tuple[int, int], train_persons: int
-                  ) -> ExperimentConfig:
+def top_down_pose(dataset: str, arch: str, image_size: tuple[int, int], scale_factor: float,
+                  rotation_factor: float, half_body_probability: float,
+                  person_boxes: str = "ground_truth") -> ExperimentConfig:
     """HRNet pose's recipe: Adam 1e-3 without weight decay, 210 epochs of batch 32 x 4 GPUs,
     x0.1 after epochs 170 and 200; heatmaps at 1/4 with sigma 2 (3 from 384x288 up); flip
-    training and the flip test. COCO augments scale 0.35, rotation 45, half-body 0.3; MPII
-    scale 0.25, rotation 30, no half-body."""
-    coco = dataset == "coco_keypoints"
+    training and the flip test; the augmentation as given (COCO: scale 0.35, rotation 45,
+    half-body 0.3; MPII: 0.25, 30, none)."""
+    persons = datasets.get(dataset)
     config = ExperimentConfig(task="pose")
-    config.model = ModelConfig(arch=arch, head="pose", num_classes=17 if coco else 16)
-    config.data = DataConfig(
+    config.model = ModelConfig(arch=arch, head="pose", num_classes=persons.keypoints.num_joints)
+    config.data = KeypointData(
         name=dataset, image_size=image_size, batch_size=128, eval_batch_size=32,
         heatmap_sigma=2.0 if image_size[0] <= 256 else 3.0, worker_count=8,
-        train_split="train", eval_split="val" if coco else "valid", flip=True,
-        scale_factor=0.35 if coco else 0.25, rotation_factor=45.0 if coco else 30.0,
-        half_body_probability=0.3 if coco else 0.0)
-    if coco:  # the paper's person detector (AP 56.4), from the HRNet release
-        config.data.person_boxes = ("~/coco/person_detection_results/"
-                                    "COCO_val2017_detections_AP_H_56_person.json")
+        train_split="train", eval_split=persons.eval_split, flip=True,
+        scale_factor=scale_factor, rotation_factor=rotation_factor,
+        half_body_probability=half_body_probability, person_boxes=person_boxes)
     config.optim = OptimConfig(optimizer="adam", learning_rate=1e-3, schedule="multistep",
                                milestones=(170 / 210, 200 / 210), decay_factor=0.1)
-    schedule_in_epochs(config, train_persons, 210, eval_every=10, log_every=100)
+    schedule_in_epochs(config, persons.train_examples, 210, eval_every=10, log_every=100)
     config.eval = EvalConfig(num_pictures=4, flip=True)
     return config
 
@@ -103,35 +121,25 @@ def top_down_smoke(config: ExperimentConfig, split: str, image_size: tuple[int, 
     return config
 
 
-# Training faces and the evaluation split of the facial-landmark datasets (HRNet's splits).
-FACE_DATASETS = {"wflw": (7500, "test"), "300w": (3148, "valid"), "cofw": (1345, "test"),
-                 "aflw": (20000, "test")}
-
-
 def face_landmarks(dataset: str) -> ExperimentConfig:
     """HRNet-Facial-Landmark-Detection's recipe: HRNetV2-W18, 256x256 crops of the face box
     x1.25 -> 64x64 heatmaps (sigma 1.5); scale U(0.75, 1.25), rotation U(-30, 30) with p 0.6,
     flip with the dataset's point pairs; Adam 1e-4 without weight decay, batch 16 x 4 GPUs, 60
     epochs, x0.1 after 30 and 50; evaluation on the whole split without the flip test."""
-    from hrnet_jax.data.keypoint_sets import LANDMARK_SETS
-
-    train_faces, eval_split = FACE_DATASETS[dataset]
+    faces = datasets.get(dataset)
     config = ExperimentConfig(task="landmarks")
     config.model = ModelConfig(arch="hrnet_w18", head="landmarks",
-                               num_classes=LANDMARK_SETS[dataset].num_joints)
-    config.data = DataConfig(name=dataset, image_size=(256, 256), batch_size=64, eval_batch_size=32,
-                             heatmap_sigma=1.5, worker_count=8, train_split="train",
-                             eval_split=eval_split, flip=True, scale_factor=0.25,
-                             rotation_factor=30.0)
+                               num_classes=faces.keypoints.num_joints)
+    config.data = KeypointData(name=dataset, image_size=(256, 256), batch_size=64,
+                               eval_batch_size=32, heatmap_sigma=1.5, worker_count=8,
+                               train_split="train", eval_split=faces.eval_split, flip=True,
+                               scale_factor=0.25, rotation_factor=30.0)
     config.optim = OptimConfig(optimizer="adam", learning_rate=1e-4, schedule="multistep",
                                milestones=(30 / 60, 50 / 60), decay_factor=0.1)
-    schedule_in_epochs(config, train_faces, 60, eval_every=10, log_every=50)
+    schedule_in_epochs(config, faces.train_examples, 60, eval_every=10, log_every=50)
     config.eval = EvalConfig(num_pictures=4)
     return config
 
-
-
-IMAGENET_TRAIN_IMAGES = 1281167
 
 
 def imagenet(arch: str) -> ExperimentConfig:
@@ -141,13 +149,13 @@ def imagenet(arch: str) -> ExperimentConfig:
     in the paper (--set optim.label_smoothing=0.1, data.cutmix_alpha=1.0 for later recipes)."""
     config = ExperimentConfig(task="classification")
     config.model = ModelConfig(arch=arch, head="classification", num_classes=1000)
-    config.data = DataConfig(name="imagenet2012", image_size=(224, 224), batch_size=128,
+    config.data = ClassificationData(name="imagenet2012", image_size=(224, 224), batch_size=128,
                              eval_batch_size=250, worker_count=16, train_split="train",
                              eval_split="validation", random_resized_crop=True, flip=True)
     config.optim = OptimConfig(optimizer="sgd", learning_rate=0.05, momentum=0.9, nesterov=True,
                                weight_decay=1e-4, schedule="multistep",
                                milestones=(0.3, 0.6, 0.9), decay_factor=0.1)
-    schedule_in_epochs(config, IMAGENET_TRAIN_IMAGES, 100, eval_every=5, log_every=100)
+    schedule_in_epochs(config, datasets.get("imagenet2012").train_examples, 100, eval_every=5, log_every=100)
     config.eval = EvalConfig(num_pictures=8)
     return config
 
@@ -166,9 +174,6 @@ def imagenet_smoke(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
-COCO_DETECTION_TRAIN_IMAGES = 117266  # train2017 images with a box (FCOS's training set)
-
-
 def fcos_coco(arch: str) -> ExperimentConfig:
     """FCOS on HRNetV2p, the 1x schedule of FCOS and mmdet's HRNet configs: images resized to
     a short side of 800 (long <= 1333) and flipped, padded to 800x1344 (or 1344x800); pyramid
@@ -177,14 +182,14 @@ def fcos_coco(arch: str) -> ExperimentConfig:
     (mmdet's); backbone BatchNorm frozen (mmdet's norm_eval); evaluation at short side 800, NMS 0.6, 100 detections an image."""
     config = ExperimentConfig(task="detection")
     config.model = ModelConfig(arch=arch, head="detection", num_classes=80, norm_eval=True)
-    config.data = DataConfig(name="coco_detection", image_size=(800, 1344), batch_size=16,
+    config.data = DetectionData(name="coco_detection", image_size=(800, 1344), batch_size=16,
                              eval_batch_size=1, worker_count=16, train_split="train",
                              eval_split="val", flip=True, short_sides=(800,), max_long_side=1333)
     config.optim = OptimConfig(optimizer="sgd", learning_rate=0.01, momentum=0.9,
                                weight_decay=1e-4, decay_norm_and_bias=False,
                                schedule="multistep", milestones=(8 / 12, 11 / 12),
                                warmup_steps=500, warmup_start=1 / 3, clip_grad_norm=35.0)
-    schedule_in_epochs(config, COCO_DETECTION_TRAIN_IMAGES, 12, eval_every=4, log_every=50,
+    schedule_in_epochs(config, datasets.get("coco_detection").train_examples, 12, eval_every=4, log_every=50,
                        checkpoints_per_epoch=2)
     config.eval = EvalConfig(num_pictures=4)
     return config

@@ -30,6 +30,10 @@ from hrnet_jax.models import ArchSpec, create_model
 Variables = dict[str, Any]
 
 _WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "neck.")
+# Tensors the references save beside the model that no model holds: the official segmentation
+# training saves its FullModel, `model.*` plus the loss's class weights `loss.criterion.weight`.
+# They are known leftovers: reported as ignored, never an error.
+KNOWN_LEFTOVERS = ("loss.*",)
 
 # Flax module path (inside 'backbone') -> PyTorch module name, by pattern.
 _BACKBONE_RULES = [
@@ -214,7 +218,7 @@ def from_torch(arch: str | ArchSpec, head: str | None, state_dict: Mapping[str, 
         if name in targets:
             continue
         if name in bn_counters or any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(key, p)
-                                      for p in ignore):
+                                      for p in (*ignore, *KNOWN_LEFTOVERS)):
             report.ignored.append(key)
         else:
             report.unexpected.append(key)

@@ -50,7 +50,6 @@ def main() -> None:
     from hrnet_jax import experiments
     from hrnet_jax.data import pipeline, prepare
     from hrnet_jax.tasks import make_task
-    from hrnet_jax.training.loop import make_sources
 
     if args.from_sample:
         tree = full_size_tree(args.from_sample, copies=24)
@@ -60,7 +59,7 @@ def main() -> None:
     config = experiments.load("seg_cityscapes")
     config.data.data_dir, config.data.batch_size = args.data_dir, args.batch
     task = make_task(config)
-    train, _ = make_sources(config)
+    train, _ = task.dataset.sources(config.data)
     loader = pipeline.train_loader(train, task.prepare, args.batch, 0, args.workers, task.augment)
     iterator = iter(loader)
     next(iterator)  # workers started

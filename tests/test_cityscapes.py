@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from scipy import ndimage
 
 from hrnet_jax.data import prepare
-from hrnet_jax.data.cityscapes_labels import CLASSES, PALETTE, to_train_ids
+from hrnet_jax.data.datasets.cityscapes import CLASSES, PALETTE, to_train_ids
 
 STEM = "frankfurt_000000_000294"
 
@@ -126,12 +126,12 @@ def test_out_of_range_label_names_the_file():
 
 def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     from hrnet_jax import config as config_lib, experiments
-    from hrnet_jax.training.loop import make_sources
+    from hrnet_jax.data import datasets
 
     config = experiments.load("seg_cityscapes")
     config_lib.apply_override(config, f"data.data_dir={tmp_path}")
     with pytest.raises(FileNotFoundError, match="python -m hrnet_jax.data.prepare cityscapes"):
-        make_sources(config)
+        datasets.get(config.data.name).sources(config.data)
 
 
 def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_path, capsys):

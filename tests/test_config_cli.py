@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import pathlib
+
 import pytest
 
 from hrnet_jax import config as config_lib, experiments
@@ -62,3 +66,66 @@ def test_unknown_set_key_is_an_error_before_anything_runs(capsys, tmp_path):
 def test_unknown_variant_is_named(capsys, tmp_path):
     assert main(["--experiment=seg_synthetic:huge", f"--workdir={tmp_path}"]) == 2
     assert "smoke" in capsys.readouterr().err
+
+
+SNAPSHOT = pathlib.Path(__file__).parent / "data" / "experiment_configs.json"
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def test_every_experiment_resolves_to_its_recorded_config():
+    """Every experiment and its `:smoke` variant, resolved, against the values recorded in
+    tests/data/experiment_configs.json (recorded before the data configs were split by task:
+    the keys of other tasks' data options are gone, every other value is the same)."""
+    recorded = json.loads(SNAPSHOT.read_text())
+    assert sorted(recorded) == sorted(s for n in experiments.available() for s in (n, f"{n}:smoke"))
+    other_tasks_options = {f"data.{f.name}" for cls in config_lib.DATA_CONFIGS.values()
+                           for f in dataclasses.fields(cls)}
+    for spec, values in recorded.items():
+        resolved = flat(config_lib.to_dict(experiments.load(spec)))
+        assert {k: v for k, v in values.items() if k in resolved} == resolved, spec
+        assert set(values) - set(resolved) <= other_tasks_options, spec
+
+
+def test_experiment_files_share_one_variant_parser():
+    for path in experiments.EXPERIMENTS_DIR.glob("*.py"):
+        text = path.read_text()
+        assert "with_variant(" in text and "if variant" not in text, path.name
+
+
+def test_print_config_prints_the_resolved_config(capsys):
+    assert main(["--experiment=seg_cityscapes:smoke", "--print_config",
+                 "--set", "optim.learning_rate=0.5"]) == 0
+    printed = config_lib.from_dict(json.loads(capsys.readouterr().out))
+    expected = experiments.load("seg_cityscapes:smoke")
+    expected.optim.learning_rate = 0.5
+    assert printed == expected and isinstance(printed.data, config_lib.SegmentationData)
+
+
+def test_data_options_are_those_of_the_task():
+    config = experiments.load("pose_synthetic")
+    with pytest.raises(config_lib.ConfigError, match="unknown config key 'data.crop_size'"):
+        config_lib.apply_override(config, "data.crop_size=32x32")
+    config_lib.apply_override(config, "data.heatmap_sigma=3")
+    assert config.data.heatmap_sigma == 3.0
+
+
+@pytest.mark.parametrize("override,named", [
+    ("model.head=pose", ["model.head='pose'", "task='segmentation'"]),
+    ("data.name=coco_keypoints", ["data.name='coco_keypoints'", "'pose' task", "task='segmentation'"]),
+    ("data.name=pascal", ["unknown dataset 'pascal'", "cityscapes"]),
+])
+def test_a_head_or_dataset_of_another_task_is_named(capsys, tmp_path, override, named):
+    assert main(["--experiment=seg_synthetic:smoke", f"--workdir={tmp_path}",
+                 "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert all(text in err for text in named), err
+    assert not (tmp_path / "config.json").exists()

@@ -13,7 +13,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import perfect_head_outputs
-from hrnet_jax.data import coco_categories, detection, pipeline, prepare
+from hrnet_jax.data import detection, pipeline, prepare
+from hrnet_jax.data.datasets import coco as coco_categories
 from hrnet_jax.evaluation import coco
 from hrnet_jax.experiments import load
 from hrnet_jax.tasks import make_task
@@ -195,7 +196,7 @@ def test_ground_truth_as_detections_scores_ap_one(prepared):
         rows["area"] += list(objects["area"])
         rows["iscrowd"] += list(objects["iscrowd"])
     rows = {k: np.asarray(v) for k, v in rows.items()}
-    truth = coco.box_ground_truth(images, rows)
+    truth = coco.box_ground_truth(images, rows, coco_categories.CATEGORIES)
     results = coco.box_results(rows["image_id"], rows["bbox"], np.ones(len(rows["bbox"])),
                                rows["category_id"])
     figures = coco.box_ap(truth, results)
@@ -318,7 +319,7 @@ def test_predict_draws_captioned_boxes(smoke_run, shared_data, tmp_path):
     assert cv2.imread(str(tmp_path / "out/000000040083_detections.png")).shape == (333, 500, 3)
     blank = np.zeros((100, 300, 3), np.uint8)
     drawn = draw_boxes(blank, np.array([[20, 30, 120, 90]]), np.array([17]), np.array([0.87]),
-                       PREDICTION_COLOUR)
+                       PREDICTION_COLOUR, coco_categories.NAMES)
     assert (drawn[60, 20] == PREDICTION_COLOUR).all() and (drawn[60, 70] == 0).all()
     caption = drawn[:30, 20:120]  # "cat 0.87" on a filled label above the box
     assert (caption == PREDICTION_COLOUR).all(-1).sum() > 200 and (caption == 0).all(-1).sum() > 20

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from hrnet_jax.data import transforms
 from hrnet_jax.experiments import EXPERIMENTS_DIR, load
-from hrnet_jax.tasks import classification
+from hrnet_jax.tasks import classification, make_task
 
 EXPECTED_TOP1 = {"w18_small": 72.3, "w18_small_v2": 75.1, "w18": 76.8, "w30": 78.2, "w32": 78.5,
                  "w40": 78.9, "w44": 78.9, "w48": 79.3, "w64": 79.5}
@@ -71,17 +71,18 @@ def test_imagenet_pipeline_on_tfds_mock_data(monkeypatch):
     CutMix / mixup, the evaluation framing) on tfds's generated records of random sizes."""
     from hrnet_jax.data import pipeline
     from hrnet_jax.tasks import make_task
-    from hrnet_jax.training import loop
+    from hrnet_jax.data.datasets import Dataset
 
     config = load("cls_imagenet_w18:smoke")
     config.data.name, config.model.num_classes = "imagenet2012", 1000
     with tfds.testing.mock_data(num_examples=10):
         # mocked builders are not 'prepared' and list no splits; the sources themselves are real
-        monkeypatch.setattr(loop, "prepared_builder", lambda data: tfds.builder("imagenet2012"))
-        monkeypatch.setattr(loop, "prepared_split", lambda builder, data, split:
+        monkeypatch.setattr(Dataset, "prepared_builder",
+                            lambda self, data_dir: tfds.builder("imagenet2012"))
+        monkeypatch.setattr(Dataset, "split", lambda self, builder, split:
                             builder.as_data_source(split))
-        train, evaluation = loop.make_sources(config)
         task = make_task(config)
+        train, evaluation = task.dataset.sources(config.data)
         loader = pipeline.train_loader(train, task.prepare, 4, 0, 0, task.augment, task.mix_batch)
         batch = next(iter(loader))
         evaluation_batch = next(pipeline.eval_batches(evaluation, task.prepare, 4))
@@ -96,7 +97,7 @@ def test_imagenet_pipeline_on_tfds_mock_data(monkeypatch):
 def test_predict_prints_the_top5_with_imagenet_names(tmp_path, capsys):
     from hrnet_jax import main
 
-    names = classification.class_names(load("cls_imagenet_w18"))
+    names = make_task(load("cls_imagenet_w18")).names
     assert len(names) == 1000 and names[0].startswith("tench")
     image = tmp_path / "picture.png"
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8))

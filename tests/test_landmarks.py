@@ -12,8 +12,12 @@ import tensorflow_datasets as tfds
 
 from conftest import rows_from_targets
 from hrnet_jax.data import prepare, topdown
-from hrnet_jax.data.keypoint_sets import COFW, LANDMARK_SETS, NME_NORMALISERS, WFLW
-from hrnet_jax.evaluation import keypoints as evaluation
+from hrnet_jax.data.datasets import face_landmarks
+from hrnet_jax.evaluation import nme as evaluation
+
+WFLW, COFW = face_landmarks.WFLW_POINTS, face_landmarks.COFW_POINTS
+LANDMARK_SETS = {faces.name: faces.keypoints for faces in face_landmarks.DATASETS}
+NME_NORMALISERS = {faces.name: faces.normaliser for faces in face_landmarks.DATASETS}
 from hrnet_jax.experiments import load
 from hrnet_jax.tasks import make_task
 

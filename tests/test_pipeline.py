@@ -7,7 +7,6 @@ import numpy as np
 from hrnet_jax import experiments
 from hrnet_jax.data import pipeline
 from hrnet_jax.tasks import make_task
-from hrnet_jax.training.loop import make_sources
 
 
 def test_worker_processes_give_the_same_augmented_batches():
@@ -15,7 +14,7 @@ def test_worker_processes_give_the_same_augmented_batches():
     config.data.base_size, config.data.crop_size = 64, (32, 48)
     config.data.train_scales, config.data.flip = (0.5, 1.0, 1.5), True
     task = make_task(config)
-    source, _ = make_sources(config)
+    source, _ = task.dataset.sources(config.data)
     batches = []
     for workers in (0, 1):
         iterator = iter(pipeline.train_loader(source, task.prepare, 4, 3, workers, task.augment))

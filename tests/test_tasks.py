@@ -8,9 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hrnet_jax.tasks.classification import cross_entropy, top_k_correct
-from hrnet_jax.tasks.pose import decode_heatmaps, gaussian_heatmaps, heatmap_mse
-from hrnet_jax.tasks.segmentation import (confusion_matrix, iou_summary, ohem_cross_entropy,
+from hrnet_jax.evaluation.topk import top_k_correct
+from hrnet_jax.tasks.classification import cross_entropy
+from hrnet_jax.evaluation.miou import confusion_matrix, iou_summary
+from hrnet_jax.tasks.heatmaps import decode_quarter_offset, gaussian_heatmaps, heatmap_mse
+from hrnet_jax.tasks.segmentation import (ohem_cross_entropy,
                                           pixel_cross_entropy)
 
 
@@ -73,7 +75,18 @@ def test_confusion_matrix_and_iou_by_hand():
     summary = iou_summary(confusion)
     # IoU: class 0 = 1 / (2 + 2 - 1), class 1 = 2 / (2 + 3 - 2), class 2 = 0 / (1 + 0 - 0).
     assert abs(summary["miou"] - (1 / 3 + 2 / 3 + 0) / 3) < 1e-12
+    assert abs(summary["miou_all_classes"] - (1 / 3 + 2 / 3 + 0) / 3) < 1e-12
     assert abs(summary["pixel_accuracy"] - 3 / 5) < 1e-12
+
+
+def test_miou_over_occurring_classes_and_over_all_classes():
+    """Ours averages the classes that occur; the official validate() divides by all N."""
+    confusion = np.zeros((4, 4))
+    confusion[0, 0], confusion[1, 1], confusion[1, 0] = 6, 2, 2  # classes 2 and 3 never occur
+    summary = iou_summary(confusion)
+    assert abs(summary["miou"] - (6 / 8 + 2 / 4) / 2) < 1e-12
+    assert abs(summary["miou_all_classes"] - (6 / 8 + 2 / 4) / 4) < 1e-12
+    assert "iou/2" not in summary and abs(summary["pixel_accuracy"] - 0.8) < 1e-12
 
 
 def test_gaussian_targets_follow_the_reference_rule():
@@ -100,9 +113,27 @@ def test_decoding_moves_a_quarter_pixel_toward_the_higher_neighbour():
     heatmaps = np.zeros((1, 10, 10, 2), np.float32)
     heatmaps[0, 7, 5, 0], heatmaps[0, 7, 6, 0], heatmaps[0, 6, 5, 0] = 1.0, 0.5, 0.2
     heatmaps[0, 0, 9, 1] = 0.7  # on the border: no shift
-    coords, scores = decode_heatmaps(jnp.asarray(heatmaps))
+    coords, scores = decode_quarter_offset(jnp.asarray(heatmaps))
     np.testing.assert_allclose(np.asarray(coords[0]), [[5.25, 6.75], [9.0, 0.0]])
     np.testing.assert_allclose(np.asarray(scores[0]), [1.0, 0.7])
+
+
+def test_one_heatmap_decoder_on_the_host_and_in_jitted_code():
+    """The synthetic demo decodes inside its jitted eval step, top-down evaluation on the host:
+    both run the reference rule (offset only for 1 < x < w - 1, a map without a positive value
+    decodes to 0) and agree on every joint of random maps."""
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(48, 6, 7, 17)).astype(np.float32)
+    maps[:4] = -np.abs(maps[:4])  # no positive value: decoded to (0, 0)
+    host, host_scores = decode_quarter_offset(maps)
+    device, device_scores = jax.jit(decode_quarter_offset)(jnp.asarray(maps))
+    assert isinstance(host, np.ndarray)
+    np.testing.assert_array_equal(host, np.asarray(device))
+    np.testing.assert_array_equal(host_scores, np.asarray(device_scores))
+    np.testing.assert_array_equal(host[:4], 0.0)
+    edge = np.zeros((1, 6, 7, 1), np.float32)
+    edge[0, 3, 1, 0], edge[0, 3, 2, 0] = 1.0, 0.5  # x = 1: no offset by the reference rule
+    np.testing.assert_array_equal(decode_quarter_offset(edge)[0][0, 0], [1.0, 3.0])
 
 
 def test_classification_loss_and_top_k():

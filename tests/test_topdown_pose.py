@@ -11,8 +11,9 @@ import tensorflow_datasets as tfds
 
 from conftest import rows_from_targets
 from hrnet_jax.data import prepare, topdown
-from hrnet_jax.data.keypoint_sets import COCO
-from hrnet_jax.evaluation import keypoints as evaluation
+from hrnet_jax.data.datasets.coco import KEYPOINTS as COCO
+from hrnet_jax.evaluation import coco_keypoints, pckh
+from hrnet_jax.tasks import heatmaps
 from hrnet_jax.experiments import load
 from hrnet_jax.tasks import make_task
 
@@ -176,7 +177,7 @@ def test_quarter_offset_decoder_follows_the_reference():
     maps[0, 1, 4, 1], maps[0, 1, 5, 1] = 1.0, 0.5  # y = 1: outside 1 < y, not moved
     maps[0, 6, 3, 2], maps[0, 6, 2, 2] = 1.0, 0.5  # left
     maps[..., 3] = -1.0  # no positive maximum: the reference's coordinates are 0
-    coords, scores = evaluation.decode_quarter_offset(maps)
+    coords, scores = heatmaps.decode_quarter_offset(maps)
     np.testing.assert_allclose(coords[0], [[4.25, 4.25], [4, 1], [2.75, 6], [0, 0]])
     np.testing.assert_allclose(scores[0], [1, 1, 1, -1])
 
@@ -185,8 +186,8 @@ def test_dark_recovers_sub_pixel_centres_the_quarter_offset_cannot():
     rng = np.random.default_rng(0)
     truth = np.stack([rng.uniform(5, 42, 17), rng.uniform(5, 58, 17)], -1)
     maps = gaussians(truth)
-    dark, _ = evaluation.decode_dark(maps, evaluation.blur_kernel_size(2.0))
-    quarter, _ = evaluation.decode_quarter_offset(maps)
+    dark, _ = heatmaps.decode_dark(maps, heatmaps.blur_kernel_size(2.0))
+    quarter, _ = heatmaps.decode_quarter_offset(maps)
     assert np.abs(dark[0] - truth).max() < 0.01
     assert np.linalg.norm(quarter[0] - truth, axis=-1).mean() > 0.1
 
@@ -194,8 +195,8 @@ def test_dark_recovers_sub_pixel_centres_the_quarter_offset_cannot():
 def test_flip_back_undoes_the_mirror_and_shifts_one_pixel():
     maps = np.random.default_rng(0).uniform(size=(2, 16, 12, 17)).astype(np.float32)
     of_mirrored_input = maps[:, :, ::-1][..., COCO.flip_permutation()]
-    np.testing.assert_array_equal(evaluation.flip_back(of_mirrored_input, COCO, shift=False), maps)
-    shifted = evaluation.flip_back(of_mirrored_input, COCO)
+    np.testing.assert_array_equal(heatmaps.flip_back(of_mirrored_input, COCO, shift=False), maps)
+    shifted = heatmaps.flip_back(of_mirrored_input, COCO)
     np.testing.assert_array_equal(shifted[:, :, 1:], maps[:, :, :-1])
     np.testing.assert_array_equal(shifted[:, :, 0], maps[:, :, 0])
 
@@ -205,7 +206,7 @@ def test_rescoring_is_box_score_times_mean_confident_joint_score():
     poses = np.zeros((2, 3, 3), np.float32)
     poses[0, :, 2] = [0.5, 0.1, 0.9]
     poses[1, :, 2] = [0.1, 0.2, 0.05]  # none above 0.2: score 0, as the reference
-    np.testing.assert_allclose(evaluation.rescore(poses, np.array([0.8, 1.0])), [0.56, 0.0])
+    np.testing.assert_allclose(coco_keypoints.rescore(poses, np.array([0.8, 1.0])), [0.56, 0.0])
 
 
 def test_oks_matches_the_coco_formula_and_nms_drops_duplicates():
@@ -213,13 +214,13 @@ def test_oks_matches_the_coco_formula_and_nms_drops_duplicates():
     pose = np.concatenate([np.random.default_rng(0).uniform(0, 100, (17, 2)), np.ones((17, 1))], -1)
     moved = pose.copy()
     moved[3, :2] += [3.0, 4.0]
-    oks = evaluation.object_keypoint_similarity(pose, moved[None], 900.0, np.array([1100.0]), sigmas)
+    oks = coco_keypoints.object_keypoint_similarity(pose, moved[None], 900.0, np.array([1100.0]), sigmas)
     expected = (16 + np.exp(-25 / (2 * sigmas[3]) ** 2 / 1000.0 / 2)) / 17
     np.testing.assert_allclose(oks, [expected], rtol=1e-6)
     far = pose.copy()
     far[:, :2] += 80
     poses = np.stack([pose, moved, far])
-    kept = evaluation.oks_nms(poses, np.array([0.5, 0.9, 0.7]), np.full(3, 1000.0), sigmas)
+    kept = coco_keypoints.oks_nms(poses, np.array([0.5, 0.9, 0.7]), np.full(3, 1000.0), sigmas)
     assert kept == [1, 2]  # the better-scored duplicate survives, the distant pose too
 
 
@@ -234,16 +235,16 @@ def coco_truth(shared_data):
                "iscrowd": np.array([a["iscrowd"] for a in annotations]),
                "num_keypoints": np.array([a["num_keypoints"] for a in annotations])}
     images = [{"id": i["id"], "height": i["height"], "width": i["width"]} for i in data["images"]]
-    return evaluation.coco_ground_truth(images, persons, COCO), persons
+    return coco_keypoints.coco_ground_truth(images, persons, COCO), persons
 
 
 def test_ground_truth_as_predictions_scores_ap_one(coco_truth):
     truth, persons = coco_truth
     labelled = persons["num_keypoints"] > 0
-    results = evaluation.coco_results(persons["image_id"][labelled], persons["keypoints"][labelled],
+    results = coco_keypoints.coco_results(persons["image_id"][labelled], persons["keypoints"][labelled],
                                       np.ones(labelled.sum()), persons["area"][labelled],
                                       np.array(COCO.sigmas) / 10)
-    figures = evaluation.coco_keypoint_ap(truth, results)
+    figures = coco_keypoints.coco_keypoint_ap(truth, results)
     assert figures["ap"] == pytest.approx(1.0) and figures["ar"] == pytest.approx(1.0)
     assert figures["ap50"] == pytest.approx(1.0)
 
@@ -257,7 +258,7 @@ def test_pckh_counts_joints_within_half_a_head():
     predicted[0, 10] = [7.0, 0.0]  # a wrist 7 px off: outside 0.5 x 12 = 6
     predicted[1, 0] = [100, 100]  # unlabelled: does not count
     predicted[0, 6] = [50, 50]  # the pelvis: not in the mean
-    result = evaluation.pckh(predicted, truth, visible, np.array([12.0, 12.0]))
+    result = pckh.pckh(predicted, truth, visible, np.array([12.0, 12.0]))
     assert result["pckh/head"] == 1.0
     assert result["pckh/wrist"] == pytest.approx(0.75)
     assert result["pckh"] == pytest.approx((27 - 1) / 27)  # 14 joints x 2 persons - 1 unlabelled
@@ -311,7 +312,7 @@ def test_coco_smoke_trains_and_reports_keypoint_ap(coco_run):
     train = [l for l in lines if l["split"] == "train"]
     assert [l["step"] for l in train] == [2, 4] and all(np.isfinite(l["loss"]) for l in train)
     evaluation_line = [l for l in lines if l["split"] == "eval"][-1]
-    assert set(evaluation.COCO_STATS) <= set(evaluation_line)
+    assert set(coco_keypoints.COCO_STATS) <= set(evaluation_line)
     assert 0 <= evaluation_line["ap"] <= 1
     assert evaluation_line["persons"] > 0  # detections were evaluated (kept by OKS-NMS)
     picture = cv2.imread(str(next((workdir / "pictures").glob("*.png"))))

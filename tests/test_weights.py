@@ -91,6 +91,18 @@ def test_num_classes_is_read_from_the_checkpoint(timm_backbone):
     assert variables["params"]["head"]["classifier"]["kernel"].shape == (1, 1, 240, 7)
 
 
+def test_official_segmentation_checkpoint_loads_strictly_as_saved(timm_backbone):
+    """HRNet-Semantic-Segmentation saves its FullModel: `model.*` and the loss's class weights
+    `loss.criterion.weight`; a strict load takes it as is, the loss weight a known leftover."""
+    model = {**numpy_state_dict(timm_backbone), **official_head("segmentation", 240, 19)}
+    saved = {**{f"model.{k}": v for k, v in model.items()},
+             "loss.criterion.weight": np.ones(19, np.float32)}
+    variables = weights.from_torch("hrnet_w18_small", "segmentation", saved)
+    assert_state_dicts_equal(weights.to_torch(variables, "segmentation"), model)
+    _, report = weights.from_torch("hrnet_w18_small", "segmentation", saved, strict=False)
+    assert report.ok and "loss.criterion.weight" in report.ignored
+
+
 def test_wrapper_prefixes_are_stripped(timm_small):
     state_dict = numpy_state_dict(timm_small, "module.")
     variables = weights.from_torch("hrnet_w18_small", "classification", state_dict)

@@ -172,7 +172,3 @@ class SyntheticDetection(_Source):
                             "area": boxes[:, 2] * boxes[:, 3],
                             "iscrowd": np.zeros(len(boxes), np.int32)}}
 
-
-SOURCES = {"synthetic_segmentation": SyntheticSegmentation, "synthetic_pose": SyntheticPose,
-           "synthetic_classification": SyntheticClassification,
-           "synthetic_detection": SyntheticDetection}

@@ -12,8 +12,6 @@ from typing import Sequence
 
 import numpy as np
 
-from hrnet_jax.data import coco_categories
-
 BOX_STATS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar1", "ar10", "ar100", "ar_s", "ar_m",
              "ar_l")
 
@@ -41,7 +39,7 @@ def evaluate(ground_truth: dict, results: list[dict], iou_type: str, stat_names:
 
 
 def box_ground_truth(images: list[dict], objects: dict[str, np.ndarray],
-                     categories: Sequence[tuple[int, str]] = coco_categories.CATEGORIES) -> dict:
+                     categories: Sequence[tuple[int, str]]) -> dict:
     """COCO-format boxes. images: {id, height, width}; objects: rows of image_id, bbox
     (x, y, w, h), category_id, area, iscrowd; categories: (id, name) pairs."""
     annotations = [{"id": row + 1, "image_id": int(objects["image_id"][row]),

@@ -1,75 +1,126 @@
-"""Tasks: each states its loss, its evaluation metric and how a prediction is drawn, in one
-place; the trainer (hrnet_jax.training) is shared by all of them."""
+"""Tasks: each is one class stating its targets, loss, evaluation and pictures; the trainer
+(hrnet_jax.training) is shared by all of them. What a task knows of its data (classes, palette,
+keypoints, evaluation protocol) it reads from the dataset (hrnet_jax.data.datasets).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 Batch = dict[str, Any]
+Record = dict[str, np.ndarray]
+# The model in inference mode: normalised images (N, H, W, 3) -> outputs as numpy.
+Predict = Callable[[np.ndarray], Any]
 
 
-@dataclasses.dataclass(frozen=True)
+class Evaluation(Protocol):
+    """What the trainer offers a task's `evaluate`: one pass over the evaluation set, split over
+    the hosts, combined on every host."""
+
+    predict: Predict
+
+    def sums(self) -> dict[str, np.ndarray]:
+        """The task's `eval_sums` of each batch, on the devices, added over the set."""
+
+    def rows(self, evaluate_image: Callable[[Predict, Record], dict[str, np.ndarray]]
+             ) -> dict[str, np.ndarray]:
+        """`evaluate_image(predict, record)` of every image, on the host, each key's rows
+        concatenated over images and hosts (a per-image sum is one row: add them up)."""
+
+
 class Task:
-    """What the shared trainer needs from a task.
+    """What the shared trainer needs from a task. Subclasses set `name` and define the methods; `augment`, `mix_batch` and `postprocess` stay None where a task has none.
 
-    `predict` below is the model in inference mode: normalised images (N, H, W, 3) -> outputs
-    as numpy; tasks decide what they feed it.
-
-    prepare: host-side, one training example -> the arrays the step consumes (e.g. targets).
-    loss: (model outputs, batch) -> (scalar loss, dict of scalar figures to log).
-    eval_sums: (model outputs, batch) -> dict of arrays summed over the evaluation set; examples
-      with batch['mask'] == 0 (padding of the last batch) must not count. None when the task
-      evaluates image by image (`evaluate_image`).
-    summarize: the evaluation's combined dict -> the metrics written to metrics.jsonl
-      (headline: `metric`).
-    draw: (predict, one evaluation record) -> a picture (uint8 HWC) of the prediction next to
-      the ground truth.
+    prepare: host-side, one example -> the arrays the step consumes (targets, normalisation
+      follows in the pipeline).
     augment: training only, before `prepare`: (example, numpy Generator) -> example.
-    render: (predict, image uint8 HWC, person boxes (N, 4) or None) -> {suffix: picture} for
-      `--mode=predict --input` (segmentation's colour mask and overlay, pose's skeletons).
-    evaluate_image: when set, evaluation runs image by image on the host instead of the
-      batched eval step: (predict, one evaluation record) -> a dict of arrays, combined over
-      images by `eval_combine`: "sum" adds them, "concat" stacks their rows (e.g. one row a
-      detected person), each key on its own.
-    postprocess: applied to the model's outputs inside the jitted inference (`predict`), e.g.
-      detection's decoding and NMS, so that only the result leaves the device.
+    mix_batch: training only, a whole batch: (batch, Generator) -> batch (mixup, CutMix).
+    loss: (model outputs, batch) -> (scalar loss, dict of scalar figures to log).
+    eval_sums: (model outputs, batch) -> arrays added over the evaluation set, on the devices;
+      examples with batch['mask'] == 0 (padding of the last batch) must not count.
+    evaluate: the evaluation's figures for metrics.jsonl (default: `summarize` of the sums).
+    draw: (predict, one evaluation record) -> a picture of the prediction and the ground truth.
+    render: (predict, uint8 image, person boxes or None) -> {suffix: picture} for
+      `--mode=predict --input`.
+    postprocess: applied to the model's outputs inside the jitted inference (e.g. detection's
+      decoding and NMS), so that only the result leaves the device.
     """
 
-    name: str
-    head: str
-    metric: str
-    prepare: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-    loss: Callable[[Any, Batch], tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
-    eval_sums: Callable[[Any, Batch], dict[str, jnp.ndarray]] | None
-    summarize: Callable[[dict[str, np.ndarray]], dict[str, float]]
-    draw: Callable[[Callable, dict[str, np.ndarray]], np.ndarray]
-    augment: Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None = None
-    render: Callable[[Callable, np.ndarray, np.ndarray | None], dict[str, np.ndarray]] | None = None
-    evaluate_image: Callable[[Callable, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
-    eval_combine: str = "sum"
+    name: ClassVar[str]
+    augment: Callable[[Record, np.random.Generator], Record] | None = None
     mix_batch: Callable[[Batch, np.random.Generator], Batch] | None = None
     postprocess: Callable[[Any], Any] | None = None
 
+    def __init__(self, config: Any, dataset: Any):
+        self.config, self.dataset = config, dataset
 
-def whole_image(predict: Callable, image: np.ndarray) -> Any:
+    def prepare(self, example: Record) -> Record:
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, batch: Batch) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+        raise NotImplementedError
+
+    def eval_sums(self, outputs: Any, batch: Batch) -> dict[str, jnp.ndarray]:
+        raise NotImplementedError(f"the {self.name} task evaluates image by image")
+
+    def evaluate(self, evaluation: Evaluation) -> dict[str, float]:
+        return self.summarize(evaluation.sums())
+
+    def summarize(self, combined: dict[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def draw(self, predict: Predict, record: Record) -> np.ndarray:
+        raise NotImplementedError
+
+    def render(self, predict: Predict, image: np.ndarray, boxes: np.ndarray | None
+               ) -> dict[str, np.ndarray]:
+        raise NotImplementedError(f"--input prediction is not available for the {self.name} "
+                                  "task yet")
+
+
+def whole_image(predict: Predict, image: np.ndarray) -> Any:
     """The outputs of one uint8 image given whole to the network."""
     from hrnet_jax.data.pipeline import normalize
 
     return jax.tree.map(lambda x: x[0], predict(normalize(image)[None]))
 
 
-def make_task(config: Any) -> Task:
-    """The task of an `ExperimentConfig` (its `task` field), configured by it."""
-    from hrnet_jax.tasks import classification, detection, pose, segmentation, topdown
+def task_classes() -> dict[str, Callable[[Any, Any], Task]]:
+    """Task name -> its factory (config, dataset) -> Task."""
+    from hrnet_jax.tasks import classification, detection, landmarks, pose, segmentation
 
-    factories = {"segmentation": segmentation.make_task, "pose": pose.make_task,
-                 "landmarks": topdown.make_task, "classification": classification.make_task,
-                 "detection": detection.make_task}
-    if config.task not in factories:
-        raise ValueError(f"unknown task {config.task!r}; choose one of {', '.join(factories)}")
-    return factories[config.task](config)
+    return {"segmentation": segmentation.Segmentation, "pose": pose.make_pose_task,
+            "landmarks": landmarks.Landmarks, "classification": classification.Classification,
+            "detection": detection.Detection}
+
+
+# The model head each task trains.
+TASK_HEADS = {"segmentation": ("segmentation",), "pose": ("pose",), "landmarks": ("landmarks",),
+              "classification": ("classification",), "detection": ("detection",)}
+
+
+def check_pairing(config: Any) -> Any:
+    """The config's dataset, after checking that task, head and dataset belong together."""
+    from hrnet_jax.data import datasets
+
+    if config.task not in TASK_HEADS:
+        raise ValueError(f"unknown task {config.task!r}; choose one of {', '.join(TASK_HEADS)}")
+    if config.model.head not in TASK_HEADS[config.task]:
+        raise ValueError(f"model.head={config.model.head!r} does not go with task="
+                         f"{config.task!r} (which trains the head "
+                         f"{' or '.join(TASK_HEADS[config.task])})")
+    dataset = datasets.get(config.data.name)
+    if dataset.task != config.task:
+        raise ValueError(f"data.name={dataset.name!r} is labelled for the {dataset.task!r} task, "
+                         f"not for task={config.task!r}")
+    return dataset
+
+
+def make_task(config: Any) -> Task:
+    """The task of an `ExperimentConfig` (its `task` field) on its dataset (`data.name`)."""
+    dataset = check_pairing(config)
+    return task_classes()[config.task](config, dataset)

@@ -16,7 +16,6 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from hrnet_jax.data import coco_categories, synthetic
 from hrnet_jax.data.detection import flip_boxes, object_arrays, resize_and_pad, training_boxes
 from hrnet_jax.evaluation import coco
 from hrnet_jax.tasks import Task, fcos, whole_image
@@ -25,16 +24,9 @@ TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
 DRAW_SCORE = 0.3  # pictures show the detections scoring at least this
 
 
-def categories_of(dataset: str) -> tuple[tuple[int, str], ...]:
-    """(category id, name) of each label: COCO's 80, or the generated shapes (ids from 1)."""
-    if dataset in synthetic.SOURCES:
-        return tuple((label + 1, name) for label, name in enumerate(synthetic.SHAPES))
-    return coco_categories.CATEGORIES
-
-
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                scores: np.ndarray | None, colour: tuple[int, int, int],
-               names: tuple[str, ...] = coco_categories.NAMES) -> np.ndarray:
+               names: tuple[str, ...]) -> np.ndarray:
     """x0, y0, x1, y1 boxes drawn on a copy of the image, each captioned with its class name
     (and score) above the box, or below it at the top edge. Pictures under 256 pixels are
     enlarged by a whole factor first, so that the captions stay legible."""
@@ -56,16 +48,21 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     return canvas
 
 
-def make_task(config: Any) -> Task:
-    data, settings = config.data, config.eval
-    strides = tuple(config.model.strides)
-    canvas = tuple(data.image_size)
-    eval_short_side = max(data.short_sides)
-    categories = categories_of(data.name)
-    category_ids = np.array([category_id for category_id, _ in categories])
-    names = tuple(name for _, name in categories)
+class Detection(Task):
+    name = "detection"
 
-    def augment(example, rng):
+    def __init__(self, config: Any, dataset: Any):
+        super().__init__(config, dataset)
+        data = config.data
+        self.strides = tuple(config.model.strides)
+        self.canvas = tuple(data.image_size)
+        self.eval_short_side = max(data.short_sides)
+        self.category_ids = np.array([category_id for category_id, _ in dataset.categories])
+        self.names = tuple(dataset.names(config.model.num_classes))
+
+    def augment(self, example, rng):
+        """Mirror (data.flip) and draw the short side of this image (multi-scale training)."""
+        data = self.config.data
         image, objects = example["image"], object_arrays(example)
         if data.flip and rng.uniform() < 0.5:
             objects["bbox"] = flip_boxes(objects["bbox"], image.shape[1])
@@ -73,66 +70,74 @@ def make_task(config: Any) -> Task:
         return {"image": image, "objects": objects,
                 "short_side": int(rng.choice(data.short_sides))}
 
-    def prepare(example):
+    def prepare(self, example):
+        data = self.config.data
         picture, scale = resize_and_pad(example["image"],
-                                        int(example.get("short_side", eval_short_side)),
-                                        data.max_long_side, canvas)
+                                        int(example.get("short_side", self.eval_short_side)),
+                                        data.max_long_side, self.canvas)
         return {"image": picture, **training_boxes(object_arrays(example), scale, data.max_boxes)}
 
-    def loss(outputs, batch):
-        return fcos.batch_loss(outputs, batch["boxes"], batch["labels"], batch["box_mask"], strides)
+    def loss(self, outputs, batch):
+        return fcos.batch_loss(outputs, batch["boxes"], batch["labels"], batch["box_mask"],
+                               self.strides)
 
-    def postprocess(outputs):
-        return fcos.detect(outputs, strides, settings.score_threshold, settings.pre_nms_top_k,
-                           settings.nms_threshold, settings.max_detections)
+    def postprocess(self, outputs):
+        settings = self.config.eval
+        return fcos.detect(outputs, self.strides, settings.score_threshold,
+                           settings.pre_nms_top_k, settings.nms_threshold,
+                           settings.max_detections)
 
-    def detect(predict: Callable, image: np.ndarray) -> tuple[np.ndarray, ...]:
+    def detect(self, predict: Callable, image: np.ndarray) -> tuple[np.ndarray, ...]:
         """One uint8 image -> boxes x0, y0, x1, y1 in its pixels, scores, labels (best first)."""
-        picture, scale = resize_and_pad(image, eval_short_side, data.max_long_side, canvas)
+        picture, scale = resize_and_pad(image, self.eval_short_side,
+                                        self.config.data.max_long_side, self.canvas)
         found = whole_image(predict, picture)
         valid = np.asarray(found["valid"], bool)
         boxes = np.asarray(found["boxes"], np.float32)[valid] / scale
         boxes = np.clip(boxes, 0, [image.shape[1], image.shape[0]] * 2)
         return boxes, np.asarray(found["scores"])[valid], np.asarray(found["classes"])[valid]
 
-    def evaluate_image(predict, record):
-        boxes, scores, labels = detect(predict, record["image"])
+    def evaluate(self, evaluation):
+        return self.summarize(evaluation.rows(self.evaluate_image))
+
+    def evaluate_image(self, predict, record):
+        boxes, scores, labels = self.detect(predict, record["image"])
         objects = object_arrays(record)
         image_id = int(record["image_id"])
         height, width = record["image"].shape[:2]
         return {"image_id": np.full(len(boxes), image_id, np.int64),
                 "bbox": np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1),
-                "score": scores.astype(np.float32), "category_id": category_ids[labels],
+                "score": scores.astype(np.float32), "category_id": self.category_ids[labels],
                 "image": np.array([[image_id, height, width]], np.int64),
                 "truth_image_id": np.full(len(objects["bbox"]), image_id, np.int64),
-                "truth_bbox": objects["bbox"], "truth_category_id": category_ids[objects["label"]],
+                "truth_bbox": objects["bbox"],
+                "truth_category_id": self.category_ids[objects["label"]],
                 "truth_area": objects["area"], "truth_iscrowd": objects["iscrowd"]}
 
-    def summarize(rows):
+    def summarize(self, rows):
         images = [{"id": int(i), "height": int(h), "width": int(w)} for i, h, w in rows["image"]]
         truth = coco.box_ground_truth(
             images, {k[len("truth_"):]: v for k, v in rows.items() if k.startswith("truth_")},
-            categories)
+            self.dataset.categories)
         results = coco.box_results(rows["image_id"], rows["bbox"], rows["score"],
                                    rows["category_id"])
         return {**coco.box_ap(truth, results), "detections": float(len(results))}
 
-    def predicted_picture(predict, image):
-        boxes, scores, labels = detect(predict, image)
+    def predicted_picture(self, predict, image):
+        boxes, scores, labels = self.detect(predict, image)
         shown = scores >= DRAW_SCORE
         return draw_boxes(image, boxes[shown], labels[shown], scores[shown], PREDICTION_COLOUR,
-                          names)
+                          self.names)
 
-    def draw(predict, record):
+    def draw(self, predict, record):
         """Ground-truth boxes (green) next to the detections scoring at least DRAW_SCORE."""
         objects = object_arrays(record)
-        corners = np.concatenate([objects["bbox"][:, :2], objects["bbox"][:, :2] + objects["bbox"][:, 2:]], 1)
-        truth = draw_boxes(record["image"], corners, objects["label"], None, TRUTH_COLOUR, names)
-        return np.concatenate([truth, predicted_picture(predict, record["image"])], axis=1)
+        corners = np.concatenate([objects["bbox"][:, :2],
+                                  objects["bbox"][:, :2] + objects["bbox"][:, 2:]], 1)
+        truth = draw_boxes(record["image"], corners, objects["label"], None, TRUTH_COLOUR,
+                           self.names)
+        return np.concatenate([truth, self.predicted_picture(predict, record["image"])], axis=1)
 
-    def render(predict, image, boxes=None):
+    def render(self, predict, image, boxes=None):
         del boxes  # the detector finds its own
-        return {"detections": predicted_picture(predict, image)}
-
-    return Task("detection", "detection", "ap", prepare, loss, None, summarize, draw, augment,
-                render, evaluate_image, eval_combine="concat", postprocess=postprocess)
+        return {"detections": self.predicted_picture(predict, image)}

@@ -1,4 +1,6 @@
-"""Semantic segmentation: pixel cross-entropy with an ignore label and class weights; mIoU."""
+"""Semantic segmentation: pixel cross-entropy with the dataset's ignore label, class weights
+or OHEM; mIoU (hrnet_jax.evaluation.miou), whole images batched on the devices or, with flip or
+several scales, image by image (hrnet_jax.evaluation.segmentation)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ import numpy as np
 
 from hrnet_jax.data import transforms
 from hrnet_jax.models.layers import resize_bilinear
+from hrnet_jax.evaluation.miou import IGNORE_LABEL, confusion_matrix, iou_summary
 from hrnet_jax.tasks import Task, whole_image
 
-IGNORE_LABEL = 255
 
 
 def pixel_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
@@ -66,28 +68,6 @@ def ohem_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
     return jnp.mean(jax.vmap(one_group)(logits, labels))
 
 
-def confusion_matrix(predictions: jnp.ndarray, labels: jnp.ndarray, num_classes: int,
-                     weights: jnp.ndarray) -> jnp.ndarray:
-    """(true, predicted) counts as a one-hot matmul: no scatter, fast on every backend."""
-    valid = (labels != IGNORE_LABEL).astype(jnp.float32) * weights
-    true = jax.nn.one_hot(jnp.where(labels == IGNORE_LABEL, 0, labels), num_classes) * valid[..., None]
-    predicted = jax.nn.one_hot(predictions, num_classes)
-    return jnp.einsum("...t,...p->tp", true, predicted)
-
-
-def iou_summary(confusion: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, float]:
-    """mIoU over the classes that occur (in truth or prediction), pixel accuracy, per-class IoU."""
-    confusion = np.asarray(confusion, np.float64)
-    tp = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    names = class_names or [str(i) for i in range(len(tp))]
-    out = {"miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
-           "pixel_accuracy": float(tp.sum() / max(confusion.sum(), 1))}
-    out.update({f"iou/{name}": float(v) for name, v in zip(names, iou) if np.isfinite(v)})
-    return out
-
-
 def colour_mask(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Labels -> RGB with `palette[label]`; the ignore label is black."""
     out = np.zeros((*labels.shape, 3), np.uint8)
@@ -96,97 +76,103 @@ def colour_mask(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return out
 
 
-def default_palette(num_classes: int) -> np.ndarray:
-    rng = np.random.default_rng(1)
-    palette = rng.integers(40, 255, (num_classes, 3)).astype(np.uint8)
-    palette[0] = (0, 0, 0)
-    return palette
+class Segmentation(Task):
+    name = "segmentation"
 
+    def __init__(self, config: Any, dataset: Any):
+        super().__init__(config, dataset)
+        self.num_classes = config.model.num_classes
+        self.ignore_label = dataset.ignore_label
+        self.class_names = dataset.names(self.num_classes)
+        self.palette = dataset.palette(self.num_classes)
+        weights = config.loss.class_weights or None
+        if weights is not None and len(weights) != self.num_classes:
+            raise ValueError(f"loss.class_weights has {len(weights)} weights for "
+                             f"{self.num_classes} classes")
+        self.class_weights = weights
+        self.devices = jax.device_count()
+        if not config.data.crop_size:
+            self.augment = None
 
-def make_task(config: Any) -> Task:
-    num_classes = config.model.num_classes
-    data = config.data
-    if data.name == "cityscapes":
-        from hrnet_jax.data import cityscapes_labels
-        class_names, palette = cityscapes_labels.CLASSES, cityscapes_labels.PALETTE
-    else:
-        class_names, palette = None, default_palette(num_classes)
-    options = config.loss
-    class_weights = options.class_weights or None
-    if class_weights is not None and len(class_weights) != num_classes:
-        raise ValueError(f"loss.class_weights has {len(class_weights)} weights for "
-                         f"{num_classes} classes")
-    devices = jax.device_count()
-
-    def prepare(example):
+    def prepare(self, example):
         label = np.asarray(example["label"])
         label = label[..., 0] if label.ndim == 3 else label
-        bad = (label >= num_classes) & (label != IGNORE_LABEL)
+        bad = (label >= self.num_classes) & (label != self.ignore_label)
         if bad.any():
             name = example.get("file_name", b"?")
             name = name.decode() if isinstance(name, bytes) else name
             raise ValueError(f"{name}: label values {sorted(set(label[bad].tolist()))[:10]} outside "
-                             f"0..{num_classes - 1} and {IGNORE_LABEL} (ignore)")
+                             f"0..{self.num_classes - 1} and {self.ignore_label} (ignore)")
         return {"image": np.asarray(example["image"]), "label": label}
 
-    augment = None
-    if data.crop_size:
-        def augment(example, rng):
-            example = prepare(example)  # validated before anything is resampled
-            image, label = transforms.random_scale_crop_flip(
-                example["image"], example["label"], rng, data.base_size, data.train_scales,
-                tuple(data.crop_size), data.flip, IGNORE_LABEL)
-            return {"image": image, "label": label}
+    def augment(self, example, rng):
+        """Scale the long side to base_size x one of train_scales, pad, crop, mirror."""
+        data = self.config.data
+        example = self.prepare(example)  # validated before anything is resampled
+        image, label = transforms.random_scale_crop_flip(
+            example["image"], example["label"], rng, data.base_size, data.train_scales,
+            tuple(data.crop_size), data.flip, self.ignore_label)
+        return {"image": image, "label": label}
 
-    def loss(logits, batch):
+    def loss(self, logits, batch):
+        options = self.config.loss
         if options.ohem:
-            groups = devices if batch["label"].shape[0] % devices == 0 else 1
-            value = ohem_cross_entropy(logits, batch["label"], class_weights,
-                                       options.ohem_threshold, options.ohem_min_kept, groups)
+            groups = self.devices if batch["label"].shape[0] % self.devices == 0 else 1
+            value = ohem_cross_entropy(logits, batch["label"], self.class_weights,
+                                       options.ohem_threshold, options.ohem_min_kept, groups,
+                                       self.ignore_label)
         else:
-            value = pixel_cross_entropy(logits, batch["label"], class_weights)
+            value = pixel_cross_entropy(logits, batch["label"], self.class_weights,
+                                        self.ignore_label)
         return value, {}
 
-    def eval_sums(logits, batch):
+    def eval_sums(self, logits, batch):
         logits = resize_bilinear(logits.astype(jnp.float32), batch["label"].shape[1:3])
         mask = jnp.broadcast_to(batch["mask"][:, None, None], batch["label"].shape)
-        return {"confusion": confusion_matrix(jnp.argmax(logits, -1), batch["label"], num_classes,
-                                              mask.astype(jnp.float32))}
+        return {"confusion": confusion_matrix(jnp.argmax(logits, -1), batch["label"],
+                                              self.num_classes, mask.astype(jnp.float32),
+                                              self.ignore_label)}
 
-    def summarize(sums):
-        return iou_summary(sums["confusion"], class_names)
+    def evaluate(self, evaluation):
+        """Batched on the devices; with flip or several scales, image by image."""
+        if self.config.eval.flip or tuple(self.config.eval.scales) != (1.0,):
+            return self.summarize(evaluation.rows(self.evaluate_image))
+        return self.summarize(evaluation.sums())
 
-    def predicted_mask(logits, size):
-        upsampled = resize_bilinear(jnp.asarray(logits[None], jnp.float32), size)[0]
-        return colour_mask(np.asarray(jnp.argmax(upsampled, -1)), palette)
-
-    def render(predict, image, boxes=None):
-        mask = predicted_mask(whole_image(predict, image), image.shape[:2])
-        return {"mask": mask, "overlay": (0.5 * image + 0.5 * mask).astype(np.uint8)}
-
-    def draw(predict, record):
-        example = prepare(record)
-        image = example["image"]
-        prediction = predicted_mask(whole_image(predict, image), example["label"].shape)
-        truth = colour_mask(example["label"], palette)
-        overlay = (0.5 * image + 0.5 * prediction).astype(np.uint8)
-        return np.concatenate([image, overlay, prediction, truth], axis=1)
-
-    evaluate_image = None
-    if config.eval.flip or tuple(config.eval.scales) != (1.0,):
+    def evaluate_image(self, predict, record):
         from hrnet_jax.data.pipeline import normalize
         from hrnet_jax.evaluation.segmentation import multi_scale_probabilities
 
-        def evaluate_image(predict, record):
-            example = prepare(record)
-            base = data.base_size or max(example["label"].shape)
-            crop = tuple(data.crop_size) or example["label"].shape
-            scores = multi_scale_probabilities(predict, normalize(example["image"]),
-                                               config.eval.scales, config.eval.flip, base, crop)
-            labels = example["label"]
-            return {"confusion": np.asarray(confusion_matrix(
-                jnp.asarray(scores.argmax(-1)), jnp.asarray(labels), num_classes,
-                jnp.ones(labels.shape, jnp.float32)))}
+        data, settings = self.config.data, self.config.eval
+        example = self.prepare(record)
+        labels = example["label"]
+        base = data.base_size or max(labels.shape)
+        crop = tuple(data.crop_size) or labels.shape
+        scores = multi_scale_probabilities(predict, normalize(example["image"]), settings.scales,
+                                           settings.flip, base, crop)
+        confusion = confusion_matrix(jnp.asarray(scores.argmax(-1)), jnp.asarray(labels),
+                                     self.num_classes, jnp.ones(labels.shape, jnp.float32),
+                                     self.ignore_label)
+        return {"confusion": np.asarray(confusion)[None]}
 
-    return Task("segmentation", "segmentation", "miou", prepare, loss, eval_sums, summarize, draw,
-                augment, render, evaluate_image)
+    def summarize(self, combined):
+        confusion = np.asarray(combined["confusion"])
+        if confusion.ndim == 3:  # one row an image
+            confusion = confusion.sum(0)
+        return iou_summary(confusion, self.class_names)
+
+    def predicted_mask(self, logits, size):
+        upsampled = resize_bilinear(jnp.asarray(logits[None], jnp.float32), size)[0]
+        return colour_mask(np.asarray(jnp.argmax(upsampled, -1)), self.palette)
+
+    def render(self, predict, image, boxes=None):
+        mask = self.predicted_mask(whole_image(predict, image), image.shape[:2])
+        return {"mask": mask, "overlay": (0.5 * image + 0.5 * mask).astype(np.uint8)}
+
+    def draw(self, predict, record):
+        example = self.prepare(record)
+        image = example["image"]
+        prediction = self.predicted_mask(whole_image(predict, image), example["label"].shape)
+        truth = colour_mask(example["label"], self.palette)
+        overlay = (0.5 * image + 0.5 * prediction).astype(np.uint8)
+        return np.concatenate([image, overlay, prediction, truth], axis=1)

@@ -12,7 +12,7 @@ import math
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import jax
@@ -21,10 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from hrnet_jax import config as config_lib
-from hrnet_jax.data import detection, pipeline, synthetic, topdown
-from hrnet_jax.data.keypoint_sets import KEYPOINT_SETS, LANDMARK_SETS
+from hrnet_jax.data import pipeline
 from hrnet_jax.models import create_model, tiny_arch
-from hrnet_jax.tasks import Task, make_task
+from hrnet_jax.tasks import Predict, Record, Task, make_task
 from hrnet_jax.training import optim, pretrained, sharding, step as step_lib
 from hrnet_jax.training.checkpoint import Checkpointer
 
@@ -45,58 +44,6 @@ def build_model(config: config_lib.ExperimentConfig):
     if m.head == "detection":
         overrides.update(strides=tuple(m.strides), head_channels=m.head_channels)
     return create_model(arch, m.head, m.num_classes, **overrides)
-
-
-def make_sources(config: config_lib.ExperimentConfig) -> tuple[Any, Any]:
-    """(train, eval) random-access sources of the experiment's dataset."""
-    d = config.data
-    if d.name in synthetic.SOURCES:
-        cls = synthetic.SOURCES[d.name]
-        # Evaluation pictures come from a different seed: never seen in training.
-        return (cls(d.num_train, tuple(d.image_size), d.seed),
-                cls(d.num_eval, tuple(d.image_size), d.seed + 1_000_003))
-    from hrnet_jax.data import prepare
-    if d.name in prepare.BUILDERS:
-        builder = prepared_builder(d)
-        train, evaluation = (prepared_split(builder, d, split) for split in (d.train_split, d.eval_split))
-        if d.name in KEYPOINT_SETS or d.name in LANDMARK_SETS:
-            # records are images; training takes one person (face) at a time
-            height, width = d.image_size
-            persons = builder.info.metadata[d.train_split]["training_persons"]
-            train = topdown.PersonInstances(train, persons, width / height,
-                                            clip_boxes=d.name == "coco_keypoints")
-        if d.name == "coco_detection":  # images with boxes, in orientation-grouped batches
-            metadata = builder.info.metadata[d.train_split]
-            train = detection.DetectionRecords(train, metadata["training_records"],
-                                               metadata["portrait_records"])
-        return train, evaluation
-    raise ValueError(f"unknown dataset {d.name!r}; available: "
-                     f"{', '.join([*synthetic.SOURCES, *prepare.BUILDERS])}")
-
-
-def prepared_builder(data: config_lib.DataConfig) -> Any:
-    """The tfds builder of a dataset prepared by `python -m hrnet_jax.data.prepare`."""
-    import tensorflow_datasets as tfds
-
-    from hrnet_jax.data import prepare
-
-    builder_class = prepare.builder_class(data.name)  # importing it registers it with tfds
-    data_dir = os.path.expanduser(data.data_dir)
-    builder = tfds.builder(prepare.BUILDERS[data.name][2], data_dir=data_dir)
-    if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"{data.name} is not prepared in {data_dir}.\n"
-            f"{builder_class.MANUAL_DOWNLOAD_INSTRUCTIONS}\n"
-            f"(or pass --set data.data_dir=DIR where it was prepared)")
-    return builder
-
-
-def prepared_split(builder: Any, data: config_lib.DataConfig, split: str) -> Any:
-    """A split read through `tfds.data_source` (ArrayRecord, random access, no TensorFlow)."""
-    if split not in builder.info.splits:
-        raise ValueError(f"{data.name} in {data.data_dir} has splits {list(builder.info.splits)}, "
-                         f"not {split!r}")
-    return builder.as_data_source(split)
 
 
 class MetricsWriter:
@@ -147,7 +94,7 @@ class Trainer:
     # -- data: opened when first needed (predicting on files needs no dataset) ---------------
     @functools.cached_property
     def sources(self) -> tuple[Any, Any]:
-        return make_sources(self.config)
+        return self.task.dataset.sources(self.config.data)
 
     @property
     def train_source(self) -> Any:
@@ -237,21 +184,10 @@ class Trainer:
 
     # -- evaluation and pictures ------------------------------------------------------------
     def evaluate(self, state: dict | None = None) -> dict[str, float]:
+        """The task's evaluation of `state` (default: the latest checkpoint), reported."""
         state = self.restore_or_init() if state is None else state
         step = int(jax.device_get(state["step"]))
-        if self.task.evaluate_image is not None:
-            result = self.task.summarize(self.evaluate_images(state))
-            self.report(step, result)
-            return result
-        sums = None
-        batches = pipeline.eval_batches(self.eval_source, self.task.prepare,
-                                        self.config.data.eval_batch_size)
-        for local in tqdm(batches, desc="eval", unit="batch", leave=False,
-                          disable=jax.process_index() != 0,
-                          total=math.ceil(len(self.eval_source) / self.config.data.eval_batch_size)):
-            out = self.eval_step(state, sharding.global_batch(self.mesh, local))
-            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-        result = self.task.summarize(jax.device_get(sums))
+        result = self.task.evaluate(EvaluationPass(self, state))
         self.report(step, result)
         return result
 
@@ -272,51 +208,6 @@ class Trainer:
         """Normalised images -> the network's outputs as numpy (inference mode)."""
         return lambda images: jax.device_get(self.predict(state, jnp.asarray(images)))
 
-    def evaluate_images(self, state: dict) -> dict:
-        """Image-by-image evaluation (flip, multi-scale, top-down pose): each host takes every
-        process_count-th image on its own devices, then the hosts' results are combined."""
-        predict = self.predict_fn(state)
-        indices = range(jax.process_index(), len(self.eval_source), jax.process_count())
-        if not indices:
-            raise ValueError(f"{len(self.eval_source)} evaluation images for "
-                             f"{jax.process_count()} hosts: every host needs at least one")
-        results = [self.task.evaluate_image(predict, dict(self.eval_source[index]))
-                   for index in tqdm(indices, desc="eval", unit="image", leave=False,
-                                     disable=jax.process_index() != 0)]
-        if self.task.eval_combine == "sum":
-            combined = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *results)
-        else:
-            combined = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
-        if jax.process_count() > 1:
-            sharding.barrier("hrnet_jax evaluate_images")  # hosts finish at different times
-            combined = sharding.gather_rows(combined) if self.task.eval_combine == "concat" else \
-                jax.tree.map(lambda x: np.asarray(x).sum(0), sharding.process_allgather(combined))
-        return combined
-
-    def predict_files(self, path: str, output: str, boxes_file: str | None = None) -> list[str]:
-        """The task's pictures of every image at `path` (a file or a folder) in `output`, from
-        the latest checkpoint (or the initialisation). `boxes_file`: person boxes for pose, a
-        JSON list of [x, y, w, h] or of COCO detections ({"bbox": ...}) of the one image."""
-        if self.task.render is None:
-            raise NotImplementedError(f"--input prediction is not available for the "
-                                      f"{self.task.name} task yet")
-        files = image_files(path)
-        boxes = read_boxes(boxes_file) if boxes_file else None
-        predict = self.predict_fn(self.restore_or_init())
-        os.makedirs(output, exist_ok=True)
-        written = []
-        for file in tqdm(files, desc="predict", unit="image", disable=len(files) < 2):
-            bgr = cv2.imread(file, cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ValueError(f"{file}: not an image or corrupt")
-            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            stem = os.path.splitext(os.path.basename(file))[0]
-            for suffix, picture in self.task.render(predict, image, boxes).items():
-                target = os.path.join(output, f"{stem}_{suffix}.png")
-                cv2.imwrite(target, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-                written.append(target)
-        return written
-
     def draw_pictures(self, state: dict) -> list[str]:
         """The first eval examples: prediction next to ground truth, DIR/pictures/*.png."""
         if jax.process_index() != 0:
@@ -335,34 +226,41 @@ class Trainer:
         return paths
 
 
-def read_boxes(path: str) -> np.ndarray:
-    """Person boxes (N, 4) as x, y, w, h from a JSON list of boxes or of COCO detections."""
-    with open(path) as f:
-        entries = json.load(f)
-    try:
-        boxes = np.array([e["bbox"] if isinstance(e, dict) else e for e in entries], np.float32)
-    except (TypeError, KeyError, ValueError) as error:
-        raise ValueError(f"{path}: expected a JSON list of [x, y, w, h] boxes or of objects with "
-                         f"a 'bbox' ({error})") from None
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{path}: expected boxes of 4 numbers (x, y, w, h), got shape {boxes.shape}")
-    return boxes
+class EvaluationPass:
+    """One pass over the evaluation set for a task's `evaluate` (hrnet_jax.tasks.Evaluation):
+    batched on the devices (`sums`) or image by image on the host (`rows`); each host takes its
+    share of the set, and every host ends with the combined result."""
 
+    def __init__(self, trainer: Trainer, state: dict):
+        self.trainer, self.state = trainer, state
+        self.predict: Predict = trainer.predict_fn(state)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+    def sums(self) -> dict[str, np.ndarray]:
+        trainer, batch_size = self.trainer, self.trainer.config.data.eval_batch_size
+        source, sums = trainer.eval_source, None
+        batches = pipeline.eval_batches(source, trainer.task.prepare, batch_size)
+        for local in tqdm(batches, desc="eval", unit="batch", leave=False,
+                          disable=jax.process_index() != 0,
+                          total=math.ceil(len(source) / batch_size)):
+            out = trainer.eval_step(self.state, sharding.global_batch(trainer.mesh, local))
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        return jax.device_get(sums)
 
-
-def image_files(path: str) -> list[str]:
-    """`path` itself, or the images in the folder `path` (sorted)."""
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                       if f.lower().endswith(IMAGE_SUFFIXES))
-        if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
-        return files
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist")
-    return [path]
+    def rows(self, evaluate_image: Callable[[Predict, Record], dict[str, np.ndarray]]
+             ) -> dict[str, np.ndarray]:
+        source = self.trainer.eval_source
+        indices = range(jax.process_index(), len(source), jax.process_count())
+        if not indices:
+            raise ValueError(f"{len(source)} evaluation images for {jax.process_count()} hosts: "
+                             "every host needs at least one")
+        results = [evaluate_image(self.predict, dict(source[index]))
+                   for index in tqdm(indices, desc="eval", unit="image", leave=False,
+                                     disable=jax.process_index() != 0)]
+        combined = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+        if jax.process_count() > 1:
+            sharding.barrier("hrnet_jax evaluation rows")  # hosts finish at different times
+            combined = sharding.gather_rows(combined)
+        return combined
 
 
 def _check_finite(step: int, figures: dict) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hrnet_jax.data.builders.common import decode
-from hrnet_jax.data.cityscapes_labels import to_train_ids
+from hrnet_jax.data.datasets.cityscapes import to_train_ids
 
 ZIPS = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
 _IMAGE = re.compile(r"leftImg8bit/(train|val|test)/([^/]+)/(\w+)_leftImg8bit\.png$")

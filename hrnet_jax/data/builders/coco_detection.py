@@ -4,7 +4,7 @@ The manual folder is the official tree: `annotations/instances_{train,val}2017.j
 `{train,val}2017/*.jpg`. Where a split has no instances file, its `person_keypoints_*.json`
 serves (person boxes only: the keypoint samples, e.g. shared/data/coco_mini). A record holds
 the image and every box of it (crowds too: the official evaluation ignores detections on them)
-with the contiguous label of hrnet_jax.data.coco_categories. Records keep image-id order, so the
+with the contiguous label of hrnet_jax.data.datasets.coco. Records keep image-id order, so the
 builder's metadata can name, per split, the records that train (some non-crowd box of at least
 1x1 pixel: FCOS's selection) and those in portrait orientation (batches are grouped by
 orientation so that they pad to one shape).
@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data import coco_categories
+from hrnet_jax.data.datasets import coco
 from hrnet_jax.data.builders.common import coco_annotation_files, coco_image
 
 INSTRUCTIONS = """\
@@ -37,7 +37,7 @@ def read_annotations(path: str) -> tuple[list[dict], dict[int, list[dict]]]:
     be one of COCO's 80."""
     with open(path) as f:
         data = json.load(f)
-    unknown = sorted({a["category_id"] for a in data["annotations"]} - set(coco_categories.CATEGORY_IDS))
+    unknown = sorted({a["category_id"] for a in data["annotations"]} - set(coco.CATEGORY_IDS))
     if unknown:
         raise ValueError(f"{path}: category ids {unknown} are not COCO's 80 detection categories")
     objects: dict[int, list[dict]] = {}
@@ -97,7 +97,7 @@ class HrnetCocoDetection(tfds.core.GeneratorBasedBuilder):
                 "image_id": image["id"], "file_name": image["file_name"],
                 "objects": {
                     "bbox": np.array([a["bbox"] for a in annotations], np.float32).reshape(-1, 4),
-                    "label": np.array([coco_categories.LABEL_OF_ID[a["category_id"]]
+                    "label": np.array([coco.LABEL_OF_ID[a["category_id"]]
                                        for a in annotations], np.int64),
                     "area": np.array([a["area"] for a in annotations], np.float32),
                     "iscrowd": np.array([a.get("iscrowd", 0) for a in annotations], np.int32)}}

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 
 from hrnet_jax.data.builders.common import (coco_annotation_files, coco_image,
                                             image_with_persons_info, person_features)
-from hrnet_jax.data.keypoint_sets import COCO
+from hrnet_jax.data.datasets.coco import KEYPOINTS as COCO
 from hrnet_jax.data.topdown import is_training_person
 
 INSTRUCTIONS = """\

@@ -27,7 +27,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info, person_features
-from hrnet_jax.data.keypoint_sets import LANDMARK_SETS
+from hrnet_jax.data.datasets.face_landmarks import DATASETS as _FACES
+
+LANDMARK_SETS = {faces.name: faces.keypoints for faces in _FACES}
 
 INSTRUCTIONS = """\
 Put the dataset's images and annotations into one folder: the COCO-style json files of mmpose

@@ -1,0 +1,206 @@
+"""Datasets: each module of this package tells one dataset's whole story.
+
+A dataset states how it is prepared (its tfds builder), how its train and evaluation sources are
+opened, and its metadata: classes, palette, ignore label, keypoint set, categories, and its
+evaluation protocol. Tasks read this metadata; nothing outside these files compares a dataset's
+name. Adding a dataset = one module here declaring `DATASETS` + its builder + an experiment:
+the modules are found by themselves (no registry to edit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import os
+import pkgutil
+from typing import Any, Sequence
+
+import numpy as np
+
+from hrnet_jax.data.keypoint_sets import KeypointSet
+
+DEFAULT_DATA_DIR = "~/tensorflow_datasets"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A dataset prepared once (`python -m hrnet_jax.data.prepare NAME`) into ArrayRecord files,
+    read through `tfds.data_source` without TensorFlow.
+
+    task: the task it is labelled for (a config pairing it with another is an error).
+    builder: (module of hrnet_jax.data.builders, class) of its tfds builder; module "" = tfds's own.
+    tfds_name: the builder's registered name (with its config, e.g. "hrnet_face_landmarks/wflw").
+    """
+
+    name: str
+    task: str
+    builder: tuple[str, str] = ("", "")
+    tfds_name: str = ""
+    class_names: tuple[str, ...] = ()
+    ignore_label: int = 255  # segmentation: the label no loss or metric counts
+    colours: tuple[tuple[int, int, int], ...] = ()  # the labels' official colours, if any
+    keypoints: KeypointSet | None = None  # pose, landmarks: names, flip pairs, skeleton, sigmas
+    train_examples: int = 0  # what one epoch of the references' schedules trains on
+    eval_split: str = "val"  # where the papers' numbers are measured
+
+    # -- preparation --------------------------------------------------------------------------
+    def builder_class(self) -> Any:
+        """The tfds builder class; importing it registers it with tfds."""
+        module, cls = self.builder
+        if not module:
+            import tensorflow_datasets as tfds
+            return tfds.builder_cls(self.tfds_name)
+        return getattr(importlib.import_module(f"hrnet_jax.data.builders.{module}"), cls)
+
+    def prepare(self, manual_dir: str, data_dir: str = DEFAULT_DATA_DIR) -> Any:
+        """Build the ArrayRecord files (skipped when already there); returns the builder."""
+        import tensorflow_datasets as tfds
+
+        cls = self.builder_class()
+        if not os.path.isdir(os.path.expanduser(manual_dir)):
+            raise FileNotFoundError(f"{manual_dir!r} does not exist.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        builder = tfds.builder(self.tfds_name, data_dir=os.path.expanduser(data_dir),
+                               file_format="array_record")
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir)))
+        return builder
+
+    def prepared_builder(self, data_dir: str) -> Any:
+        """The builder of the prepared files in `data_dir`, or an error saying how to prepare."""
+        import tensorflow_datasets as tfds
+
+        cls = self.builder_class()
+        data_dir = os.path.expanduser(data_dir)
+        builder = tfds.builder(self.tfds_name, data_dir=data_dir)
+        if not builder.is_prepared():
+            raise FileNotFoundError(
+                f"{self.name} is not prepared in {data_dir}.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}\n"
+                f"(or pass --set data.data_dir=DIR where it was prepared)")
+        return builder
+
+    # -- reading ------------------------------------------------------------------------------
+    def split(self, builder: Any, split: str) -> Any:
+        """A split read through `tfds.data_source` (ArrayRecord, random access, no TensorFlow)."""
+        if split not in builder.info.splits:
+            raise ValueError(f"{self.name} in {builder.data_dir} has splits "
+                             f"{list(builder.info.splits)}, not {split!r}")
+        return builder.as_data_source(split)
+
+    def sources(self, data: Any) -> tuple[Any, Any]:
+        """(train, evaluation) random-access sources for a data config."""
+        builder = self.prepared_builder(data.data_dir)
+        return self.training_view(self.split(builder, data.train_split), builder, data), \
+            self.split(builder, data.eval_split)
+
+    def training_view(self, records: Any, builder: Any, data: Any) -> Any:
+        """What training iterates over (records as stored; top-down: one person each)."""
+        return records
+
+    # -- metadata -----------------------------------------------------------------------------
+    def names(self, num_classes: int) -> list[str]:
+        """Class names in label order (the class numbers where the dataset names none)."""
+        return list(self.class_names) or [str(i) for i in range(num_classes)]
+
+    def palette(self, num_classes: int) -> np.ndarray:
+        """(num_classes, 3) uint8 colours of the labels in pictures: the official ones, else
+        random ones with background black."""
+        if self.colours:
+            return np.array(self.colours, np.uint8)
+        rng = np.random.default_rng(1)
+        palette = rng.integers(40, 255, (num_classes, 3)).astype(np.uint8)
+        palette[0] = (0, 0, 0)
+        return palette
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedDataset(Dataset):
+    """A procedural dataset (hrnet_jax.data.synthetic): no preparation, served straight to
+    grain; its size is data.num_train / data.num_eval at data.image_size."""
+
+    source: type | None = None
+
+    def sources(self, data: Any) -> tuple[Any, Any]:
+        size = tuple(data.image_size)
+        # Evaluation pictures come from a different seed: never seen in training.
+        return (self.source(data.num_train, size, data.seed),
+                self.source(data.num_eval, size, data.seed + 1_000_003))
+
+    def prepare(self, manual_dir: str, data_dir: str = DEFAULT_DATA_DIR) -> Any:
+        raise ValueError(f"{self.name} is generated on the fly: there is nothing to prepare")
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonDataset(Dataset):
+    """Images of persons (or faces) with boxes and keypoints, for the top-down tasks: training
+    takes one annotated person at a time; evaluation predicts in each image's evaluation boxes
+    and scores the rows by the dataset's protocol (`evaluation_rows`, `summarize`)."""
+
+    clip_boxes: bool = False  # training boxes clipped to the image (COCO)
+    uniform_augment: bool = False  # scale and rotation drawn uniformly (the faces' recipe)
+
+    def training_view(self, records: Any, builder: Any, data: Any) -> Any:
+        from hrnet_jax.data import topdown
+
+        height, width = data.image_size
+        persons = builder.info.metadata[data.train_split]["training_persons"]
+        return topdown.PersonInstances(records, persons, width / height, self.clip_boxes)
+
+    def evaluation_boxes(self, record: dict, persons: dict, data: Any
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """The boxes (N, 4) evaluated in one image and their scores: every annotated one."""
+        return persons["bbox"], np.ones(len(persons["bbox"]), np.float32)
+
+    def evaluation_rows(self, record: dict, persons: dict, predicted: np.ndarray,
+                        box_scores: np.ndarray, scales: np.ndarray) -> dict[str, np.ndarray]:
+        """One image's rows for `summarize`: predicted (N, K, 3) keypoints of its boxes."""
+        raise NotImplementedError
+
+    def summarize(self, rows: dict[str, np.ndarray]) -> dict[str, float]:
+        """The protocol's figures from every image's rows."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionDataset(Dataset):
+    """Images with boxed, labelled objects. `categories`: (category id of the results files,
+    name) of each contiguous label."""
+
+    categories: tuple[tuple[int, str], ...] = ()
+
+    def training_view(self, records: Any, builder: Any, data: Any) -> Any:
+        from hrnet_jax.data.detection import DetectionRecords
+
+        # images with boxes, in orientation-grouped batches
+        metadata = builder.info.metadata[data.train_split]
+        return DetectionRecords(records, metadata["training_records"], metadata["portrait_records"])
+
+    def names(self, num_classes: int) -> list[str]:
+        return [name for _, name in self.categories]
+
+
+@functools.cache
+def all_datasets() -> dict[str, Dataset]:
+    """Every dataset of every module of this package, by name."""
+    found: dict[str, Dataset] = {}
+    for module in pkgutil.iter_modules(__path__):
+        if module.name.startswith("_"):
+            continue
+        for dataset in importlib.import_module(f"{__name__}.{module.name}").DATASETS:
+            if dataset.name in found:
+                raise ValueError(f"two datasets are named {dataset.name!r}")
+            found[dataset.name] = dataset
+    return found
+
+
+def get(name: str) -> Dataset:
+    """The dataset called `name`, or an error listing the real ones."""
+    datasets = all_datasets()
+    if name not in datasets:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(datasets))}")
+    return datasets[name]
+
+
+def preparable() -> Sequence[str]:
+    """The names of the datasets `python -m hrnet_jax.data.prepare` builds."""
+    return sorted(n for n, d in all_datasets().items() if not isinstance(d, GeneratedDataset))
