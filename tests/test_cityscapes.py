@@ -149,6 +149,10 @@ def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_pat
     assert [l["step"] for l in train] == [2, 4] and all(np.isfinite(l["loss"]) for l in train)
     assert evaluation and 0.0 <= evaluation[-1]["miou"] <= 1.0
     assert "pixel_accuracy" in evaluation[-1]
+    # The official all-classes mean counts the absent classes of this 2-image subset as 0.
+    occurring = sum(k.startswith("iou/") for k in evaluation[-1])
+    assert evaluation[-1]["miou_all_classes"] == pytest.approx(
+        evaluation[-1]["miou"] * occurring / len(CLASSES))
     assert any(k.startswith("iou/") and k[4:] in CLASSES for k in evaluation[-1])
     assert len(list((workdir / "pictures").glob("*.png"))) == 1
     # Flip + multi-scale evaluation (scale 1.5 by sliding 64x128 windows) of the same checkpoint.

@@ -13,7 +13,6 @@ import tensorflow_datasets as tfds
 from conftest import rows_from_targets
 from hrnet_jax.data import prepare, topdown
 from hrnet_jax.data.datasets import face_landmarks
-from hrnet_jax.evaluation import nme as evaluation
 
 WFLW, COFW = face_landmarks.WFLW_POINTS, face_landmarks.COFW_POINTS
 LANDMARK_SETS = {faces.name: faces.keypoints for faces in face_landmarks.DATASETS}
@@ -118,19 +117,6 @@ def test_csv_layout_is_read_as_the_reference_reads_it(tmp_path, name):
         np.testing.assert_allclose(persons["bbox"][0, :2] + 40, row["centre"], rtol=1e-5)  # 200 x 0.4 / 2
         expected_size = 61.5 if name == "aflw" else 80.0
         assert persons["box_size"][0] == pytest.approx(expected_size)
-
-
-def test_nme_failure_rate_and_auc_known_answers():
-    truth = np.zeros((2, 4, 2))
-    predicted = truth + [3.0, 4.0]  # every point 5 px off
-    errors = evaluation.normalised_mean_error(predicted, truth, np.array([100.0, 25.0]))
-    np.testing.assert_allclose(errors, [0.05, 0.2])
-    summary = evaluation.landmark_summary(errors)
-    assert summary["nme"] == pytest.approx(0.125)
-    assert summary["failure_rate"] == 0.5
-    assert summary["auc"] == pytest.approx(0.25, abs=1e-3)  # half the faces from 0.05 to 0.1
-    perfect = evaluation.landmark_summary(np.zeros(3))
-    assert perfect == {"nme": 0.0, "failure_rate": 0.0, "auc": pytest.approx(1.0)}
 
 
 def face_config(data_dir, name):

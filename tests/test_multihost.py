@@ -12,6 +12,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+pytestmark = pytest.mark.multihost  # real jax.distributed processes
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OVERRIDES = ["loop.num_steps=6", "loop.log_every=1", "data.batch_size=8", "optim.optimizer=sgd",
              "optim.learning_rate=0.05", "optim.warmup_steps=0", "checkpoint.every_steps=3"]

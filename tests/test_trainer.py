@@ -117,6 +117,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(tmp_path):
         assert values == [expected[step]] * len(values), step
 
 
+@pytest.mark.multihost
 def test_multi_device_steps_and_restore_onto_fewer_devices():
     """8 simulated CPU devices: data=8 and data=4 x fsdp=2 agree with one device; a checkpoint
     of the 8-device run restores onto 4 devices unchanged (see tests/multidevice_check.py)."""
