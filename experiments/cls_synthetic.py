@@ -13,7 +13,8 @@ from hrnet_jax.recipes import smoke, synthetic_demo
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = synthetic_demo("classification", "classification", num_classes=4, dataset="synthetic_classification")
+    config = synthetic_demo("classification", "classification",
+                            num_classes=4, dataset="synthetic_classification")
     config.data.image_size = (32, 32)  # the classification head is heavy: keep pictures small
     config.optim.learning_rate = 5e-3
     config.loop.num_steps = 800

@@ -17,9 +17,8 @@ from hrnet_jax.recipes import top_down_pose, top_down_smoke
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = top_down_pose("coco_keypoints", "hrnet_w32", (384, 288),
-                           scale_factor=0.35,
-                           rotation_factor=45.0,
-                           half_body_probability=0.3,
+    config = top_down_pose("coco_keypoints", "hrnet_w32", (384, 288), scale_factor=0.35,
+                           rotation_factor=45.0, half_body_probability=0.3,
                            person_boxes=coco.PERSON_DETECTIONS)
-    return with_variant(config, variant, smoke=lambda config: top_down_smoke(config, "val", (128, 96)))
+    return with_variant(config, variant,
+                        smoke=lambda config: top_down_smoke(config, "val", (128, 96)))

@@ -14,8 +14,7 @@ from hrnet_jax.recipes import top_down_pose, top_down_smoke
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
-    config = top_down_pose("mpii", "hrnet_w32", (256, 256),
-                           scale_factor=0.25,
-                           rotation_factor=30.0,
-                           half_body_probability=0.0)
-    return with_variant(config, variant, smoke=lambda config: top_down_smoke(config, "test_mpii", (64, 64)))
+    config = top_down_pose("mpii", "hrnet_w32", (256, 256), scale_factor=0.25,
+                           rotation_factor=30.0, half_body_probability=0.0)
+    return with_variant(config, variant,
+                        smoke=lambda config: top_down_smoke(config, "test_mpii", (64, 64)))

@@ -7,7 +7,6 @@ import pathlib
 import re
 import textwrap
 
-import numpy as np
 import pytest
 
 from hrnet_jax.data import datasets

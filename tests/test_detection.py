@@ -151,7 +151,6 @@ def test_training_batches_pad_to_one_bucket_and_resume_where_they_stopped(prepar
     orientation's canvas (both occur), boxes stay on their objects, and a restored iterator
     continues with the same batches."""
     task = make_task(smoke_config(prepared))
-    rng = np.random.default_rng(0)
     fake = []
     for index in range(10):
         height, width = (60, 90) if index < 6 else (90, 60)
