@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from typing import Any
@@ -212,7 +213,13 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
         if item in (int, float):  # sizes may be written 512x1024
             text = text.replace("x", ",")
         parts = [p for p in text.split(",") if p.strip()]
-        return tuple(_parse_value(p.strip(), item, key) for p in parts)
+        values = tuple(_parse_value(p.strip(), item, key) for p in parts)
+        if len(args) > 1 and args[1] is not Ellipsis:  # a fixed length, e.g. (height, width)
+            if len(values) == 1 and len(args) == 2:
+                values = values * 2  # one size: a square
+            if len(values) != len(args):
+                raise ConfigError(f"--set {key}={text}: expected {len(args)} numbers")
+        return values
     try:
         if annotation is bool:
             if text.lower() in ("true", "1", "yes"):
@@ -246,6 +253,35 @@ def apply_override(config: Any, assignment: str) -> None:
     setattr(node, target, _parse_value(text.strip(), hints[target], key))
 
 
+def validate(config: ExperimentConfig) -> ExperimentConfig:
+    """Values no run can use, named before anything is built or compiled."""
+    positive = {"loop.num_steps": config.loop.num_steps, "loop.log_every": config.loop.log_every,
+                "checkpoint.every_steps": config.checkpoint.every_steps,
+                "checkpoint.keep": config.checkpoint.keep,
+                "data.batch_size": config.data.batch_size,
+                "data.eval_batch_size": config.data.eval_batch_size,
+                "data.num_train": config.data.num_train, "data.num_eval": config.data.num_eval,
+                "optim.grad_accum_steps": config.optim.grad_accum_steps}
+    positive.update({f"data.image_size[{i}]": v for i, v in enumerate(config.data.image_size)})
+    bad = [f"{key}={value}" for key, value in positive.items() if value <= 0]
+    bad += [f"{key}={value}" for key, value in {"loop.eval_every": config.loop.eval_every,
+                                                 "data.worker_count": config.data.worker_count,
+                                                 "eval.num_pictures": config.eval.num_pictures
+                                                 }.items() if value < 0]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: must be positive (eval_every, worker_count and "
+                          "num_pictures may be 0)")
+    if len(config.data.image_size) != 2:
+        raise ConfigError(f"data.image_size={config.data.image_size}: expected height and width")
+    if config.data.batch_size % config.optim.grad_accum_steps:
+        raise ConfigError(f"data.batch_size={config.data.batch_size} does not split into "
+                          f"optim.grad_accum_steps={config.optim.grad_accum_steps} micro-batches")
+    pretrained = config.model.pretrained
+    if pretrained and not os.path.exists(os.path.expanduser(pretrained)):
+        raise ConfigError(f"model.pretrained={pretrained}: no such file or folder")
+    return config
+
+
 def to_dict(config: ExperimentConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -272,5 +308,6 @@ def from_dict(data: dict[str, Any]) -> ExperimentConfig:
 
 
 def save_json(config: ExperimentConfig, path: str) -> None:
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:  # whole or not at all: other hosts may be reading it
         f.write(to_json(config))
+    os.replace(path + ".tmp", path)

@@ -12,6 +12,7 @@ where jax.distributed finds them itself).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import jax
@@ -29,6 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--boxes", help="predict, pose: person boxes, a JSON list of [x, y, w, h] "
                                         "or of COCO detections")
     parser.add_argument("--list", action="store_true", help="print the experiments and exit")
+    parser.add_argument("--from_init", action="store_true",
+                        help="eval / predict: use the initialisation (or model.pretrained) when "
+                             "the workdir holds no checkpoint, instead of refusing")
     parser.add_argument("--print_config", action="store_true",
                         help="print the fully resolved config (after --set) as JSON and exit")
     parser.add_argument("--coordinator_address", help="host:port of process 0 (multi-host)")
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             config_lib.apply_override(config, assignment)
         from hrnet_jax.tasks import check_pairing
         check_pairing(config)
+        config_lib.validate(config)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -71,23 +76,46 @@ def main(argv: list[str] | None = None) -> int:
                                    heartbeat_timeout_seconds=args.heartbeat_timeout)
 
     from hrnet_jax.predict import predict_files
-    from hrnet_jax.training.loop import Trainer
+    from hrnet_jax.training.checkpoint import RestoreError, saved_steps
+    from hrnet_jax.training.loop import Trainer, TrainingDiverged
 
-    trainer = Trainer(config, args.workdir)
-    if args.mode == "train":
-        trainer.train()
-    elif args.mode == "eval":
-        trainer.evaluate()
-    elif args.input:
-        output = args.output or f"{args.workdir}/predictions"
-        try:
-            written = predict_files(trainer, args.input, output, args.boxes)
-        except (FileNotFoundError, ValueError, NotImplementedError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(f"wrote {len(written)} pictures to {output}")
-    else:
-        trainer.draw_pictures(trainer.restore_or_init())
+    checkpoints = os.path.join(args.workdir, "checkpoints")
+    if args.mode != "train" and not saved_steps(checkpoints) and not (
+            args.from_init or config.model.pretrained):
+        print(f"error: no checkpoint in {checkpoints} to {args.mode} with (is --workdir right?); "
+              "pass --from_init to use the initialisation, or --set model.pretrained=FILE",
+              file=sys.stderr)
+        return 2
+    try:  # what is checked before anything compiles: the saved config, the mesh, the batch
+        trainer = Trainer(config, args.workdir)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        if args.mode == "train":
+            trainer.train()
+        elif args.mode == "eval":
+            trainer.evaluate()
+        elif args.input:
+            output = args.output or f"{args.workdir}/predictions"
+            try:
+                written, failures = predict_files(trainer, args.input, output, args.boxes)
+            except (FileNotFoundError, ValueError) as error:  # the input or the boxes file
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            print(f"wrote {len(written)} pictures to {output}")
+            if failures:
+                print(f"error: {len(failures)} of the images failed:\n  " + "\n  ".join(failures),
+                      file=sys.stderr)
+                return 1
+        else:
+            trainer.draw_pictures(trainer.restore_or_init())
+    except TrainingDiverged as error:
+        print(f"error: training diverged: {error}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, RestoreError, NotImplementedError, config_lib.ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     # Process 0 alone draws pictures: everyone waits here, not at the shutdown barrier.
     from hrnet_jax.training.sharding import barrier
     barrier("hrnet_jax.main done")

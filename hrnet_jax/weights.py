@@ -270,11 +270,23 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except ImportError as error:
         raise ImportError(f"reading {path} needs PyTorch (pip install torch); "
                           "or convert it to .safetensors first") from error
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # weights_only: a file's pickled code is never run
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a PyTorch state_dict file (a dict of tensor names to "
+                         f"tensors, as torch.save(model.state_dict(), path) writes): "
+                         f"{type(error).__name__}: {str(error).splitlines()[0][:200]}. A pickled "
+                         "model object is not read (it could run code): save its state_dict "
+                         "instead") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]
-    return {k: _as_numpy(v) for k, v in checkpoint.items() if hasattr(v, "shape")}
+    arrays = ({k: _as_numpy(v) for k, v in checkpoint.items() if hasattr(v, "shape")}
+              if isinstance(checkpoint, dict) else {})
+    if not arrays:
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__} without tensors, not a "
+                         "state_dict (a dict of tensor names to tensors)")
+    return arrays
 
 
 def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> None:

@@ -60,7 +60,14 @@ def main():
     assert len(jax.tree.leaves(restored["params"])[0].sharding.device_set) == 4
     difference = max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
                      for x, y in zip(jax.tree.leaves(restored), jax.tree.leaves(data8)))
-    print(json.dumps({"devices": len(devices),
+    indivisible = make_config((8, 1))
+    indivisible.data.batch_size = 12  # refused before anything compiles
+    try:
+        Trainer(indivisible, tempfile.mkdtemp(), devices)
+        refusal = ""
+    except config_lib.ConfigError as error:
+        refusal = str(error)
+    print(json.dumps({"devices": len(devices), "indivisible_batch_refusal": refusal,
                       "data8_vs_single": max_relative(data8["params"], single["params"]),
                       "data4_fsdp2_vs_single": max_relative(fsdp["params"], single["params"]),
                       "fsdp_sharded_leaves": sharded,

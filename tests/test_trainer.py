@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hrnet_jax import config as config_lib, experiments
-from hrnet_jax.training.loop import Trainer, TrainingDiverged
+from hrnet_jax.training.loop import Trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -67,13 +67,19 @@ def test_smoke_run_writes_config_metrics_checkpoints_and_pictures(smoke_runs, na
     assert pictures == [f"step000004_{i}.png" for i in range(4)]
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    """The command ends with one line naming the step and the checkpoint kept, no traceback."""
+    from hrnet_jax.main import main
+
     # The learning rate jumps to 1e32 after step 4 of 8: the loss turns NaN at step 6.
-    config = configured("seg_synthetic:smoke", "loop.num_steps=8", "loop.log_every=1",
-                        "optim.optimizer=sgd", "optim.warmup_steps=0", "optim.schedule=multistep",
-                        "optim.milestones=0.5", "optim.decay_factor=1e35")
-    with pytest.raises(TrainingDiverged, match="at step 6"):
-        Trainer(config, str(tmp_path)).train()
+    overrides = ("loop.num_steps=8", "loop.log_every=1", "optim.optimizer=sgd",
+                 "optim.warmup_steps=0", "optim.schedule=multistep", "optim.milestones=0.5",
+                 "optim.decay_factor=1e35")
+    assert main(["--experiment=seg_synthetic:smoke", f"--workdir={tmp_path}",
+                 *[f"--set={o}" for o in overrides]]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: training diverged: loss nan") and "at step 6" in err[-1]
+    assert f"step 4, is kept in {tmp_path / 'checkpoints'}" in err[-1]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
     assert max(l["step"] for l in read_metrics(tmp_path)) == 5
 
@@ -132,6 +138,8 @@ def test_multi_device_steps_and_restore_onto_fewer_devices():
     assert report["data4_fsdp2_vs_single"] < 1e-4
     assert report["fsdp_sharded_leaves"] > 0
     assert report["restored_8_to_4_max_difference"] == 0.0
+    assert "data.batch_size=12" in report["indivisible_batch_refusal"]
+    assert "multiple of 8" in report["indivisible_batch_refusal"]
 
 
 def test_sigterm_saves_a_checkpoint_then_exits(tmp_path):

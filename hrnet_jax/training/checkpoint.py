@@ -6,12 +6,46 @@ on 8 devices resumes on 4 (or on another host count) unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import sys
+import time
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+
+class RestoreError(ValueError):
+    """A checkpoint that does not fit the model: the mismatched arrays are named."""
+
+
+def saved_steps(directory: str) -> list[int]:
+    """The steps saved in a checkpoints folder (orbax names each step's folder by its number),
+    without opening or creating anything."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory)
+                  if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
+
+
+@contextlib.contextmanager
+def _storage_noise_held_back():
+    """A restore that fails on a broken file leaves thousands of TensorStore reads completing
+    into orbax's closed event loop, each printing an 'Event loop is closed' traceback. Those go
+    to a buffer; the one error that matters is raised and said as usual."""
+    held, original = io.StringIO(), sys.stderr
+    sys.stderr = held
+    try:
+        yield
+    except BaseException:
+        time.sleep(0.2)  # the pending reads finish into the buffer
+        raise
+    finally:
+        sys.stderr = original
 
 
 class Checkpointer:
@@ -31,15 +65,93 @@ class Checkpointer:
 
     def restore(self, abstract_state: Any, shardings: Any, data_iterator: Any = None,
                 step: int | None = None) -> Any:
-        """The state of `step` (default: latest) placed with `shardings`; the data iterator is
-        moved to where it was when that state was saved."""
-        step = self.manager.latest_step() if step is None else step
+        """The state of `step` (default: the newest that restores) placed with `shardings`; the
+        data iterator is moved to where it was when that state was saved.
+
+        A checkpoint whose arrays do not fit the model raises `RestoreError` naming them. One
+        that cannot be read (a truncated array chunk, an emptied metadata or iterator file) is
+        passed over for the next older one, said on stderr, and kept aside renamed
+        `STEP.unrestorable`, never deleted."""
+        steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
         target = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(
             leaf.shape, leaf.dtype, sharding=sharding), abstract_state, shardings)
-        args = {"state": ocp.args.StandardRestore(target)}
-        if data_iterator is not None:
-            args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return self.manager.restore(step, args=ocp.args.Composite(**args))["state"]
+        unreadable: list[int] = []
+        try:
+            for candidate in steps:
+                self._check_fits(candidate, abstract_state)
+                args = {"state": ocp.args.StandardRestore(target)}
+                if data_iterator is not None:
+                    args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+                try:
+                    with _storage_noise_held_back():
+                        state = self.manager.restore(candidate,
+                                                     args=ocp.args.Composite(**args))["state"]
+                except Exception as error:  # whatever the storage layers raise for broken files
+                    if step is not None:
+                        raise
+                    self._say(f"checkpoint step {candidate} in {self.manager.directory} does not "
+                              f"restore ({type(error).__name__}: "
+                              f"{(str(error).splitlines() or [''])[0][:160]}); trying the next "
+                              "older one")
+                    unreadable.append(candidate)
+                    continue
+                return state
+        finally:
+            self._set_aside(unreadable)
+        raise FileNotFoundError(f"no checkpoint in {self.manager.directory} restores (steps "
+                                f"{steps} were tried)")
+
+    def _check_fits(self, step: int, abstract_state: Any) -> None:
+        """RestoreError naming every model variable whose saved shape differs from the model's
+        (read from the checkpoint's metadata: no array is loaded, nothing is compiled)."""
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)  # orbax warns of the step's own metadata file here
+        try:
+            folder = os.path.join(str(self.manager.directory), str(step), "state")
+            saved = ocp.StandardCheckpointer().metadata(folder).item_metadata
+            saved = {c: saved[c] for c in ("params", "batch_stats")}
+        except Exception:  # unreadable metadata: the restore itself says what is wrong
+            return
+        finally:
+            absl_logger.setLevel(level)
+
+        def shapes(tree):
+            return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+                    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+        expected = shapes({c: abstract_state[c] for c in ("params", "batch_stats")})
+        found = shapes(saved)
+        mismatched = [f"{key} saved {found[key]}, model {shape}"
+                      for key, shape in expected.items() if key in found and found[key] != shape]
+        missing = [key for key in expected if key not in found]
+        extra = [key for key in found if key not in expected]
+        if mismatched or missing or extra:
+            parts = [f"{len(mismatched)} arrays of another shape: {'; '.join(mismatched[:12])}"
+                     if mismatched else "",
+                     f"{len(missing)} arrays the checkpoint lacks: {', '.join(missing[:12])}"
+                     if missing else "",
+                     f"{len(extra)} arrays the model lacks: {', '.join(extra[:12])}"
+                     if extra else ""]
+            raise RestoreError(f"checkpoint step {step} in {self.manager.directory} does not fit "
+                               f"the model: " + "; ".join(p for p in parts if p) +
+                               ". Was it saved by another arch, width, head or number of classes?")
+
+    def _set_aside(self, steps: list[int]) -> None:
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            for step in steps:
+                folder = os.path.join(str(self.manager.directory), str(step))
+                if os.path.isdir(folder):
+                    os.replace(folder, folder + ".unrestorable")
+                    self._say(f"kept the unrestorable checkpoint aside as {folder}.unrestorable")
+        self.manager.reload()
+
+    @staticmethod
+    def _say(message: str) -> None:
+        if jax.process_index() == 0:
+            print(f"warning: {message}", file=sys.stderr)
 
     def restore_variables(self, step: int | None = None) -> dict:
         """{'params', 'batch_stats'} of a checkpoint as host arrays, whatever model saved it

@@ -7,7 +7,6 @@ Every task runs through here; a task only supplies its loss, metric and pictures
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import signal
@@ -26,6 +25,7 @@ from hrnet_jax.models import create_model, tiny_arch
 from hrnet_jax.tasks import Predict, Record, Task, make_task
 from hrnet_jax.training import optim, pretrained, sharding, step as step_lib
 from hrnet_jax.training.checkpoint import Checkpointer
+from hrnet_jax.training.workdir import MetricsWriter, config_changes, record_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,27 +46,22 @@ def build_model(config: config_lib.ExperimentConfig):
     return create_model(arch, m.head, m.num_classes, **overrides)
 
 
-class MetricsWriter:
-    """Appends JSON lines to DIR/metrics.jsonl (first process only)."""
-
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.enabled = jax.process_index() == 0
-
-    def write(self, step: int, split: str, figures: dict[str, float]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": step, "split": split, **figures}) + "\n")
-
-
 class Trainer:
     """Holds what one run builds once: mesh, model, task, compiled steps, checkpoints."""
 
     def __init__(self, config: config_lib.ExperimentConfig, workdir: str,
                  devices: list | None = None):
         self.config, self.workdir = config, workdir
-        os.makedirs(workdir, exist_ok=True)
+        # Checked before anything is written or compiled.
+        config_lib.validate(config)
+        config_changes(workdir, config)  # another run in this workdir: refused, nothing touched
         self.mesh = sharding.make_mesh(config.mesh, devices)
+        if config.data.batch_size % self.mesh.size:
+            raise config_lib.ConfigError(
+                f"data.batch_size={config.data.batch_size} does not split over the "
+                f"{self.mesh.size} devices of the mesh (data={self.mesh.shape['data']} x "
+                f"fsdp={self.mesh.shape['fsdp']}): use a multiple of {self.mesh.size}")
+        os.makedirs(workdir, exist_ok=True)
         self.task: Task = make_task(config)
         self.model = build_model(config)
         num_steps = config.loop.num_steps
@@ -132,14 +127,17 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
         config = self.config
-        if jax.process_index() == 0:
-            config_lib.save_json(config, os.path.join(self.workdir, "config.json"))
         loader = pipeline.train_loader(self.train_source, self.task.prepare, config.data.batch_size,
                                        config.data.seed, config.data.worker_count, self.task.augment,
                                        self.task.mix_batch)
         data_iterator = iter(loader)
         state = self.restore_or_init(data_iterator)
         first_step = int(jax.device_get(state["step"]))
+        record_config(self.workdir, config, first_step)
+        replayed = self.metrics.drop_replayed(first_step)
+        if replayed:
+            print(f"resumed at step {first_step}: {replayed} later rows of metrics.jsonl, "
+                  "trained again now, moved to metrics.replayed.jsonl")
         num_steps = config.loop.num_steps
         stop = _SigtermFlag()
         progress = tqdm(total=num_steps, initial=first_step, desc=config.name, unit="step",
@@ -173,8 +171,14 @@ class Trainer:
                 if stop.raised:
                     progress.write(f"SIGTERM: saved step {step}, exiting")
                     break
+        except TrainingDiverged as error:
+            self.checkpoints.wait()  # a save in flight completes: it is the last good one
+            progress.close()
+            kept = self.checkpoints.latest_step()
+            raise TrainingDiverged(f"{error}; the last good checkpoint, step {kept}, is kept in "
+                                   f"{self.checkpoints.manager.directory}" if kept is not None
+                                   else f"{error}; no checkpoint had been saved yet") from None
         finally:
-            # A save in flight completes even when a NaN stops the run: it is the last good one.
             self.checkpoints.wait()
         progress.close()
         result = self.evaluate(state) if not stop.raised else {}
@@ -194,7 +198,6 @@ class Trainer:
     def report(self, step: int, result: dict[str, float]) -> None:
         """Eval figures to metrics.jsonl and the terminal: the headline metric, the other
         figures, and per-class figures (`iou/road`, ...) as a table."""
-        self.metrics.write(step, "eval", result)
         if jax.process_index() != 0:
             return
         overall = {k: v for k, v in result.items() if "/" not in k}
@@ -203,6 +206,7 @@ class Trainer:
         if per_class:
             width = max(len(k) for k in per_class)
             print("\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in per_class.items()))
+        self.metrics.write(step, "eval", result)  # after printing: a failed write loses nothing
 
     def predict_fn(self, state: dict):
         """Normalised images -> the network's outputs as numpy (inference mode)."""
@@ -267,8 +271,7 @@ def _check_finite(step: int, figures: dict) -> None:
     values = {k: float(jax.device_get(figures[k])) for k in ("loss", "grad_norm")}
     if not all(math.isfinite(v) for v in values.values()):
         raise TrainingDiverged(f"loss {values['loss']}, gradient norm {values['grad_norm']} at "
-                               f"step {step}; stopped without saving it, the last good "
-                               "checkpoint is kept")
+                               f"step {step}; stopped without saving it")
 
 
 class _SigtermFlag:

@@ -24,8 +24,9 @@ def make_mesh(config: MeshConfig, devices: list | None = None) -> Mesh:
     data = count // fsdp if data == -1 else data
     fsdp = count // data if fsdp == -1 else fsdp
     if data * fsdp != count:
-        raise ValueError(f"mesh data={config.data} x fsdp={config.fsdp} does not cover the "
-                         f"{count} devices")
+        raise ValueError(f"mesh.data={config.data} x mesh.fsdp={config.fsdp} makes a mesh of "
+                         f"{data} x {fsdp} devices; this run has {count}: set mesh.data and "
+                         f"mesh.fsdp to cover exactly {count}")
     return Mesh(np.asarray(devices).reshape(data, fsdp), ("data", "fsdp"))
 
 
