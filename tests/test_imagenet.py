@@ -102,7 +102,7 @@ def test_predict_prints_the_top5_with_imagenet_names(tmp_path, capsys):
     image = tmp_path / "picture.png"
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8))
     args = ["--experiment=cls_imagenet_w18:smoke", f"--workdir={tmp_path}/run", "--mode=predict",
-            f"--input={image}", f"--output={tmp_path}/out"]
+            f"--input={image}", f"--output={tmp_path}/out", "--from_init"]
     assert main.main(args) == 0
     printed = [l for l in capsys.readouterr().out.splitlines() if l[:1].isdigit()]
     assert len(printed) == 4  # the smoke model has 4 classes

@@ -115,7 +115,7 @@ def test_pose_evaluation_rows_from_two_hosts_add_up_to_one_process(tmp_path, sha
     detections = shared_data / "coco_mini/person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
     overrides = [f"data.data_dir={tmp_path / 'tfds'}", f"data.person_boxes={detections}",
                  "eval.flip=true"]
-    run = dict(extra=["--mode=eval"], experiment="pose_coco_w32_256x192:smoke")
+    run = dict(extra=["--mode=eval", "--from_init"], experiment="pose_coco_w32_256x192:smoke")
     single = launch(tmp_path / "pose", 2, overrides, **run)
     out, _ = single.communicate(timeout=600)
     assert single.returncode == 0, out[-3000:]

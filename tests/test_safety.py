@@ -96,21 +96,23 @@ def test_a_resume_of_another_run_is_refused_and_config_json_kept(copy, capsys):
 
 def test_a_resume_keeps_config_json_and_metrics_one_curve(copy, capsys):
     """Step 4's checkpoint has an emptied data-iterator file: the resume falls back to step 2
-    (step 4 kept aside), with a new learning rate. config.json stays the original, the change is
+    (step 4 kept aside), logging every step now. config.json stays the original, the change is
     recorded beside it, and metrics.jsonl holds each step once (the replayed rows kept in
     metrics.replayed.jsonl)."""
     saved = (copy / "config.json").read_bytes()
     (copy / "checkpoints" / "4" / "data" / "process_0-of-1.json").write_text("")
-    assert main([SMOKE, f"--workdir={copy}", "--set", "optim.learning_rate=0.001"]) == 0
+    assert main([SMOKE, f"--workdir={copy}", "--set", "loop.log_every=1"]) == 0
     assert sorted(os.listdir(copy / "checkpoints")) == ["2", "4", "4.unrestorable"]
     assert (copy / "config.json").read_bytes() == saved
     later = json.loads((copy / "config.step000002.json").read_text())
-    assert later["optim"]["learning_rate"] == 0.001
+    assert later["loop"]["log_every"] == 1
     train = [r["step"] for r in rows(copy) if r["split"] == "train"]
-    assert train == [2, 4]
+    assert train == [2, 3, 4]
     replayed = [json.loads(line) for line in open(copy / "metrics.replayed.jsonl")]
     assert sorted({r["step"] for r in replayed}) == [4]
-    assert "recorded in" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "recorded in" in out
+    assert f"pictures: {copy / 'pictures'}" in out and f"figures: {copy / 'metrics.jsonl'}" in out
 
 
 @pytest.mark.parametrize("broken", ["array chunks", "_METADATA"])

@@ -94,7 +94,7 @@ def run_cli(workdir, *overrides, wait=True):
 
 
 def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(tmp_path):
-    overrides = ("loop.num_steps=40", "loop.log_every=1", "checkpoint.every_steps=10",
+    overrides = ("loop.num_steps=24", "loop.log_every=1", "checkpoint.every_steps=8",
                  "data.image_size=64x64", "data.batch_size=8")
     straight = run_cli(tmp_path / "straight", *overrides)
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -103,9 +103,9 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(tmp_path):
     workdir = tmp_path / "killed"
     process = run_cli(workdir, *overrides, wait=False)
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill once step 10 is checkpointed and training has moved on
-        done = (workdir / "checkpoints" / "10").is_dir() and (workdir / "metrics.jsonl").exists() \
-            and any(l["step"] >= 12 for l in read_metrics(workdir))
+    while time.time() < deadline:  # kill once step 8 is checkpointed and training has moved on
+        done = (workdir / "checkpoints" / "8").is_dir() and (workdir / "metrics.jsonl").exists() \
+            and any(l["step"] >= 10 for l in read_metrics(workdir))
         if done or process.poll() is not None:
             break
         time.sleep(0.05)
@@ -113,14 +113,14 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(tmp_path):
     process.wait()
     resumed = run_cli(workdir, *overrides)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    losses: dict[int, list[float]] = {}
-    for line in read_metrics(workdir):
-        if line["split"] == "train":
-            losses.setdefault(line["step"], []).append(line["loss"])
-    assert sorted(losses) == sorted(expected)
-    assert any(len(v) > 1 for v in losses.values()), "the kill came after the run had finished"
-    for step, values in losses.items():
-        assert values == [expected[step]] * len(values), step
+    # metrics.jsonl is one curve; the rows of the steps trained twice moved aside.
+    train = [l for l in read_metrics(workdir) if l["split"] == "train"]
+    assert [l["step"] for l in train] == sorted(expected)
+    assert {l["step"]: l["loss"] for l in train} == expected
+    replayed = [json.loads(line) for line in open(workdir / "metrics.replayed.jsonl")]
+    assert replayed, "the kill came after the run had finished"
+    for line in replayed:  # the first attempt's losses of those steps, the same again
+        assert line["split"] != "train" or line["loss"] == expected[line["step"]], line
 
 
 @pytest.mark.multihost

@@ -183,7 +183,11 @@ class Trainer:
         progress.close()
         result = self.evaluate(state) if not stop.raised else {}
         if not stop.raised:
-            self.draw_pictures(state)
+            pictures = self.draw_pictures(state)
+            if pictures:
+                print(f"pictures: {os.path.dirname(pictures[0])} ({len(pictures)} new); "
+                      f"figures: {self.metrics.path}; checkpoints: "
+                      f"{self.checkpoints.manager.directory}")
         return result
 
     # -- evaluation and pictures ------------------------------------------------------------
