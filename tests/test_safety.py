@@ -110,6 +110,13 @@ def test_a_resume_keeps_config_json_and_metrics_one_curve(copy, capsys):
     assert train == [2, 3, 4]
     replayed = [json.loads(line) for line in open(copy / "metrics.replayed.jsonl")]
     assert sorted({r["step"] for r in replayed}) == [4]
+    # TensorBoard: the resumed file purges the first attempt's steps after 2 (TensorBoard's
+    # SessionLog START at step 3), so the curves carry on without duplicate steps.
+    from test_trainer import tensorboard_events
+
+    starts = [e.step for e in tensorboard_events(copy / "tensorboard")
+              if e.HasField("session_log") and e.session_log.status == e.session_log.START]
+    assert starts == [3]
     out = capsys.readouterr().out
     assert "recorded in" in out
     assert f"pictures: {copy / 'pictures'}" in out and f"figures: {copy / 'metrics.jsonl'}" in out

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -155,3 +156,50 @@ def test_sigterm_saves_a_checkpoint_then_exits(tmp_path):
     assert process.wait(timeout=120) == 0
     saved = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
     assert len(saved) == 1 and 5 <= saved[0] < 400  # the step it was at, not a periodic save
+
+
+def tensorboard_events(folder) -> list:
+    """Every event of the TensorBoard files in `folder`, read by TensorFlow's own reader."""
+    import tensorflow as tf
+
+    events = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        events += list(tf.compat.v1.train.summary_iterator(str(path)))
+    return events
+
+
+def test_tensorboard_holds_the_figures_of_metrics_jsonl_and_the_pictures(smoke_runs):
+    workdir, *_ = smoke_runs["seg_synthetic"]
+    events = tensorboard_events(pathlib.Path(workdir) / "tensorboard")
+    scalars = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value
+               if v.HasField("simple_value")}
+    images = {(e.step, v.tag): v.image for e in events for v in e.summary.value
+              if v.HasField("image")}
+    expected = {}
+    for line in read_metrics(workdir):
+        for key, value in line.items():
+            if key not in ("step", "split"):
+                tag = key if "/" in key else f"{line['split']}/{key}"
+                expected[(line["step"], tag)] = value
+    assert expected and set(expected) == set(scalars)
+    for key, value in expected.items():
+        assert scalars[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert {(4, "train/loss"), (2, "eval/miou"), (4, "iou/0")} <= set(scalars)
+    picture = cv2.imread(str(sorted((pathlib.Path(workdir) / "pictures").glob("*.png"))[0]))
+    image = images[(4, "pictures/0")]
+    assert (image.height, image.width) == picture.shape[:2]
+    decoded = cv2.imdecode(np.frombuffer(image.encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decoded, picture)
+
+
+def test_without_tensorboardx_the_run_says_once_that_tensorboard_is_off(tmp_path, monkeypatch,
+                                                                          capsys):
+    from hrnet_jax.training.workdir import TensorBoard
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed
+    board = TensorBoard(str(tmp_path))
+    board.scalars(1, "train", {"loss": 1.0})
+    board.picture(1, "0", np.zeros((4, 4, 3), np.uint8))
+    err = capsys.readouterr().err
+    assert err.count("TensorBoard logging is off") == 1 and "pip install tensorboardX" in err
+    assert not (tmp_path / "tensorboard").exists()

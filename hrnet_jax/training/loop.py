@@ -25,7 +25,7 @@ from hrnet_jax.models import create_model, tiny_arch
 from hrnet_jax.tasks import Predict, Record, Task, make_task
 from hrnet_jax.training import optim, pretrained, sharding, step as step_lib
 from hrnet_jax.training.checkpoint import Checkpointer
-from hrnet_jax.training.workdir import MetricsWriter, config_changes, record_config
+from hrnet_jax.training.workdir import MetricsWriter, TensorBoard, config_changes, record_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -85,6 +85,7 @@ class Trainer:
         self.checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"),
                                         config.checkpoint.every_steps, config.checkpoint.keep)
         self.metrics = MetricsWriter(workdir)
+        self.tensorboard = TensorBoard(workdir)
 
     # -- data: opened when first needed (predicting on files needs no dataset) ---------------
     @functools.cached_property
@@ -134,6 +135,7 @@ class Trainer:
         state = self.restore_or_init(data_iterator)
         first_step = int(jax.device_get(state["step"]))
         record_config(self.workdir, config, first_step)
+        self.tensorboard.start(first_step)
         replayed = self.metrics.drop_replayed(first_step)
         if replayed:
             print(f"resumed at step {first_step}: {replayed} later rows of metrics.jsonl, "
@@ -161,6 +163,7 @@ class Trainer:
                         now - last_log_time)
                     last_log_time, last_log_step = now, step
                     self.metrics.write(step, "train", logged)
+                    self.tensorboard.scalars(step, "train", logged)
                     progress.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{logged['lr']:.2e}",
                                          img_s=f"{logged['images_per_s']:.1f}")
                 if step % config.checkpoint.every_steps == 0 or step == num_steps or stop.raised:
@@ -186,8 +189,9 @@ class Trainer:
             pictures = self.draw_pictures(state)
             if pictures:
                 print(f"pictures: {os.path.dirname(pictures[0])} ({len(pictures)} new); "
-                      f"figures: {self.metrics.path}; checkpoints: "
-                      f"{self.checkpoints.manager.directory}")
+                      f"figures: {self.metrics.path} and {self.tensorboard.folder}; "
+                      f"checkpoints: {self.checkpoints.manager.directory}")
+        self.tensorboard.close()
         return result
 
     # -- evaluation and pictures ------------------------------------------------------------
@@ -211,6 +215,7 @@ class Trainer:
             width = max(len(k) for k in per_class)
             print("\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in per_class.items()))
         self.metrics.write(step, "eval", result)  # after printing: a failed write loses nothing
+        self.tensorboard.scalars(step, "eval", result)
 
     def predict_fn(self, state: dict):
         """Normalised images -> the network's outputs as numpy (inference mode)."""
@@ -230,6 +235,7 @@ class Trainer:
             picture = self.task.draw(predict, dict(self.eval_source[index]))
             path = os.path.join(folder, f"step{step:06d}_{index}.png")
             cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            self.tensorboard.picture(step, str(index), picture)
             paths.append(path)
         return paths
 

@@ -1,6 +1,6 @@
 """What a run keeps in its workdir besides checkpoints, and how nothing there is lost: the config
 it was started with (`config.json`, never replaced; later harmless changes recorded beside it)
-and its figures (`metrics.jsonl`, one curve even after a resume).
+and its figures (`metrics.jsonl` and `tensorboard/`, one curve even after a resume).
 """
 
 from __future__ import annotations
@@ -116,3 +116,53 @@ class MetricsWriter:
                 f.writelines(line for line in rows if json.loads(line)["step"] <= step)
             os.replace(self.path + ".tmp", self.path)
         return len(later)
+
+
+class TensorBoard:
+    """The run's scalars and pictures as TensorBoard event files in DIR/tensorboard (first
+    process only), written with tensorboardX (no TensorFlow). Train figures go under `train/`,
+    evaluation figures under `eval/`, per-class ones under their own group (`iou/road`, ...),
+    pictures under `pictures/`. A run resumed at step S purges the later steps of the earlier
+    files (TensorBoard's purge_step), so its curves carry on without duplicate steps."""
+
+    def __init__(self, workdir: str):
+        self.folder = os.path.join(workdir, "tensorboard")
+        self.writer = None
+        if jax.process_index() != 0:
+            return
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError as error:
+            print(f"TensorBoard logging is off: {error} (pip install tensorboardX)",
+                  file=sys.stderr)
+            self.folder = None
+
+    def start(self, step: int) -> None:
+        """Open the writer for a run going on from `step` (0 for a new one)."""
+        if self.folder is None or jax.process_index() != 0:
+            return
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(self.folder, purge_step=step + 1 if step else None,
+                                    flush_secs=30)
+
+    def scalars(self, step: int, split: str, figures: dict[str, float]) -> None:
+        if self.writer is None:
+            self.start(0)  # eval / predict runs: appended, nothing purged
+        if self.writer is None:
+            return
+        for key, value in figures.items():
+            self.writer.add_scalar(key if "/" in key else f"{split}/{key}", value, step)
+        self.writer.flush()
+
+    def picture(self, step: int, name: str, picture: Any) -> None:
+        if self.writer is None:
+            self.start(0)
+        if self.writer is not None:
+            self.writer.add_image(f"pictures/{name}", picture, step, dataformats="HWC")
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
