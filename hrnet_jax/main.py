@@ -22,11 +22,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m hrnet_jax.main", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", help="NAME or NAME:VARIANT (see --list)")
     parser.add_argument("--workdir", help="where config.json, metrics.jsonl, checkpoints/ go")
-    parser.add_argument("--mode", default="train", choices=["train", "eval", "predict"])
+    parser.add_argument("--mode", default="train", choices=["train", "eval", "predict", "export"],
+                        help="train (or resume), eval the latest checkpoint, predict pictures, "
+                             "export an inference artifact to --output")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optim.learning_rate=0.02")
     parser.add_argument("--input", help="predict: an image file or a folder of images")
-    parser.add_argument("--output", help="predict: where the pictures go (default WORKDIR/predictions)")
+    parser.add_argument("--output", help="predict: where the pictures go (default "
+                                         "WORKDIR/predictions); export: the artifact's file")
     parser.add_argument("--boxes", help="predict, pose: person boxes, a JSON list of [x, y, w, h] "
                                         "or of COCO detections")
     parser.add_argument("--list", action="store_true", help="print the experiments and exit")
@@ -96,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             trainer.train()
         elif args.mode == "eval":
             trainer.evaluate()
+        elif args.mode == "export":
+            from hrnet_jax.export import export_run
+
+            written = export_run(trainer, args.output or f"{args.workdir}/model.jax")
+            print(f"wrote {written[0]} (StableHLO with the weights) and {written[1]}")
         elif args.input:
             output = args.output or f"{args.workdir}/predictions"
             try:

@@ -256,13 +256,20 @@ def shallower(arch: ArchSpec, variables: Variables, modules: Sequence[int],
 
 # -- export ---------------------------------------------------------------------------------
 def export_inference(model: HRNet, variables: Variables, image_size: tuple[int, int],
-                     dtype: Any = jnp.float32) -> jax.export.Exported:
+                     dtype: Any = jnp.float32, postprocess: Any = None,
+                     platforms: Sequence[str] | None = None) -> jax.export.Exported:
     """The model's inference function with its weights, serialisable StableHLO
-    (`exported.serialize()`), for any batch size: input (b, H, W, 3) normalised images."""
+    (`exported.serialize()`), for any batch size: input (b, H, W, 3) normalised images.
+    `postprocess` (a task's, e.g. detection's decoding and NMS) runs in the same program;
+    `platforms` (e.g. ("cpu", "cuda")): where it may run (default: this machine's)."""
     batch = jax.export.symbolic_shape("b")[0]
     spec = jax.ShapeDtypeStruct((batch, *image_size, 3), dtype)
-    infer = jax.jit(lambda images: model.apply(variables, images, train=False))
-    return jax.export.export(infer)(spec)
+
+    def infer(images):
+        outputs = model.apply(variables, images, train=False)
+        return outputs if postprocess is None else postprocess(outputs)
+
+    return jax.export.export(jax.jit(infer), platforms=platforms)(spec)
 
 
 def load_exported(serialized: bytes | bytearray) -> jax.export.Exported:

@@ -1,0 +1,68 @@
+"""`--mode=export --output=FILE`: a run's checkpoint as a self-contained inference artifact.
+
+FILE holds the serialised StableHLO of the network in inference mode with its weights inside
+and the task's post-processing (detection: decoding and NMS) in the same program; the batch size
+is symbolic. FILE.json beside it says what a server needs: the task, the input layout and size,
+the normalisation, and the class or keypoint names. It is lowered for CPU, CUDA and TPU.
+BatchNorm is not folded into the convolutions (no fold_batchnorm yet). Loading it needs jax
+only:
+
+    exported = jax.export.deserialize(bytearray(open(FILE, "rb").read()))
+    outputs = exported.call(images)   # (b, H, W, 3) float32, normalised as FILE.json says
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jax
+import numpy as np
+
+from hrnet_jax import surgery
+from hrnet_jax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+
+
+def describe(trainer: Any, exported: jax.export.Exported, step: int) -> dict[str, Any]:
+    """The artifact's JSON: what goes in, what comes out, what the outputs mean."""
+    config, dataset = trainer.config, trainer.task.dataset
+    height, width = config.data.image_size
+    labels: dict[str, Any] = {}
+    if dataset.keypoints is not None:
+        labels["keypoints"] = list(dataset.keypoints.joints)
+        labels["skeleton"] = [list(limb) for limb in dataset.keypoints.limbs]
+        labels["flip_pairs"] = [list(pair) for pair in dataset.keypoints.flip_pairs]
+    else:
+        labels["classes"] = dataset.names(config.model.num_classes)
+    return {
+        "experiment": config.name, "task": config.task, "arch": config.model.arch,
+        "head": config.model.head, "dataset": dataset.name, "step": step,
+        "input": {"layout": "NHWC", "dtype": "float32", "height": height, "width": width,
+                  "batch": "any", "channels": "RGB",
+                  "normalise": "(pixel - mean) / std, pixels 0..255",
+                  "mean": [round(float(v), 4) for v in IMAGENET_MEAN],
+                  "std": [round(float(v), 4) for v in IMAGENET_STD]},
+        "outputs": {"tree": str(exported.out_tree),
+                    "arrays": [f"{a.dtype}{list(a.shape)}" for a in exported.out_avals]},
+        "platforms": list(exported.platforms),
+        **labels,
+    }
+
+
+PLATFORMS = ("cpu", "cuda", "tpu")  # where the artifact runs; lowered for each here
+
+
+def export_run(trainer: Any, path: str, platforms: tuple[str, ...] = PLATFORMS
+               ) -> tuple[str, str]:
+    """Write the trainer's latest checkpoint (or its initialisation) as FILE and FILE.json."""
+    state = trainer.restore_or_init()
+    step = int(jax.device_get(state["step"]))
+    variables = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
+    exported = surgery.export_inference(trainer.model, variables,
+                                        tuple(trainer.config.data.image_size), np.float32,
+                                        trainer.task.postprocess, platforms)
+    with open(path, "wb") as f:
+        f.write(exported.serialize())
+    with open(path + ".json", "w") as f:
+        json.dump(describe(trainer, exported, step), f, indent=2)
+    return path, path + ".json"
