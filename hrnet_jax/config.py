@@ -290,6 +290,19 @@ def to_json(config: ExperimentConfig) -> str:
     return json.dumps(to_dict(config), indent=2)
 
 
+def flat(tree: dict[str, Any] | ExperimentConfig, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value as JSON has it (tuples as lists): `{"optim.learning_rate": 0.01}`."""
+    if dataclasses.is_dataclass(tree):
+        tree = json.loads(to_json(tree))
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Inverse of `to_dict` (tuples come back from JSON lists)."""
     def build(cls, values):

@@ -71,16 +71,6 @@ def test_unknown_variant_is_named(capsys, tmp_path):
 SNAPSHOT = pathlib.Path(__file__).parent / "data" / "experiment_configs.json"
 
 
-def flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
 def test_every_experiment_resolves_to_its_recorded_config():
     """Every experiment and its `:smoke` variant, resolved, against the values recorded in
     tests/data/experiment_configs.json (recorded before the data configs were split by task:
@@ -90,7 +80,7 @@ def test_every_experiment_resolves_to_its_recorded_config():
     other_tasks_options = {f"data.{f.name}" for cls in config_lib.DATA_CONFIGS.values()
                            for f in dataclasses.fields(cls)}
     for spec, values in recorded.items():
-        resolved = flat(config_lib.to_dict(experiments.load(spec)))
+        resolved = config_lib.flat(experiments.load(spec))
         assert {k: v for k, v in values.items() if k in resolved} == resolved, spec
         assert set(values) - set(resolved) <= other_tasks_options, spec
 

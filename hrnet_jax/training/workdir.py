@@ -24,20 +24,10 @@ class ResumeConflict(ValueError):
     """The workdir holds another run than the one asked for."""
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
 def _figures(config: config_lib.ExperimentConfig) -> dict[str, Any]:
-    flat = _flat(json.loads(config_lib.to_json(config)))
-    flat["experiment"] = flat["name"].partition(":")[0]  # NAME of NAME:VARIANT
-    return flat
+    figures = config_lib.flat(config)
+    figures["experiment"] = figures["name"].partition(":")[0]  # NAME of NAME:VARIANT
+    return figures
 
 
 def config_changes(workdir: str, config: config_lib.ExperimentConfig) -> dict[str, tuple]:
