@@ -184,7 +184,8 @@ def test_nearest_upsampling_matches_torch_and_has_no_gather():
 SCANNABLE = ArchSpec(8, 1, 8, (StageSpec(2, 2, (4, 8)), StageSpec(3, 1, (4, 8, 16))))
 
 
-@pytest.mark.parametrize("head", ["segmentation", "pose"])
+# Pose (whose last module fuses into branch 0 only) with `-m slow`: the suite's time.
+@pytest.mark.parametrize("head", ["segmentation", pytest.param("pose", marks=pytest.mark.slow)])
 def test_scanned_modules_are_the_same_function_with_the_same_variables(head):
     plain = create_model(SCANNABLE, head, 3)
     scanned = create_model(SCANNABLE, head, 3, scan_modules=True)
