@@ -13,6 +13,10 @@ import pytest
 # tests' tolerances; benchmarks and real runs keep every optimisation. Child processes (the
 # multi-host tests) inherit it.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# Without optimisations most programs compile in under a second, below what the persistent
+# cache (JAX_COMPILATION_CACHE_DIR, set by .ci/run) keeps by default: keep them all, so that the
+# many processes of the CLI and multi-host tests load what another test compiled.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def shared_data_dir() -> pathlib.Path:

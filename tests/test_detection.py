@@ -261,6 +261,7 @@ def test_detection_model_is_the_pyramid_plus_the_fcos_head():
         create_model("hrnet_w18", "detection", head_channels=48)
 
 
+@pytest.mark.slow  # bfloat16 compute is checked for the backbone and heads in test_models
 def test_bfloat16_detector_returns_float32_outputs_close_to_float32():
     from hrnet_jax.models import create_model, tiny_arch
 
