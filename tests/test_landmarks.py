@@ -138,6 +138,8 @@ def test_ground_truth_through_our_heatmaps_and_decoder_gives_a_small_nme(prepare
     assert figures["auc"] > 0.8
 
 
+# Slow for the suite's time: the faces' evaluation runs in the fast tier (ground truth -> small NME); the top-down training path is COCO's (test_coco_keypoints).
+@pytest.mark.slow
 def test_wflw_smoke_trains_and_reports_nme(prepared, tmp_path):
     from hrnet_jax import main
 

@@ -52,6 +52,8 @@ def test_mpii_ground_truth_through_our_heatmaps_scores_pckh_one(prepared):
     assert figures["pckh"] == 1.0 and figures["pckh/head"] == 1.0, figures
 
 
+# Slow for the suite's time: MPII's evaluation runs in the fast tier (ground truth -> PCKh 1); its training path is COCO's top-down one (test_coco_keypoints).
+@pytest.mark.slow
 def test_mpii_smoke_trains_and_reports_pckh(prepared, tmp_path):
     from hrnet_jax.training.loop import Trainer
 
