@@ -48,7 +48,7 @@ def jax_steps(arch: str, head: str | None, images: np.ndarray, labels: np.ndarra
 
     def loss_fn(params, batch_stats):
         out, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                 mutable=["batch_stats"])
+                                 mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
         out = out if head == "classification" else sum(jnp.mean(f) for f in jax.tree.leaves(out))
         loss = (optax.softmax_cross_entropy_with_integer_labels(out.astype(jnp.float32), y).mean()
                 if head == "classification" else out)

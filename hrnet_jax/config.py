@@ -61,6 +61,9 @@ class SegmentationData(DataConfig):
     base_size: int = 0
     train_scales: tuple[float, ...] = ()
     crop_size: tuple[int, ...] = ()
+    # (H, W): every image (bilinear) and label (nearest) resized to it first, for training and
+    # evaluation, where the scores are resized back to the label (LIP's protocol). Empty: off.
+    resize: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -152,6 +155,9 @@ class EvalConfig:
     # windows of data.crop_size. The default (1.0,) without flip is the batched eval step.
     flip: bool = False  # also pose: the flip test (mirrored heatmaps averaged, shifted 1 px)
     scales: tuple[float, ...] = (1.0,)
+    # Which scaled images run whole: False, scales <= 1 (the reference's Cityscapes rule); True,
+    # those that fit in data.crop_size, padded to it (its rule for LIP and PASCAL-Context).
+    pad_to_crop: bool = False
     decoder: str = "argmax"  # pose heatmaps: "argmax" (+ quarter pixel, the reference) | "dark"
     # Detection (FCOS's inference): candidates above score_threshold, the pre_nms_top_k best a
     # level, class-wise NMS at nms_threshold IoU, max_detections kept an image.
@@ -169,6 +175,9 @@ class LossConfig:
     ohem: bool = False
     ohem_threshold: float = 0.9  # keep pixels whose true-class probability is below this...
     ohem_min_kept: int = 131072  # ...or at least this many per device batch
+    # Heads with an auxiliary output (HRNet-OCR's soft object regions): its cross-entropy's
+    # weight, beside 1 for the main output (the reference's BALANCE_WEIGHTS [0.4, 1]).
+    aux_weight: float = 0.4
 
 
 @dataclasses.dataclass

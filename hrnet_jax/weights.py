@@ -4,7 +4,8 @@ Both key schemes users hold checkpoints in are understood without a flag: timm's
 HRNet repos' share the backbone names (`conv1`, `layer1.0.conv1`, `transition1.1.0.0`,
 `stage2.0.branches.0.0.conv1`, `stage2.0.fuse_layers.1.0.0.0`, ...). Heads: classification
 `incre_modules` / `downsamp_modules` / `final_layer` / `classifier` (cls_hrnet and timm),
-segmentation `last_layer.{0,1,3}`, pose `final_layer`, landmarks `head.{0,1,3}`, pyramid
+segmentation `last_layer.{0,1,3}`, HRNet-OCR `conv3x3_ocr` / `aux_head` / `ocr_distri_head` /
+`cls_head` (the official seg_hrnet_ocr), pose `final_layer`, landmarks `head.{0,1,3}`, pyramid
 (HRFPN) `reduction_conv.conv` / `fpn_convs.K.conv`. Wrapper prefixes (`module.`, `model.`,
 `backbone.`, `neck.`) are stripped.
 
@@ -50,6 +51,19 @@ _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
                        (r"^downsamp(\d+)/", r"downsamp_modules.\1."),
                        (r"^final/", "final_layer.")],
     "segmentation": [(r"^proj/", "last_layer."), (r"^classifier$", "last_layer.3")],
+    # The OCR head's ConvBN units; the reference's BNReLU is Sequential(BatchNorm2d, ReLU), so
+    # its BatchNorms sit one level deeper (`f_pixel.1.0`).
+    "segmentation_ocr": [
+        (r"^ocr_conv/", "conv3x3_ocr."), (r"^aux/", "aux_head."), (r"^aux_classifier$", "aux_head.3"),
+        (r"^classifier$", "cls_head"),
+        (r"^context/(pixel|object)0/0$", r"ocr_distri_head.object_context_block.f_\1.0"),
+        (r"^context/(pixel|object)0/1$", r"ocr_distri_head.object_context_block.f_\1.1.0"),
+        (r"^context/(pixel|object)1/0$", r"ocr_distri_head.object_context_block.f_\1.2"),
+        (r"^context/(pixel|object)1/1$", r"ocr_distri_head.object_context_block.f_\1.3.0"),
+        (r"^context/(down|up)/0$", r"ocr_distri_head.object_context_block.f_\1.0"),
+        (r"^context/(down|up)/1$", r"ocr_distri_head.object_context_block.f_\1.1.0"),
+        (r"^fuse/0$", "ocr_distri_head.conv_bn_dropout.0"),
+        (r"^fuse/1$", "ocr_distri_head.conv_bn_dropout.1.0")],
     "landmarks": [(r"^proj/", "head."), (r"^classifier$", "head.3")],
     "pose": [(r"^classifier$", "final_layer")],
     "pyramid": [(r"^reduction$", "reduction_conv.conv"), (r"^fpn(\d+)$", r"fpn_convs.\1.conv")],
@@ -88,8 +102,9 @@ def _num_batches_key(running_mean_key: str) -> str:
 _TORCH_MODULE_ORDER = {name: rank for rank, name in enumerate((
     "conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample", "layer1", "transition1", "stage2",
     "transition2", "stage3", "transition3", "stage4", "branches", "fuse_layers", "incre_modules",
-    "downsamp_modules", "final_layer", "classifier", "last_layer", "head", "reduction_conv",
-    "fpn_convs", "conv", "weight", "bias", "running_mean", "running_var", "num_batches_tracked"))}
+    "downsamp_modules", "final_layer", "classifier", "last_layer", "conv3x3_ocr",
+    "ocr_distri_head", "object_context_block", "f_pixel", "f_object", "f_down", "f_up",
+    "conv_bn_dropout", "cls_head", "aux_head", "head", "reduction_conv", "fpn_convs", "conv", "weight", "bias", "running_mean", "running_var", "num_batches_tracked"))}
 
 
 def _torch_sort_key(key: str) -> tuple:
@@ -169,6 +184,7 @@ def _strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, str]:
 
 def _infer_num_classes(head: str | None, state_dict: Mapping[str, Any]) -> int | None:
     weight_key = {"classification": "classifier.weight", "segmentation": "last_layer.3.weight",
+                  "segmentation_ocr": "cls_head.weight",
                   "landmarks": "head.3.weight", "pose": "final_layer.weight"}.get(head or "")
     for name, key in _strip_wrappers(state_dict).items():
         if name == weight_key:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from hrnet_jax.evaluation.segmentation import (logits_at_input_size, multi_scale_probabilities,
-                                               sliding_window_logits)
+from hrnet_jax.evaluation.segmentation import (BLACK, logits_at_input_size,
+                                               multi_scale_probabilities, sliding_window_scores)
 
 MIX = np.random.RandomState(0).randn(3, 4).astype(np.float32)
 
@@ -24,9 +24,12 @@ def smooth_image(height: int, width: int) -> np.ndarray:
 def test_sliding_windows_reproduce_a_whole_image_prediction():
     image = smooth_image(50, 70)
     whole = pointwise(image[None])[0]
-    # 20x30 windows at stride 13x20, last ones flush with the border; overlaps averaged.
-    np.testing.assert_allclose(sliding_window_logits(pointwise, image, (20, 30), False), whole,
-                               rtol=1e-6, atol=1e-6)
+    # 20x30 windows at stride 13x20, last ones flush with the border (Cityscapes) or padded
+    # black beyond it (LIP, PASCAL-Context); overlapping scores averaged.
+    for pad_to_crop in (False, True):
+        np.testing.assert_allclose(
+            sliding_window_scores(pointwise, image, (20, 30), False, pad_to_crop=pad_to_crop),
+            np.exp(whole), rtol=1e-5)
 
 
 def test_flip_averages_the_mirrored_prediction():
@@ -45,8 +48,43 @@ def test_multi_scale_sums_exp_logits_resized_back():
     for scale in scales:
         long_side = int(base * scale + 0.5)
         scaled = cv2.resize(image, (long_side, long_side // 2), interpolation=cv2.INTER_LINEAR)
-        logits = pointwise(scaled[None])[0]
-        back = np.stack([cv2.resize(np.ascontiguousarray(logits[..., k]), (128, 64),
-                                    interpolation=cv2.INTER_LINEAR) for k in range(4)], -1)
-        expected += np.exp(back)
+        scores = np.exp(pointwise(scaled[None])[0])  # exponentiated, then resized back
+        expected += np.stack([cv2.resize(np.ascontiguousarray(scores[..., k]), (128, 64),
+                                         interpolation=cv2.INTER_LINEAR) for k in range(4)], -1)
     np.testing.assert_allclose(total, expected, rtol=2e-3, atol=2e-3)
+
+
+def test_pad_to_crop_runs_a_small_image_padded_black_and_cuts_the_padding():
+    image = smooth_image(30, 40)
+    seen = []
+
+    def model(images):
+        seen.append(images[0])
+        return pointwise(images)
+
+    total = multi_scale_probabilities(model, image, (1.0,), False, 40, (48, 48), pad_to_crop=True)
+    assert seen[0].shape == (48, 48, 3)
+    np.testing.assert_allclose(seen[0][30:, :], np.broadcast_to(BLACK, (18, 48, 3)))
+    np.testing.assert_allclose(total, np.exp(pointwise(image[None])[0]), rtol=1e-5)
+
+
+def test_flip_test_swaps_the_left_and_right_classes_back():
+    """A 'model' that is exactly mirror-symmetric except that it calls the left side of the
+    image class 1 and the right side class 2 (LIP's left/right arm): on a mirrored image the
+    left side it sees is the original's right. Without swapping 1 and 2 back the flip test
+    would average the two sides into a tie; with it, both passes agree."""
+    image = smooth_image(16, 24)
+
+    def sides(images):
+        width = images.shape[2]
+        left = (np.arange(width) < width // 2).astype(np.float32)[None, None, :, None]
+        logits = np.zeros((*images.shape[:3], 3), np.float32)
+        logits[..., 1:2] = 4 * left
+        logits[..., 2:3] = 4 * (1 - left)
+        return logits
+
+    plain = logits_at_input_size(sides, image, flip=False)
+    swapped = logits_at_input_size(sides, image, flip=True, flip_pairs=((1, 2),))
+    np.testing.assert_allclose(swapped, plain)
+    unswapped = logits_at_input_size(sides, image, flip=True)
+    assert np.allclose(unswapped[..., 1], unswapped[..., 2])  # the tie the swap prevents

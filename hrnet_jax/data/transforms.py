@@ -34,12 +34,24 @@ def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, int], ignore: 
     return image, label
 
 
+def swap_labels(label: np.ndarray, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Each pair's two labels trade places (a mirrored person's left arm becomes the right)."""
+    if not pairs:
+        return label
+    lookup = np.arange(256, dtype=label.dtype)
+    for left, right in pairs:
+        lookup[left], lookup[right] = right, left
+    return lookup[label]
+
+
 def random_scale_crop_flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
                            base_size: int, scales: Sequence[float], crop_size: tuple[int, int],
-                           flip: bool = True, ignore: int = 255) -> tuple[np.ndarray, np.ndarray]:
+                           flip: bool = True, ignore: int = 255,
+                           flip_pairs: Sequence[tuple[int, int]] = ()
+                           ) -> tuple[np.ndarray, np.ndarray]:
     """The segmentation reference's training augmentation: the long side scaled to
     base_size x (a scale drawn from `scales`), padded to the crop, a random crop, a coin-flip
-    horizontal mirror."""
+    horizontal mirror (which swaps the labels of `flip_pairs`)."""
     scale = scales[rng.integers(len(scales))] if len(scales) else 1.0
     image, label = resize_long_side(image, label, int(base_size * scale + 0.5))
     image, label = pad_to(image, label, crop_size, ignore)
@@ -48,7 +60,7 @@ def random_scale_crop_flip(image: np.ndarray, label: np.ndarray, rng: np.random.
     image = image[y:y + crop_size[0], x:x + crop_size[1]]
     label = label[y:y + crop_size[0], x:x + crop_size[1]]
     if flip and rng.random() < 0.5:
-        image, label = image[:, ::-1], label[:, ::-1]
+        image, label = image[:, ::-1], swap_labels(label[:, ::-1], flip_pairs)
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 

@@ -16,14 +16,19 @@ from hrnet_jax.models.fcos_head import PYRAMID_STRIDES, DetectionHead
 from hrnet_jax.models.heads import ClassificationHead, PoseHead, PyramidNeck, RepresentationHead
 from hrnet_jax.models.hrnet import ARCHS, ArchSpec, HRNetBackbone, StageSpec, tiny_arch
 from hrnet_jax.models.layers import LayerConfig
+from hrnet_jax.models.ocr_head import OCRHead
 
-HEADS = (None, "classification", "segmentation", "pose", "landmarks", "pyramid", "detection")
+HEADS = (None, "classification", "segmentation", "segmentation_ocr", "pose", "landmarks", "pyramid",
+         "detection")
 
 # The papers' per-task defaults. bn_momentum is Flax's: PyTorch 0.1 -> 0.9, 0.01 -> 0.99.
 HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
     None: dict(upsample="nearest", bn_momentum=0.9),
     "classification": dict(upsample="nearest", bn_momentum=0.9, num_classes=1000),
     "segmentation": dict(upsample="bilinear", align_corners=False, bn_momentum=0.99, num_classes=19),
+    # The official OCR model: PyTorch momentum 0.1 everywhere, align_corners=True resampling.
+    "segmentation_ocr": dict(upsample="bilinear", align_corners=True, bn_momentum=0.9,
+                             num_classes=19),
     "pose": dict(upsample="nearest", bn_momentum=0.9, num_classes=17),
     "landmarks": dict(upsample="bilinear", align_corners=False, bn_momentum=0.99, num_classes=98),
     "pyramid": dict(upsample="nearest", bn_momentum=0.9),
@@ -54,6 +59,8 @@ class HRNet(nn.Module):
             return ClassificationHead(self.num_classes, self.layers, name="head")(xs, train)
         if self.head in ("segmentation", "landmarks"):
             return RepresentationHead(self.num_classes, self.layers, name="head")(xs, train)
+        if self.head == "segmentation_ocr":  # training: (logits, auxiliary logits)
+            return OCRHead(self.num_classes, self.layers, name="head")(xs, train)
         if self.head == "pose":
             return PoseHead(self.num_classes, self.layers, name="head")(xs, train)
         if self.head == "detection":

@@ -99,7 +99,7 @@ def task_classes() -> dict[str, Callable[[Any, Any], Task]]:
 
 
 # The model head each task trains.
-TASK_HEADS = {"segmentation": ("segmentation",), "pose": ("pose",), "landmarks": ("landmarks",),
+TASK_HEADS = {"segmentation": ("segmentation", "segmentation_ocr"), "pose": ("pose",), "landmarks": ("landmarks",),
               "classification": ("classification",), "detection": ("detection",)}
 
 

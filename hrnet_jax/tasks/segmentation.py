@@ -1,16 +1,20 @@
 """Semantic segmentation: pixel cross-entropy with the dataset's ignore label, class weights
-or OHEM; mIoU (hrnet_jax.evaluation.miou), whole images batched on the devices or, with flip or
-several scales, image by image (hrnet_jax.evaluation.segmentation)."""
+or OHEM (heads with an auxiliary output, HRNet-OCR's, add its plain cross-entropy weighted by
+loss.aux_weight); mIoU (hrnet_jax.evaluation.miou), whole images batched on the devices or, with
+flip, several scales or images of different sizes, image by image
+(hrnet_jax.evaluation.segmentation)."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hrnet_jax.data import transforms
+from hrnet_jax.models import HEAD_DEFAULTS
 from hrnet_jax.models.layers import resize_bilinear
 from hrnet_jax.evaluation.miou import IGNORE_LABEL, confusion_matrix, iou_summary
 from hrnet_jax.tasks import Task, whole_image
@@ -19,12 +23,13 @@ from hrnet_jax.tasks import Task, whole_image
 
 def pixel_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
                         class_weights: Sequence[float] | None = None,
-                        ignore_label: int = IGNORE_LABEL) -> jnp.ndarray:
+                        ignore_label: int = IGNORE_LABEL, align_corners: bool = False
+                        ) -> jnp.ndarray:
     """Mean cross-entropy over labelled pixels, weighted as PyTorch's CrossEntropyLoss(weight,
     ignore_index): sum(w[y] * ce) / sum(w[y]). Logits at 1/4 resolution are first upsampled
     bilinearly to the label size, as the reference does."""
     if logits.shape[1:3] != labels.shape[1:3]:
-        logits = resize_bilinear(logits, labels.shape[1:3])
+        logits = resize_bilinear(logits, labels.shape[1:3], align_corners)
     logits = logits.astype(jnp.float32)
     valid = labels != ignore_label
     safe = jnp.where(valid, labels, 0)
@@ -38,7 +43,8 @@ def pixel_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
 def ohem_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
                        class_weights: Sequence[float] | None = None, threshold: float = 0.9,
                        min_kept: int = 131072, groups: int = 1,
-                       ignore_label: int = IGNORE_LABEL) -> jnp.ndarray:
+                       ignore_label: int = IGNORE_LABEL, align_corners: bool = False
+                       ) -> jnp.ndarray:
     """Online hard example mining, as HRNet-Semantic-Segmentation's OhemCrossEntropy: among the
     labelled pixels keep those whose true-class probability is below max(threshold, the
     `min_kept`-th smallest probability), and average their (class-weighted) losses.
@@ -46,7 +52,7 @@ def ohem_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
     The reference mines on each GPU's batch; `groups` splits the batch the same way (the number
     of devices), and the per-group losses are averaged as data-parallel gradients are."""
     if logits.shape[1:3] != labels.shape[1:3]:
-        logits = resize_bilinear(logits, labels.shape[1:3])
+        logits = resize_bilinear(logits, labels.shape[1:3], align_corners)
     batch = labels.shape[0]
     if batch % groups:
         raise ValueError(f"OHEM: batch {batch} does not split into {groups} device batches")
@@ -90,13 +96,16 @@ class Segmentation(Task):
             raise ValueError(f"loss.class_weights has {len(weights)} weights for "
                              f"{self.num_classes} classes")
         self.class_weights = weights
+        self.flip_pairs = dataset.label_flip_pairs
+        # The head's resampling rule also upsamples its logits for the loss and evaluation.
+        self.align_corners = HEAD_DEFAULTS[config.model.head].get("align_corners", False)
         self.devices = jax.device_count()
         if not config.data.crop_size:
             self.augment = None
 
     def prepare(self, example):
         label = np.asarray(example["label"])
-        label = label[..., 0] if label.ndim == 3 else label
+        label = self.dataset.training_labels(label[..., 0] if label.ndim == 3 else label)
         bad = (label >= self.num_classes) & (label != self.ignore_label)
         if bad.any():
             name = example.get("file_name", b"?")
@@ -108,48 +117,75 @@ class Segmentation(Task):
     def augment(self, example, rng):
         """Scale the long side to base_size x one of train_scales, pad, crop, mirror."""
         data = self.config.data
-        example = self.prepare(example)  # validated before anything is resampled
+        example = self.resized(self.prepare(example))  # validated before anything is resampled
         image, label = transforms.random_scale_crop_flip(
             example["image"], example["label"], rng, data.base_size, data.train_scales,
-            tuple(data.crop_size), data.flip, self.ignore_label)
+            tuple(data.crop_size), data.flip, self.ignore_label, self.flip_pairs)
         return {"image": image, "label": label}
 
-    def loss(self, logits, batch):
+    def resized(self, example):
+        """Image (bilinear) and label (nearest, if given) at data.resize, if set."""
+        if not self.config.data.resize:
+            return example
+        height, width = self.config.data.resize
+        out = {"image": cv2.resize(example["image"], (width, height), interpolation=cv2.INTER_LINEAR)}
+        if "label" in example:
+            out["label"] = cv2.resize(example["label"], (width, height), interpolation=cv2.INTER_NEAREST)
+        return out
+
+    def loss(self, outputs, batch):
+        """Cross-entropy (or OHEM) of the logits; with an auxiliary output (training outputs
+        (logits, aux_logits)), plus loss.aux_weight x its plain cross-entropy, as the reference
+        (whose OHEM mines the main output only)."""
         options = self.config.loss
+        logits, aux = outputs if isinstance(outputs, tuple) else (outputs, None)
+        labels = batch["label"]
         if options.ohem:
-            groups = self.devices if batch["label"].shape[0] % self.devices == 0 else 1
-            value = ohem_cross_entropy(logits, batch["label"], self.class_weights,
-                                       options.ohem_threshold, options.ohem_min_kept, groups,
-                                       self.ignore_label)
+            groups = self.devices if labels.shape[0] % self.devices == 0 else 1
+            value = ohem_cross_entropy(logits, labels, self.class_weights, options.ohem_threshold,
+                                       options.ohem_min_kept, groups, self.ignore_label,
+                                       self.align_corners)
         else:
-            value = pixel_cross_entropy(logits, batch["label"], self.class_weights,
-                                        self.ignore_label)
-        return value, {}
+            value = pixel_cross_entropy(logits, labels, self.class_weights, self.ignore_label,
+                                        self.align_corners)
+        if aux is None:
+            return value, {}
+        aux_loss = pixel_cross_entropy(aux, labels, self.class_weights, self.ignore_label,
+                                       self.align_corners)
+        return value + options.aux_weight * aux_loss, {"main_loss": value, "aux_loss": aux_loss}
 
     def eval_sums(self, logits, batch):
-        logits = resize_bilinear(logits.astype(jnp.float32), batch["label"].shape[1:3])
+        logits = resize_bilinear(logits.astype(jnp.float32), batch["label"].shape[1:3],
+                                 self.align_corners)
         mask = jnp.broadcast_to(batch["mask"][:, None, None], batch["label"].shape)
         return {"confusion": confusion_matrix(jnp.argmax(logits, -1), batch["label"],
                                               self.num_classes, mask.astype(jnp.float32),
                                               self.ignore_label)}
 
     def evaluate(self, evaluation):
-        """Batched on the devices; with flip or several scales, image by image."""
-        if self.config.eval.flip or tuple(self.config.eval.scales) != (1.0,):
+        """Batched on the devices where whole images of one size are evaluated as they are;
+        else (flip, several scales, images of several sizes, data.resize) image by image."""
+        settings = self.config.eval
+        if (settings.flip or tuple(settings.scales) != (1.0,) or self.config.data.resize
+                or not self.dataset.same_size_images):
             return self.summarize(evaluation.rows(self.evaluate_image))
         return self.summarize(evaluation.sums())
 
     def evaluate_image(self, predict, record):
         from hrnet_jax.data.pipeline import normalize
-        from hrnet_jax.evaluation.segmentation import multi_scale_probabilities
+        from hrnet_jax.evaluation.segmentation import multi_scale_probabilities, resize_scores
 
         data, settings = self.config.data, self.config.eval
         example = self.prepare(record)
         labels = example["label"]
-        base = data.base_size or max(labels.shape)
-        crop = tuple(data.crop_size) or labels.shape
-        scores = multi_scale_probabilities(predict, normalize(example["image"]), settings.scales,
-                                           settings.flip, base, crop)
+        image = self.resized(example)["image"]
+        base = data.base_size or max(image.shape[:2])
+        crop = tuple(data.crop_size) or image.shape[:2]
+        scores = multi_scale_probabilities(predict, normalize(image), settings.scales,
+                                           settings.flip, base, crop, self.flip_pairs,
+                                           self.align_corners, settings.pad_to_crop)
+        # data.resize: the scores resized back to the label, as the reference's LIP testval.
+        scores = resize_scores(scores, labels.shape, self.align_corners)
         confusion = confusion_matrix(jnp.asarray(scores.argmax(-1)), jnp.asarray(labels),
                                      self.num_classes, jnp.ones(labels.shape, jnp.float32),
                                      self.ignore_label)
@@ -162,17 +198,20 @@ class Segmentation(Task):
         return iou_summary(confusion, self.class_names)
 
     def predicted_mask(self, logits, size):
-        upsampled = resize_bilinear(jnp.asarray(logits[None], jnp.float32), size)[0]
+        upsampled = resize_bilinear(jnp.asarray(logits[None], jnp.float32), size,
+                                    self.align_corners)[0]
         return colour_mask(np.asarray(jnp.argmax(upsampled, -1)), self.palette)
 
     def render(self, predict, image, boxes=None):
-        mask = self.predicted_mask(whole_image(predict, image), image.shape[:2])
+        logits = whole_image(predict, self.resized({"image": image})["image"])
+        mask = self.predicted_mask(logits, image.shape[:2])
         return {"mask": mask, "overlay": (0.5 * image + 0.5 * mask).astype(np.uint8)}
 
     def draw(self, predict, record):
         example = self.prepare(record)
         image = example["image"]
-        prediction = self.predicted_mask(whole_image(predict, image), example["label"].shape)
+        logits = whole_image(predict, self.resized({"image": image})["image"])
+        prediction = self.predicted_mask(logits, example["label"].shape)
         truth = colour_mask(example["label"], self.palette)
         overlay = (0.5 * image + 0.5 * prediction).astype(np.uint8)
         return np.concatenate([image, overlay, prediction, truth], axis=1)

@@ -74,7 +74,8 @@ class Trainer:
         batch_sharding = sharding.batch_sharding(self.mesh)
         replicated = sharding.replicated(self.mesh)
         self.train_step = sharding.CompiledOnFirstCall(jax.jit(
-            step_lib.make_train_step(self.model, self.tx, self.task, config.optim.grad_accum_steps),
+            step_lib.make_train_step(self.model, self.tx, self.task, config.optim.grad_accum_steps,
+                                     config.loop.seed),
             in_shardings=(self.state_shardings, batch_sharding),
             out_shardings=(self.state_shardings, replicated), donate_argnums=0), "train_step")
         self.eval_step = sharding.CompiledOnFirstCall(jax.jit(

@@ -23,32 +23,40 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: 
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task,
-                    grad_accum_steps: int = 1) -> Callable[[State, dict], tuple[State, dict]]:
+                    grad_accum_steps: int = 1, seed: int = 0
+                    ) -> Callable[[State, dict], tuple[State, dict]]:
     """One optimizer update. With `grad_accum_steps` k the batch is split into k micro-batches
-    whose gradients are averaged (BatchNorm statistics then come from each micro-batch)."""
+    whose gradients are averaged (BatchNorm statistics then come from each micro-batch).
+    Dropout (HRNet-OCR's) draws from `seed` and the step: a resumed run draws the same masks."""
 
-    def loss_fn(params, batch_stats, batch):
+    def loss_fn(params, batch_stats, batch, dropout_key):
         outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
-                                       batch["image"], train=True, mutable=["batch_stats"])
+                                       batch["image"], train=True, mutable=["batch_stats"],
+                                       rngs={"dropout": dropout_key})
         loss, figures = task.loss(outputs, batch)
         return loss, (updates["batch_stats"], figures)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def train_step(state: State, batch: dict) -> tuple[State, dict]:
+        dropout_key = jax.random.fold_in(jax.random.key(seed), state["step"])
         if grad_accum_steps == 1:
-            (loss, (batch_stats, figures)), grads = grad_fn(state["params"], state["batch_stats"], batch)
+            (loss, (batch_stats, figures)), grads = grad_fn(state["params"], state["batch_stats"],
+                                                            batch, dropout_key)
         else:
             micro = jax.tree.map(lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:]), batch)
 
-            def accumulate(carry, micro_batch):
+            def accumulate(carry, indexed):
                 grads_sum, loss_sum, stats = carry
-                (loss, (stats, _)), grads = grad_fn(state["params"], stats, micro_batch)
+                index, micro_batch = indexed
+                (loss, (stats, _)), grads = grad_fn(state["params"], stats, micro_batch,
+                                                    jax.random.fold_in(dropout_key, index))
                 return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss, stats), None
 
             zeros = jax.tree.map(jnp.zeros_like, state["params"])
             (grads, loss, batch_stats), _ = jax.lax.scan(
-                accumulate, (zeros, jnp.zeros((), jnp.float32), state["batch_stats"]), micro)
+                accumulate, (zeros, jnp.zeros((), jnp.float32), state["batch_stats"]),
+                (jnp.arange(grad_accum_steps), micro))
             grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
             loss, figures = loss / grad_accum_steps, {}
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])

@@ -40,6 +40,15 @@ class Dataset:
     class_names: tuple[str, ...] = ()
     ignore_label: int = 255  # segmentation: the label no loss or metric counts
     colours: tuple[tuple[int, int, int], ...] = ()  # the labels' official colours, if any
+    # Segmentation: labels that trade places when an image is mirrored (LIP's left and right
+    # arms, legs, shoes); training flips swap them, the flip test swaps their scores back.
+    label_flip_pairs: tuple[tuple[int, int], ...] = ()
+    # Segmentation: the stored label 0 (background) is ignored and the others shift down by one
+    # (PASCAL-Context's 59-class setting; mmsegmentation's reduce_zero_label).
+    reduce_zero_label: bool = False
+    # Segmentation: every image has one size, so whole images batch on the devices for
+    # evaluation; otherwise they are evaluated one by one.
+    same_size_images: bool = False
     keypoints: KeypointSet | None = None  # pose, landmarks: names, flip pairs, skeleton, sigmas
     train_examples: int = 0  # what one epoch of the references' schedules trains on
     eval_split: str = "val"  # where the papers' numbers are measured
@@ -98,6 +107,15 @@ class Dataset:
         return records
 
     # -- metadata -----------------------------------------------------------------------------
+    def training_labels(self, stored: np.ndarray) -> np.ndarray:
+        """The labels a model is trained on, from the labels as prepared (`reduce_zero_label`:
+        0 -> ignore, k -> k - 1)."""
+        if not self.reduce_zero_label:
+            return stored
+        shifted = stored.astype(np.int32) - 1
+        shifted[(stored == 0) | (stored == self.ignore_label)] = self.ignore_label
+        return shifted.astype(stored.dtype)
+
     def names(self, num_classes: int) -> list[str]:
         """Class names in label order (the class numbers where the dataset names none)."""
         return list(self.class_names) or [str(i) for i in range(num_classes)]

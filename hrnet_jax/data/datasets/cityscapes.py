@@ -50,6 +50,6 @@ CITYSCAPES = Dataset(name="cityscapes", task="segmentation",
                      builder=("cityscapes", "HrnetCityscapes"), tfds_name="hrnet_cityscapes",
                      class_names=CLASSES, ignore_label=IGNORE,
                      colours=tuple(tuple(int(v) for v in c) for c in PALETTE),
-                     train_examples=TRAIN_IMAGES)
+                     train_examples=TRAIN_IMAGES, same_size_images=True)
 
 DATASETS = (CITYSCAPES,)

@@ -20,7 +20,7 @@ class GeneratedDetection(GeneratedDataset, DetectionDataset):
 
 DATASETS = (
     GeneratedDataset(name="synthetic_segmentation", task="segmentation",
-                     source=synthetic.SyntheticSegmentation),
+                     source=synthetic.SyntheticSegmentation, same_size_images=True),
     GeneratedDataset(name="synthetic_pose", task="pose", source=synthetic.SyntheticPose,
                      keypoints=STICK_FIGURES),
     GeneratedDataset(name="synthetic_classification", task="classification",
