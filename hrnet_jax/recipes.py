@@ -45,13 +45,14 @@ def schedule_in_epochs(config: ExperimentConfig, train_examples: int, epochs: in
                                          keep=3)
 
 
-def cityscapes(arch: str, ohem: bool = False) -> ExperimentConfig:
+def cityscapes(arch: str, ohem: bool = False, head: str = "segmentation") -> ExperimentConfig:
     """HRNet-Semantic-Segmentation's Cityscapes recipe: 512x1024 crops of images scaled to a
     long side of 2048 x 0.5..2.1, flip; batch 12 with BatchNorm over the whole batch; SGD 0.01,
     momentum 0.9, weight decay 5e-4 on every parameter, poly 0.9 per iteration, 484 epochs of
-    floor(2975 / 12) = 247 iterations; class-weighted cross-entropy (or OHEM)."""
+    floor(2975 / 12) = 247 iterations; class-weighted cross-entropy (or OHEM); the OCR head adds
+    0.4 x its auxiliary output's cross-entropy."""
     config = ExperimentConfig(task="segmentation")
-    config.model = ModelConfig(arch=arch, head="segmentation", num_classes=19)
+    config.model = ModelConfig(arch=arch, head=head, num_classes=19)
     config.data = SegmentationData(name="cityscapes", image_size=(512, 1024), batch_size=12,
                              eval_batch_size=1, base_size=2048,
                              train_scales=scale_steps(0.5, 2.1, 0.1), crop_size=(512, 1024),
@@ -78,6 +79,66 @@ def cityscapes_smoke(config: ExperimentConfig) -> ExperimentConfig:
     config.loop = LoopConfig(num_steps=4, log_every=2)
     config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
     config.eval = EvalConfig(num_pictures=1)
+    return config
+
+
+def lip(arch: str, head: str = "segmentation") -> ExperimentConfig:
+    """HRNet-Semantic-Segmentation's LIP recipe (its lib/datasets/lip.py and the OCR branch's
+    lip configs): images and labels resized to 473x473, then the long side scaled to 473 x
+    0.5..1.6, padded and cropped to 473x473, mirrored with the left/right classes swapped (no
+    rotation); batch 40 (10 x 4 GPUs), SGD 0.007, momentum 0.9, weight decay 5e-4, poly 0.9, 150
+    epochs of floor(30462 / 40) iterations; plain cross-entropy (+ 0.4 x the OCR head's
+    auxiliary). Evaluation: the 473x473 image with the flip test, scores resized to the label."""
+    config = ExperimentConfig(task="segmentation")
+    config.model = ModelConfig(arch=arch, head=head, num_classes=20)
+    config.data = SegmentationData(name="lip", image_size=(473, 473), batch_size=40,
+                                   eval_batch_size=1, resize=(473, 473), base_size=473,
+                                   train_scales=scale_steps(0.5, 1.6, 0.1), crop_size=(473, 473),
+                                   flip=True, worker_count=8)
+    config.optim = OptimConfig(optimizer="sgd", learning_rate=0.007, momentum=0.9,
+                               weight_decay=5e-4, schedule="poly", poly_power=0.9)
+    schedule_in_epochs(config, datasets.get("lip").train_examples, 150, eval_every=10,
+                       log_every=50)
+    config.eval = EvalConfig(num_pictures=4, flip=True, pad_to_crop=True)
+    return config
+
+
+def pascal_context(arch: str, classes: int, head: str = "segmentation") -> ExperimentConfig:
+    """HRNet-Semantic-Segmentation's PASCAL-Context recipe: 520x520 crops of images scaled to
+    a long side of 520 x 0.5..2.1, flip; batch 16 (4 x 4 GPUs), SGD 0.004, momentum 0.9, weight
+    decay 1e-4, poly 0.9, 200 epochs of floor(4998 / 16) iterations; plain cross-entropy (+ 0.4
+    x the OCR head's auxiliary). Evaluation: scales 0.5..2.0 with the flip test on the whole
+    image (sliding 520x520 windows above the crop). 59 classes ignore the background; 60 keep
+    it. (The OCR branch's own configs train at 0.001 with 10x on the head, which this trainer's
+    one learning rate does not express.)"""
+    config = ExperimentConfig(task="segmentation")
+    config.model = ModelConfig(arch=arch, head=head, num_classes=classes)
+    name = {59: "pascal_context", 60: "pascal_context60"}[classes]
+    config.data = SegmentationData(name=name, image_size=(520, 520), batch_size=16,
+                                   eval_batch_size=1, base_size=520,
+                                   train_scales=scale_steps(0.5, 2.1, 0.1), crop_size=(520, 520),
+                                   flip=True, worker_count=8)
+    config.optim = OptimConfig(optimizer="sgd", learning_rate=0.004, momentum=0.9,
+                               weight_decay=1e-4, schedule="poly", poly_power=0.9)
+    schedule_in_epochs(config, datasets.get(name).train_examples, 200, eval_every=20,
+                       log_every=50)
+    config.eval = EvalConfig(num_pictures=4, flip=True, scales=scale_steps(0.5, 2.0, 0.25),
+                             pad_to_crop=True)
+    return config
+
+
+def parsing_smoke(config: ExperimentConfig) -> ExperimentConfig:
+    """A few steps of a tiny model on a small sample prepared into `data.data_dir` (the real
+    shared/data/lip_mini, or the tests' generated PASCAL-Context tree), trained on its train
+    split and evaluated on its val split with the recipe's protocol at 64 px."""
+    config.model.arch, config.model.width = "tiny", 4
+    config.data.image_size = config.data.crop_size = (64, 64)
+    config.data.resize = (64, 64) if config.data.resize else ()
+    config.data.base_size, config.data.batch_size, config.data.worker_count = 64, 2, 0
+    config.eval.scales = (0.75, 1.0, 1.25) if len(config.eval.scales) > 1 else (1.0,)
+    config.loop = LoopConfig(num_steps=4, log_every=2)
+    config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
+    config.eval.num_pictures = 1
     return config
 
 
