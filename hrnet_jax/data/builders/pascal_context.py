@@ -94,7 +94,8 @@ class HrnetPascalContext(tfds.core.GeneratorBasedBuilder):
             if os.path.exists(json_path):
                 with open(json_path) as f:
                     detail = json.load(f)
-                return {split: self._from_detail(root, detail, split, json_path)
+                return {split: self._generate_examples(self._from_detail(root, detail, split,
+                                                                         json_path))
                         for split in SPLITS}
         lists = {split: os.path.join(root, "ImageSets", "SegmentationContext", f"{split}.txt")
                  for split in SPLITS}
@@ -102,8 +103,12 @@ class HrnetPascalContext(tfds.core.GeneratorBasedBuilder):
                 not any(os.path.exists(p) for p in lists.values()):
             raise FileNotFoundError(f"neither {JSON_NAME} nor SegmentationClassContext/ with "
                                     f"ImageSets/SegmentationContext/ in {root!r}.\n{INSTRUCTIONS}")
-        return {split: self._from_pngs(root, path) for split, path in lists.items()
-                if os.path.exists(path)}
+        return {split: self._generate_examples(self._from_pngs(root, path))
+                for split, path in lists.items() if os.path.exists(path)}
+
+    def _generate_examples(self, examples: Iterator[tuple[str, dict]]
+                           ) -> Iterator[tuple[str, dict]]:
+        yield from examples
 
     def _from_detail(self, root: str, detail: dict, split: str, json_path: str
                      ) -> Iterator[tuple[str, dict]]:
