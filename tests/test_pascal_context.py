@@ -158,6 +158,7 @@ def test_bad_input_names_the_image_and_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"2008_000002.png: label values \[60\] outside 0..59"):
         prepare.prepare("pascal_context", str(tmp_path / "d"), str(tmp_path / "data_d"))
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README.txt").write_text("not VOC")
     with pytest.raises(FileNotFoundError, match="no VOC2010 JPEGImages/ in .*trainval_merged.json"):
         prepare.prepare("pascal_context", str(tmp_path / "empty"), str(tmp_path / "data_e"))
 
