@@ -159,7 +159,7 @@ def test_bad_input_names_the_image_and_the_value(tmp_path):
         prepare.prepare("pascal_context", str(tmp_path / "d"), str(tmp_path / "data_d"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README.txt").write_text("not VOC")
-    with pytest.raises(FileNotFoundError, match="no VOC2010 JPEGImages/ in .*trainval_merged.json"):
+    with pytest.raises(FileNotFoundError, match="(?s)no VOC2010 JPEGImages/ in .*trainval_merged.json"):
         prepare.prepare("pascal_context", str(tmp_path / "empty"), str(tmp_path / "data_e"))
 
 
