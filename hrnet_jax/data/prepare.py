@@ -1,6 +1,8 @@
 """Prepare a dataset once into ArrayRecord files that training reads through `tfds.data_source`.
 
     python -m hrnet_jax.data.prepare cityscapes --manual_dir DIR [--data_dir ~/tensorflow_datasets]
+    python -m hrnet_jax.data.prepare lip --manual_dir LIP_ROOT
+    python -m hrnet_jax.data.prepare pascal_context --manual_dir VOCdevkit/VOC2010
     python -m hrnet_jax.data.prepare coco_keypoints --manual_dir COCO_ROOT
     python -m hrnet_jax.data.prepare coco_detection --manual_dir COCO_ROOT
     python -m hrnet_jax.data.prepare mpii --manual_dir MPII_ROOT
