@@ -179,3 +179,18 @@ def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_pat
     captured = capsys.readouterr()
     assert f"{corrupt}: not an image or corrupt" in captured.err
     assert "step 4 eval: miou" in captured.out and re.search(r"\n  iou/\w+ +\d\.\d{4}", captured.out)
+
+
+@pytest.mark.slow
+def test_ocr_smoke_run_on_the_real_sample(sample, tmp_path):
+    import json
+
+    from hrnet_jax.main import main
+
+    prepare.prepare("cityscapes", str(sample["root"]), str(tmp_path / "data"))
+    workdir = tmp_path / "run"
+    assert main(["--experiment=seg_cityscapes_ocr_w48:smoke", f"--workdir={workdir}",
+                 f"--set=data.data_dir={tmp_path / 'data'}"]) == 0
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert all("aux_loss" in l for l in lines if l["split"] == "train")
+    assert lines[-1]["split"] == "eval" and 0.0 <= lines[-1]["miou"] <= 1.0

@@ -104,3 +104,14 @@ def test_ocr_smoke_run_on_the_real_sample_trains_evaluates_and_predicts(prepared
                  f"--input={grey}", f"--output={out}", data]) == 0
     mask = cv2.imread(str(out / f"{VAL_ID}_mask.png"))
     assert mask.shape[:2] == cv2.imread(str(grey), cv2.IMREAD_UNCHANGED).shape
+
+
+@pytest.mark.slow
+def test_plain_w48_smoke_run_on_the_real_sample(prepared, tmp_path):
+    from hrnet_jax.main import main
+
+    workdir = tmp_path / "run"
+    assert main(["--experiment=seg_lip_w48:smoke", f"--workdir={workdir}",
+                 f"--set=data.data_dir={prepared}"]) == 0
+    last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["split"] == "eval" and 0.0 <= last["miou"] <= 1.0

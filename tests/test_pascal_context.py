@@ -142,6 +142,14 @@ def test_59_classes_ignore_the_background_and_60_keep_it():
                                   [[255, 0, 58], [29, 255, 1]])
     np.testing.assert_array_equal(task60.prepare(example)["label"], stored_label)
     assert task59.class_names[0] == "aeroplane" and task60.class_names[0] == "background"
+    # Training maps the labels once: the augmentation resamples stored labels, `prepare` maps.
+    config = experiments.load("seg_pascal_context_w48:smoke")
+    config.data.train_scales, config.data.flip = (1.0,), False
+    task = make_task(config)
+    stored_64 = np.random.default_rng(0).integers(0, 60, (64, 64)).astype(np.uint8)
+    record = {"image": np.zeros((64, 64, 3), np.uint8), "label": stored_64[..., None]}
+    trained = task.prepare(task.augment(record, np.random.default_rng(0)))["label"]
+    np.testing.assert_array_equal(trained, np.where(stored_64 == 0, 255, stored_64 - 1))
     assert datasets.get("pascal_context").names(59) == list(CLASSES_59)
 
 
@@ -175,3 +183,16 @@ def test_ocr_smoke_run_evaluates_multi_scale_with_flip(prepared, tmp_path):
     assert 0.0 <= evaluation["miou"] <= 1.0
     assert set(k[4:] for k in evaluation if k.startswith("iou/")) <= set(CLASSES_59)
     assert all(np.isfinite(l["loss"]) for l in lines if l["split"] == "train")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["seg_pascal_context_w48", "seg_pascal_context60_ocr_w48"])
+def test_the_other_smoke_runs_log_miou(prepared, tmp_path, experiment):
+    from hrnet_jax.main import main
+
+    root, _ = prepared
+    workdir = tmp_path / "run"
+    assert main([f"--experiment={experiment}:smoke", f"--workdir={workdir}",
+                 f"--set=data.data_dir={root / 'data'}"]) == 0
+    last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["split"] == "eval" and 0.0 <= last["miou"] <= 1.0

@@ -74,6 +74,12 @@ def ohem_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
     return jnp.mean(jax.vmap(one_group)(logits, labels))
 
 
+def stored_label(example: dict) -> np.ndarray:
+    """A record's label image as (H, W), as prepared."""
+    label = np.asarray(example["label"])
+    return label[..., 0] if label.ndim == 3 else label
+
+
 def colour_mask(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Labels -> RGB with `palette[label]`; the ignore label is black."""
     out = np.zeros((*labels.shape, 3), np.uint8)
@@ -104,8 +110,7 @@ class Segmentation(Task):
             self.augment = None
 
     def prepare(self, example):
-        label = np.asarray(example["label"])
-        label = self.dataset.training_labels(label[..., 0] if label.ndim == 3 else label)
+        label = self.dataset.training_labels(stored_label(example))
         bad = (label >= self.num_classes) & (label != self.ignore_label)
         if bad.any():
             name = example.get("file_name", b"?")
@@ -117,7 +122,11 @@ class Segmentation(Task):
     def augment(self, example, rng):
         """Scale the long side to base_size x one of train_scales, pad, crop, mirror."""
         data = self.config.data
-        example = self.resized(self.prepare(example))  # validated before anything is resampled
+        self.prepare(example)  # the labels checked, naming the file, before any resampling
+        # Resampled as stored (the dataset's flip pairs and ignore label are stored values);
+        # `prepare` maps them to training labels after.
+        example = self.resized({"image": np.asarray(example["image"]),
+                                "label": stored_label(example)})
         image, label = transforms.random_scale_crop_flip(
             example["image"], example["label"], rng, data.base_size, data.train_scales,
             tuple(data.crop_size), data.flip, self.ignore_label, self.flip_pairs)
