@@ -137,7 +137,7 @@ def parsing_smoke(config: ExperimentConfig) -> ExperimentConfig:
     config.data.base_size, config.data.batch_size, config.data.worker_count = 64, 2, 0
     config.eval.scales = (0.75, 1.0, 1.25) if len(config.eval.scales) > 1 else (1.0,)
     config.loop = LoopConfig(num_steps=4, log_every=2)
-    config.checkpoint = CheckpointConfig(every_steps=2, keep=2)
+    config.checkpoint = CheckpointConfig(every_steps=4, keep=1)
     config.eval.num_pictures = 1
     return config
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,6 @@ import torch
 from hrnet_jax import experiments, config as config_lib
 from hrnet_jax.config import OptimConfig
 from hrnet_jax.training import optim, step as step_lib
-from hrnet_jax.training.loop import build_model
 from hrnet_jax.tasks import make_task
 
 
@@ -51,10 +51,21 @@ def test_decay_mask_spares_batchnorm_and_biases():
                                         "bn": {"scale": False, "bias": False}}
 
 
+class ConvBatchNormSegmenter(nn.Module):
+    """The parts accumulation interacts with (parameters and BatchNorm statistics), small enough
+    that the check compiles in a second; the trainer's own models run it in the smoke tests."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(8, (3, 3))(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+        return nn.Conv(5, (1, 1))(x)
+
+
 def test_gradient_accumulation_averages_micro_batch_gradients():
     config = experiments.load("seg_synthetic:smoke")
     config_lib.apply_override(config, "optim.grad_accum_steps=2")
-    model, task = build_model(config), make_task(config)
+    model, task = ConvBatchNormSegmenter(), make_task(config)
     tx = optim.make_optimizer(config.optim, 10)
     state = step_lib.init_state(model, tx, (32, 32, 3), 0)
     rng = np.random.RandomState(0)
