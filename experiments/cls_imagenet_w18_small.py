@@ -6,6 +6,9 @@
 Expected: validation top-1 72.3% single crop (the paper's number; not yet reproduced with this
 code); top-5 is in metrics.jsonl too. `:smoke` runs 4 steps of a tiny model through the same
 pipeline (random-resized crops, mixup and CutMix) on generated pictures, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

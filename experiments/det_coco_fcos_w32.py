@@ -9,6 +9,9 @@ from ImageNet weights. That reference is plain FCOS (IoU loss, no centre samplin
 adds centre sampling, GIoU and centerness on the regression tower, which FCOS reports worth
 about +1 AP. Not yet reproduced with this code. `:smoke` runs 4 steps of a tiny model on the
 person boxes of the real sample in shared/data/coco_mini, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

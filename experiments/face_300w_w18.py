@@ -6,6 +6,9 @@
 Expected: NME 3.34% on the full valid split (689 faces: common + challenging), normalised by the outer eye corners (the paper's number; not yet reproduced with this code);
 metrics.jsonl also holds the failure rate at 0.1 and the AUC. `:smoke` runs 4 steps of a tiny
 model on generated faces in the HRNet CSV layout (tests write them), for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

@@ -6,6 +6,9 @@
 Expected: NME 3.45% on the test split (507 faces), normalised by the pupils 8/9 (the paper's number; not yet reproduced with this code);
 metrics.jsonl also holds the failure rate at 0.1 and the AUC. `:smoke` runs 4 steps of a tiny
 model on the real sample in shared/data/cofw_mini, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

@@ -8,6 +8,9 @@ Expected: val2017 keypoint AP 74.4 with the flip test and the AP-56.4 person det
 paper's number; not yet reproduced with this code). The paper starts from ImageNet weights
 (--set model.pretrained=FILE). `:smoke` runs 4 steps of a tiny model on the real sample in
 shared/data/coco_mini, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

@@ -6,6 +6,9 @@
 Expected: valid PCKh@0.5 90.3 with the flip test (the paper's number; not yet reproduced with
 this code); head sizes from annot/gt_valid.mat. `:smoke` runs 4 steps of a tiny model on the
 real sample in shared/data/mpii_mini, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

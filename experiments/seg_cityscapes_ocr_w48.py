@@ -9,6 +9,9 @@ HRNet-OCR README; not yet reproduced with this code). The official checkpoint
 (hrnet_ocr_cs_8162_torch11.pth) converts with `weights.from_torch("hrnet_w48",
 "segmentation_ocr", weights.load_state_dict_file(path))`. `:smoke` runs 4 steps of a tiny OCR
 model on the real sample in shared/data/cityscapes_mini, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

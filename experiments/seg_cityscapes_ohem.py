@@ -6,6 +6,9 @@
 Expected: val mIoU 81.2 single-scale on whole 1024x2048 images (the paper's number; not yet
 reproduced with this code). Start from ImageNet weights as the paper did. `:smoke` runs 4 steps
 of a tiny model on the real sample in shared/data/cityscapes_mini, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

@@ -6,6 +6,9 @@
 Expected: the papers give no Cityscapes val mIoU for W18 (W18-Small-v2 76.2, W48 81.1 bracket
 it); none reproduced with this code yet. Start from ImageNet weights as the paper did. `:smoke` runs 4 steps
 of a tiny model on the real sample in shared/data/cityscapes_mini, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

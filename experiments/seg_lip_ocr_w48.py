@@ -7,6 +7,9 @@
 Expected: val mIoU 56.48 at 473x473 with the flip test (official HRNet-OCR README; not yet
 reproduced with this code). `:smoke` runs 4 steps of a tiny OCR model on the real sample in
 shared/data/lip_mini, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

@@ -7,6 +7,9 @@
 Expected: val mIoU 55.83 at 473x473 with the flip test (official HRNet-Semantic-Segmentation
 README; not yet reproduced with this code). Start from ImageNet weights as the paper did.
 `:smoke` runs 4 steps of a tiny model on the real sample in shared/data/lip_mini, for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

@@ -7,6 +7,9 @@
 Expected: val mIoU 54.1 (59 classes, multi-scale 0.5..2.0 + flip; official HRNet-OCR README;
 not yet reproduced with this code). `:smoke` runs 4 steps of a tiny model on a generated tree in
 the official layout (the tests build it), for tests.
+
+On GPUs and TPUs add `--set model.dtype=bfloat16` (bfloat16 compute; float32 master
+weights and BatchNorm statistics): see the README's "GPU and TPU".
 """
 
 from hrnet_jax.config import ExperimentConfig

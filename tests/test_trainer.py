@@ -32,18 +32,29 @@ def configured(name: str, *overrides: str):
     return config
 
 
-@pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory):
-    runs = {}
-    for name, metric, evals in [("seg_synthetic", "miou", "loop.eval_every=2"),
-                                ("pose_synthetic", "pck", "loop.eval_every=0"),
-                                ("cls_synthetic", "top1", "loop.eval_every=0"),
-                                ("det_synthetic", "ap", "loop.eval_every=0")]:
-        workdir = str(tmp_path_factory.mktemp(name))
+class SmokeRuns(dict):
+    """Each demo's :smoke run, trained when a test first asks for it: the xdist workers that
+    share this module train only the runs their tests read."""
+
+    EVALS = {"seg_synthetic": ("miou", "loop.eval_every=2"), "pose_synthetic": ("pck", "loop.eval_every=0"),
+             "cls_synthetic": ("top1", "loop.eval_every=0"), "det_synthetic": ("ap", "loop.eval_every=0")}
+
+    def __init__(self, tmp_path_factory):
+        super().__init__()
+        self.tmp_path_factory = tmp_path_factory
+
+    def __missing__(self, name):
+        metric, evals = self.EVALS[name]
+        workdir = str(self.tmp_path_factory.mktemp(name))
         config = configured(f"{name}:smoke", evals)
         result = Trainer(config, workdir).train()
-        runs[name] = (workdir, result, metric, config)
-    return runs
+        self[name] = (workdir, result, metric, config)
+        return self[name]
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    return SmokeRuns(tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", ["seg_synthetic", "pose_synthetic", "cls_synthetic",

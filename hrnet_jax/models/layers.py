@@ -47,6 +47,9 @@ class LayerConfig:
     statistics used, never updated), as mmdet's norm_eval for small-batch fine-tuning.
     `scan_modules` runs the identical modules of a stage as one `nn.scan` body: the same
     function and the same variables layout, a much smaller program to compile.
+    `folded_batchnorm`: every BatchNorm already folded into the conv before it
+    (`hrnet_jax.surgery.fold_batchnorm`): convs carry a bias, norms are the identity;
+    inference only.
     """
 
     bn_momentum: float = 0.9
@@ -56,6 +59,7 @@ class LayerConfig:
     align_corners: bool = False
     scan_modules: bool = False
     norm_eval: bool = False
+    folded_batchnorm: bool = False
 
     def __post_init__(self):
         if self.upsample not in ("nearest", "bilinear"):
@@ -65,11 +69,17 @@ class LayerConfig:
              name: str | None = None, kernel_init: Any = conv_init) -> nn.Conv:
         pad = (kernel - 1) // 2
         return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                       padding=((pad, pad), (pad, pad)), use_bias=bias, dtype=self.dtype,
+                       padding=((pad, pad), (pad, pad)), use_bias=bias or self.folded_batchnorm,
+                       dtype=self.dtype,
                        param_dtype=jnp.float32, kernel_init=kernel_init,
                        conv_general_dilated=conv_or_matmul, name=name)
 
-    def norm(self, train: bool, name: str | None = None) -> nn.BatchNorm:
+    def norm(self, train: bool, name: str | None = None) -> Any:
+        if self.folded_batchnorm:
+            if train:
+                raise ValueError("a model with BatchNorm folded into its convs is for inference; "
+                                 "train the unfolded model")
+            return lambda x: x
         return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                             epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=jnp.float32,
                             name=name)

@@ -1,0 +1,56 @@
+"""scripts/gpu_benchmark.py end to end at tiny sizes on this CPU, so that it works the first time
+an accelerator is at hand: every case prints its JSON line with both frameworks' figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "gpu_benchmark.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_case_runs_at_tiny_sizes_and_prints_its_json(capsys):
+    benchmark = load_script()
+    results = benchmark.main(["--tiny", "--steps", "1"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == results
+    assert [r["case"] for r in results] == [c.name for c in benchmark.CASES]
+    for result in results:
+        assert result["images_per_s"] > 0 and result["torch_images_per_s"] > 0
+        assert result["ratio_jax_over_torch"] == pytest.approx(
+            result["images_per_s"] / result["torch_images_per_s"], rel=1e-2)
+        assert result["compile_s"] > 0 and result["gmacs_per_image"] > 0
+        assert result["mfu"] is None  # no bf16 peak is known for a CPU
+
+
+def test_a_wrong_case_lists_the_real_ones(capsys):
+    with pytest.raises(SystemExit):
+        load_script().main(["--cases", "seg_w99"])
+    assert "seg_w48_b3" in capsys.readouterr().err
+
+
+def test_the_tiny_torch_network_is_the_tiny_arch():
+    """timm's HRNet built from our ArchSpec has our backbone's parameter count."""
+    import jax
+    import jax.numpy as jnp
+    from timm.models import hrnet as timm_hrnet
+
+    from hrnet_jax.models import create_model, tiny_arch
+    from hrnet_jax.models.summary import count_params
+
+    benchmark = load_script()
+    network = timm_hrnet.HighResolutionNetFeatures(benchmark.timm_config(tiny_arch(4)),
+                                                   feature_location="")
+    ours = create_model(tiny_arch(4), None)
+    variables = jax.eval_shape(lambda: ours.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    assert sum(p.numel() for p in network.parameters()) == count_params(variables)
