@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -203,3 +205,35 @@ def test_trainer_builds_norm_eval_and_frozen_optimizer_from_the_config():
     updates, _ = tx.update(params, tx.init(params), params)
     assert np.all(np.asarray(updates["backbone"]["stem"]["k"]) == 0)
     assert np.all(np.asarray(updates["backbone"]["stage2"]["k"]) != 0)
+
+
+@pytest.mark.parametrize("head,overrides", [("segmentation", {}), ("segmentation_ocr", {}),
+                                            ("segmentation", {"scan_modules": True})])
+def test_folded_batchnorm_gives_the_same_outputs_without_batchnorm(head, overrides):
+    arch = dataclasses.replace(tiny_arch(4), stages=tuple(
+        dataclasses.replace(s, num_modules=2) for s in tiny_arch(4).stages))  # scannable
+    model = create_model(arch, head, 5, **overrides)
+    images = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+    # Trained-looking variables, filled on the host: He kernels, BatchNorm affine parameters and
+    # statistics away from their initial 1 and 0, so that folding has work to do.
+    rng = np.random.RandomState(2)
+
+    def trained(path, leaf):
+        name = path[-1].key
+        if name == "kernel":
+            fan_in = np.prod(leaf.shape[-4:-1] if leaf.ndim >= 4 else leaf.shape[:-1])
+            return (rng.randn(*leaf.shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+        low, high = (0.5, 1.5) if name in ("scale", "var") else (-0.2, 0.2)
+        return rng.uniform(low, high, leaf.shape).astype(np.float32)
+
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(1), images[:1], train=False))
+    variables = jax.tree_util.tree_map_with_path(trained, shapes)
+    folded_model, folded = surgery.fold_batchnorm(model, variables)
+    assert set(folded) == {"params"}
+    assert not any("/bn" in path for path in surgery.flatten(folded["params"]))
+    expected = jax.jit(lambda v: model.apply(v, images, train=False))(variables)
+    actual = jax.jit(lambda v: folded_model.apply(v, images, train=False))(folded)
+    # OCR's pixel-region softmax turns float rounding of its inputs into ~1e-4 of its output.
+    assert relative_error(actual, expected) < (5e-4 if head == "segmentation_ocr" else 1e-5)
+    with pytest.raises(ValueError, match="for inference"):
+        folded_model.apply(folded, images, train=True, mutable=["batch_stats"])
