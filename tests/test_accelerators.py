@@ -56,3 +56,9 @@ def test_train_step_and_inference_lower_for_cuda_and_tpu(spec, head):
     new_state = train.out_tree.unflatten(train.out_avals)[0]
     assert {a.dtype for a in jax.tree.leaves(new_state["params"])} == {jnp.dtype("float32")}
     assert {a.dtype for a in jax.tree.leaves(new_state["batch_stats"])} == {jnp.dtype("float32")}
+
+
+def test_every_paper_scale_experiment_tells_accelerator_users_to_compute_in_bfloat16():
+    for path in sorted(experiments.EXPERIMENTS_DIR.glob("*.py")):
+        if "synthetic" not in path.name:
+            assert "--set model.dtype=bfloat16" in path.read_text(), path.name
