@@ -144,7 +144,6 @@ def timm_config(arch: ArchSpec) -> dict:
 
 
 def torch_case(case: Case, steps: int) -> dict[str, Any]:
-    import timm
     import torch
     from timm.models import hrnet as timm_hrnet
     from torch import nn
