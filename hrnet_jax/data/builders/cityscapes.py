@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import decode
+from hrnet_jax.data.builders.common import decode, segmentation_info
 from hrnet_jax.data.datasets.cityscapes import to_train_ids
 
 ZIPS = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
@@ -67,13 +67,7 @@ class HrnetCityscapes(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-                "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "file_name": tfds.features.Text(),
-            }),
-            homepage="https://www.cityscapes-dataset.com")
+        return segmentation_info(self, "https://www.cityscapes-dataset.com", image_format="png")
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         files = _Files(os.fspath(dl_manager.manual_dir))

@@ -1,6 +1,7 @@
-"""What the builders share: decoding a file's bytes with the file named in any error, the COCO
-tree's files, and the record layout of the keypoint datasets (an image with its persons or
-faces)."""
+"""What the builders share: decoding a file's bytes with the file named in any error, label
+images checked against the classes, the record layouts of the segmentation datasets (an image
+and its label image) and of the keypoint datasets (an image with its persons or faces), the
+COCO tree's files."""
 
 from __future__ import annotations
 
@@ -18,6 +19,32 @@ def decode(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     if image is None:
         raise ValueError(f"cannot decode {name}: not an image or corrupt")
     return image
+
+
+def read_label(path: str, num_classes: int) -> np.ndarray:
+    """A one-channel label image, every value below `num_classes`; else an error naming the
+    file and the values."""
+    label = decode(read_file(path), path, cv2.IMREAD_UNCHANGED)
+    if label.ndim != 2:
+        raise ValueError(f"{path}: a label image has one channel, this one {label.shape[2]}")
+    bad = label >= num_classes
+    if bad.any():
+        raise ValueError(f"{path}: label values {sorted(set(label[bad].tolist()))[:10]} outside "
+                         f"0..{num_classes - 1}")
+    return label
+
+
+def segmentation_info(builder: Any, homepage: str, image_format: str = "jpeg") -> Any:
+    """DatasetInfo of records holding an image, its (H, W, 1) label image and a file name."""
+    import tensorflow_datasets as tfds
+
+    return builder.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(None, None, 3), encoding_format=image_format),
+            "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+            "file_name": tfds.features.Text(),
+        }),
+        homepage=homepage)
 
 
 def read_file(path: str) -> bytes:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-import cv2
-import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import decode, encoded_rgb, read_file
+from hrnet_jax.data.builders.common import encoded_rgb, read_label, segmentation_info
 from hrnet_jax.data.datasets.lip import CLASSES
 
 INSTRUCTIONS = """\
@@ -37,17 +35,6 @@ def find(root: str, name: str) -> str | None:
     return None
 
 
-def read_label(path: str) -> np.ndarray:
-    label = decode(read_file(path), path, cv2.IMREAD_UNCHANGED)
-    if label.ndim != 2:
-        raise ValueError(f"{path}: a label image has one channel, this one {label.shape[2]}")
-    bad = label >= len(CLASSES)
-    if bad.any():
-        raise ValueError(f"{path}: label values {sorted(set(label[bad].tolist()))[:10]} outside "
-                         f"0..{len(CLASSES) - 1}")
-    return label
-
-
 class HrnetLip(tfds.core.GeneratorBasedBuilder):
     """LIP: images and 20-class parsing labels (0 = background)."""
 
@@ -56,13 +43,7 @@ class HrnetLip(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "file_name": tfds.features.Text(),
-            }),
-            homepage="https://www.sysu-hcp.net/lip/")
+        return segmentation_info(self, "https://www.sysu-hcp.net/lip/")
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = os.fspath(dl_manager.manual_dir)
@@ -85,7 +66,7 @@ class HrnetLip(tfds.core.GeneratorBasedBuilder):
                                         f"({split}_images/{image_id}.jpg, "
                                         f"{split}_segmentations/{image_id}.png)")
             image, size = encoded_rgb(image_path)
-            label = read_label(label_path)
+            label = read_label(label_path, len(CLASSES))
             if label.shape != size:
                 raise ValueError(f"{image_path}: image {size} and label {label.shape} differ in size")
             yield image_id, {"image": image, "label": label[..., None], "file_name": image_id}

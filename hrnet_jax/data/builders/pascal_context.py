@@ -18,11 +18,10 @@ import json
 import os
 from typing import Iterator
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import decode, encoded_rgb, read_file
+from hrnet_jax.data.builders.common import encoded_rgb, read_label, segmentation_info
 from hrnet_jax.data.datasets.pascal_context import CLASSES_60, to_context_labels
 
 INSTRUCTIONS = """\
@@ -61,16 +60,6 @@ def category_mask(image: dict, annotations: list[dict]) -> np.ndarray:
     return mask
 
 
-def read_png_label(path: str) -> np.ndarray:
-    label = decode(read_file(path), path, cv2.IMREAD_UNCHANGED)
-    bad = label >= len(CLASSES_60)
-    if label.ndim != 2 or bad.any():
-        detail = f"{label.shape[2]} channels" if label.ndim != 2 else \
-            f"label values {sorted(set(label[bad].tolist()))[:10]} outside 0..{len(CLASSES_60) - 1}"
-        raise ValueError(f"{path}: {detail}")
-    return label
-
-
 class HrnetPascalContext(tfds.core.GeneratorBasedBuilder):
     """PASCAL-Context: VOC2010 images and 60-class labels (0 = background)."""
 
@@ -79,13 +68,7 @@ class HrnetPascalContext(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "file_name": tfds.features.Text(),
-            }),
-            homepage="https://cs.stanford.edu/~roozbeh/pascal-context/")
+        return segmentation_info(self, "https://cs.stanford.edu/~roozbeh/pascal-context/")
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         folder = os.fspath(dl_manager.manual_dir)
@@ -136,7 +119,7 @@ class HrnetPascalContext(tfds.core.GeneratorBasedBuilder):
             if not os.path.exists(label_path):
                 raise FileNotFoundError(f"{list_path} lists {image_id!r}, which has no label "
                                         f"{label_path}")
-            yield self._example(root, image_id, read_png_label(label_path))
+            yield self._example(root, image_id, read_label(label_path, len(CLASSES_60)))
 
     def _example(self, root: str, image_id: str, label: np.ndarray) -> tuple[str, dict]:
         path = os.path.join(root, "JPEGImages", f"{image_id}.jpg")
