@@ -1,8 +1,11 @@
-"""grain pipelines: worker processes give the same batches as the main process."""
+"""grain pipelines: worker processes give the same batches as the main process; the trainer's
+prefetching keeps checkpoints exact and errors where they belong."""
 
 from __future__ import annotations
 
+import grain
 import numpy as np
+import pytest
 
 from hrnet_jax import experiments
 from hrnet_jax.data import pipeline
@@ -23,3 +26,59 @@ def test_worker_processes_give_the_same_augmented_batches():
         assert a["image"].shape == (4, 32, 48, 3) and a["label"].shape == (4, 32, 48)
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_array_equal(a["label"], b["label"])
+
+
+class _Broken:
+    """A source whose record `key` cannot be read."""
+
+    def __init__(self, source, key):
+        self.source, self.key = source, key
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        if index == self.key:
+            raise ValueError(f"record {index}: corrupt image")
+        return self.source[index]
+
+
+def test_prefetch_checkpoints_the_batches_handed_out_not_those_read_ahead():
+    config = experiments.load("seg_synthetic:smoke")
+    task = make_task(config)
+    source, _ = task.dataset.sources(config.data)
+
+    def loader():
+        return iter(pipeline.train_loader(source, task.prepare, 4, 3))
+
+    expected = _take(loader(), 6)
+    prefetch = pipeline.Prefetch(loader(), put=lambda batch: batch, depth=3)
+    for batch in expected[:3]:
+        np.testing.assert_array_equal(next(prefetch)["image"], batch["image"])
+    state = prefetch.get_state()  # by now the thread has read up to 3 batches further
+    prefetch.close()
+    resumed = pipeline.Prefetch(loader(), put=lambda batch: batch)
+    resumed.set_state(state)  # as orbax's grain handler restores it
+    resumed.start_prefetch()
+    for batch in expected[3:]:
+        np.testing.assert_array_equal(next(resumed)["label"], batch["label"])
+    resumed.close()
+
+
+def test_prefetch_raises_a_record_error_in_the_training_thread():
+    config = experiments.load("seg_synthetic:smoke")
+    task = make_task(config)
+    source, _ = task.dataset.sources(config.data)
+    # The record of the 4th batch (batch size 1, seed 0) is broken: 3 batches come first.
+    key = grain.samplers.IndexSampler(len(source), grain.sharding.NoSharding(), shuffle=True,
+                                      num_epochs=None, seed=0)[3].record_key
+    prefetch = pipeline.Prefetch(iter(pipeline.train_loader(_Broken(source, key), task.prepare,
+                                                            1, 0)), put=lambda batch: batch)
+    for _ in range(3):
+        next(prefetch)
+    with pytest.raises(ValueError, match=f"record {key}: corrupt image"):
+        next(prefetch)
+
+
+def _take(iterator, count):
+    return [next(iterator) for _ in range(count)]

@@ -9,6 +9,8 @@ exactly the batches it would have seen.
 
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Any, Callable, Iterator
 
 import grain
@@ -147,7 +149,83 @@ def train_loader(source: Any, prepare: Callable[[dict], dict], global_batch_size
             flags.FLAGS.mark_as_parsed()
     # The sampler already picks this host's records: the loader itself must not shard again.
     return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                            worker_count=worker_count, shard_options=grain.sharding.NoSharding())
+                            worker_count=worker_count, shard_options=grain.sharding.NoSharding(),
+                            read_options=READ_OPTIONS)
+
+
+# grain's default (16 reader threads, 500 records read ahead per process) costs more than it
+# gives: on 2 cores it fed 2.8 Cityscapes crops/s against 32 with these options, 74 synthetic
+# batches/s against 250 (it polls every buffered record per record, and holds hundreds of
+# full-size images). More throughput comes from worker processes (data.worker_count).
+READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=16)
+
+
+class Prefetch:
+    """The next `depth` batches made ready in a background thread (read, transformed and put on
+    the devices by `put`) while the devices run the step.
+
+    Checkpointable as the iterator it wraps (orbax's grain handler calls get_state/set_state):
+    its state is the wrapped iterator's state after the last batch *handed out*, not after the
+    ones read ahead, so a resumed run trains on exactly the batches this one had not. An error
+    in the thread (a corrupt image) is raised by the `next` that would have returned its batch.
+    """
+
+    def __init__(self, iterator: Any, put: Callable[[Any], Any], depth: int = 2):
+        self._iterator, self._put, self._depth = iterator, put, depth
+        self._state: bytes = iterator.get_state()
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __iter__(self) -> "Prefetch":
+        return self
+
+    def __next__(self) -> Any:
+        if self._thread is None:
+            self._stop.clear()
+            self._queue = queue.Queue(self._depth)
+            self._thread = threading.Thread(target=self._produce, name="hrnet-prefetch", daemon=True)
+            self._thread.start()
+        batch, state, error = self._queue.get()
+        if error is not None:
+            self.close()
+            raise error
+        self._state = state
+        return batch
+
+    def _produce(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = (self._put(next(self._iterator)), self._iterator.get_state(), None)
+            except BaseException as error:  # StopIteration, a bad record: raised in the consumer
+                item = (None, None, error)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+            if item[2] is not None:
+                return
+
+    def get_state(self) -> bytes:
+        return self._state
+
+    def set_state(self, state: bytes) -> None:
+        self._state = state
+        self.close()
+
+    def start_prefetch(self) -> None:
+        """(orbax's handler calls it after a restore; the thread starts at the next `next`.)"""
+
+    def close(self) -> None:
+        """Stop the thread, drop what it read ahead and rewind the wrapped iterator to the
+        batches not yet handed out."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = self._queue = None
+        self._iterator.set_state(self._state)
 
 
 def eval_batches(source: Any, prepare: Callable[[dict], dict], global_batch_size: int,

@@ -132,7 +132,10 @@ class Trainer:
         loader = pipeline.train_loader(self.train_source, self.task.prepare, config.data.batch_size,
                                        config.data.seed, config.data.worker_count, self.task.augment,
                                        self.task.mix_batch)
-        data_iterator = iter(loader)
+        # Batches are read and put on the devices a step ahead, in a thread; its state is that
+        # of the batches handed out, so checkpoints resume exactly.
+        data_iterator = pipeline.Prefetch(iter(loader), functools.partial(sharding.global_batch,
+                                                                          self.mesh))
         state = self.restore_or_init(data_iterator)
         first_step = int(jax.device_get(state["step"]))
         record_config(self.workdir, config, first_step)
@@ -146,17 +149,16 @@ class Trainer:
         progress = tqdm(total=num_steps, initial=first_step, desc=config.name, unit="step",
                         disable=jax.process_index() != 0, dynamic_ncols=True)
         last_log_time, last_log_step = time.perf_counter(), first_step
-        pending: tuple[int, dict] | None = None  # checked one step late: the device never waits
+        # Each step's figures stay on the device until the next log or save, where all of them
+        # are checked at once: no host sync a step, and a NaN still names its own step.
+        unchecked: list[tuple[int, dict]] = []
         try:
             for step in range(first_step + 1, num_steps + 1):
-                batch = sharding.global_batch(self.mesh, next(data_iterator))
-                state, figures = self.train_step(state, batch)
-                if pending is not None:
-                    _check_finite(*pending)
-                pending = (step, figures)
+                state, figures = self.train_step(state, next(data_iterator))
+                unchecked.append((step, figures))
                 progress.update(1)
                 if step % config.loop.log_every == 0 or step == num_steps:
-                    _check_finite(*pending)
+                    _check_finite(unchecked)
                     now = time.perf_counter()
                     logged = {k: float(v) for k, v in jax.device_get(figures).items()}
                     logged["lr"] = optim.current_learning_rate(config.optim, num_steps, step - 1)
@@ -168,9 +170,10 @@ class Trainer:
                     progress.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{logged['lr']:.2e}",
                                          img_s=f"{logged['images_per_s']:.1f}")
                 if step % config.checkpoint.every_steps == 0 or step == num_steps or stop.raised:
-                    _check_finite(*pending)  # never checkpoint a diverged state
+                    _check_finite(unchecked)  # never checkpoint a diverged state
                     self.save(state, data_iterator, force=True)
                 if config.loop.eval_every and step % config.loop.eval_every == 0 and step != num_steps:
+                    _check_finite(unchecked)  # a diverged state is not evaluated either
                     self.evaluate(state)
                 if stop.raised:
                     progress.write(f"SIGTERM: saved step {step}, exiting")
@@ -183,6 +186,7 @@ class Trainer:
                                    f"{self.checkpoints.manager.directory}" if kept is not None
                                    else f"{error}; no checkpoint had been saved yet") from None
         finally:
+            data_iterator.close()
             self.checkpoints.wait()
         progress.close()
         result = self.evaluate(state) if not stop.raised else {}
@@ -278,11 +282,17 @@ class EvaluationPass:
         return combined
 
 
-def _check_finite(step: int, figures: dict) -> None:
-    values = {k: float(jax.device_get(figures[k])) for k in ("loss", "grad_norm")}
-    if not all(math.isfinite(v) for v in values.values()):
-        raise TrainingDiverged(f"loss {values['loss']}, gradient norm {values['grad_norm']} at "
-                               f"step {step}; stopped without saving it")
+def _check_finite(unchecked: list[tuple[int, dict]]) -> None:
+    """Raise TrainingDiverged naming the first step whose loss or gradient norm is not finite
+    (one transfer for all of them); empties the list."""
+    figures = jax.device_get([{k: f[k] for k in ("loss", "grad_norm")} for _, f in unchecked])
+    steps = [step for step, _ in unchecked]
+    unchecked.clear()
+    for step, values in zip(steps, figures):
+        if not all(math.isfinite(float(v)) for v in values.values()):
+            raise TrainingDiverged(f"loss {float(values['loss'])}, gradient norm "
+                                   f"{float(values['grad_norm'])} at step {step}; stopped without "
+                                   "saving it")
 
 
 class _SigtermFlag:
