@@ -1,17 +1,28 @@
-"""Images/s of the Cityscapes training pipeline (decode, scale 0.5-2.1, pad, 512x1024 crop,
-flip, normalise, batch) against the images/s the train step consumes, on this machine.
+"""Does the input pipeline keep up? Images/s of one worker process for each training pipeline,
+and how many worker processes an accelerator's train step would need.
 
-    python scripts/pipeline_throughput.py --data_dir DIR [--workers 8] [--batches 20] [--step]
+    python scripts/pipeline_throughput.py --fixtures ../shared/data [--cases cityscapes,...]
+        [--batches 8] [--gpu_json gpu_benchmark.jsonl]
 
-Without a prepared Cityscapes in DIR, pass --from_sample shared/data/cityscapes_mini: its real
-image and labels are resized to the full 1024x2048 and prepared (a stand-in for the real files,
-with the same sizes and PNG sizes of the same order). --step also times the W48 train step.
+Cases (each the experiment's own training pipeline: decode, augmentation, normalisation,
+batching, in one process with the loader's reader threads, as one grain worker runs it):
+  cityscapes      seg_cityscapes: 1024x2048 PNGs, scale 0.5-2.0, pad, 512x1024 crop, flip
+  coco_pose       pose_coco_w32_256x192: one person's affine crop to 256x192, flip, heatmaps
+  coco_detection  det_coco_fcos_w18: a whole image resized to 800 x <=1333, flip, padded
+
+The data are the real samples in --fixtures, prepared with the project's builders (Cityscapes'
+one image and label resized to the full 1024x2048 and copied: the PNG decode of a full-size
+frame is most of the cost). The step rate a worker must feed is read from gpu_benchmark.py's
+JSON lines when given (--gpu_json), otherwise estimated for an H100 at the project's MFU goal
+(35% of 989 bf16 TFLOP/s, train FLOPs = conv/linear MACs x 2 x 3); the printed
+`workers_needed` is that rate over one worker's. One JSON line a case.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -19,69 +30,108 @@ import tempfile
 import time
 
 import cv2
+import numpy as np
+
+CASES = {"cityscapes": ("seg_cityscapes", "cityscapes", "cityscapes_mini", "seg_w48_b12"),
+         "coco_pose": ("pose_coco_w32_256x192", "coco_keypoints", "coco_mini", "pose_w32_b64"),
+         "coco_detection": ("det_coco_fcos_w18", "coco_detection", "coco_mini", None)}
+H100_BF16, MFU_GOAL = 989e12, 0.35
 
 
-def full_size_tree(sample: str, copies: int) -> str:
-    """The sample's image and labels at 1024x2048 as `copies` training images."""
+def full_size_cityscapes(sample: pathlib.Path, copies: int) -> str:
+    """The sample's image and labels at 1024x2048 as `copies` training images (and one val)."""
     root = pathlib.Path(tempfile.mkdtemp())
-    src = pathlib.Path(sample)
-    image = cv2.imread(str(next((src / "leftImg8bit").rglob("*.png"))))
-    label = cv2.imread(str(next((src / "gtFine").rglob("*labelTrainIds.png"))), cv2.IMREAD_UNCHANGED)
+    image = cv2.imread(str(next((sample / "leftImg8bit").rglob("*.png"))))
+    label = cv2.imread(str(next((sample / "gtFine").rglob("*labelTrainIds.png"))),
+                       cv2.IMREAD_UNCHANGED)
     image = cv2.resize(image, (2048, 1024), interpolation=cv2.INTER_LINEAR)
     label = cv2.resize(label, (2048, 1024), interpolation=cv2.INTER_NEAREST)
     for split in ("train", "val"):
         (root / "leftImg8bit" / split / "city").mkdir(parents=True)
         (root / "gtFine" / split / "city").mkdir(parents=True)
         for k in range(copies if split == "train" else 1):
-            cv2.imwrite(str(root / "leftImg8bit" / split / "city" / f"city_{k:06d}_000019_leftImg8bit.png"), image)
-            cv2.imwrite(str(root / "gtFine" / split / "city" / f"city_{k:06d}_000019_gtFine_labelTrainIds.png"), label)
+            stem = f"city_{k:06d}_000019"
+            cv2.imwrite(str(root / "leftImg8bit" / split / "city" / f"{stem}_leftImg8bit.png"), image)
+            cv2.imwrite(str(root / "gtFine" / split / "city" / f"{stem}_gtFine_labelTrainIds.png"),
+                        label)
     return str(root)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets"))
-    parser.add_argument("--from_sample", help="prepare a full-size stand-in from this sample")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--batches", type=int, default=10)
-    parser.add_argument("--step", action="store_true", help="also time the W48 train step")
-    args = parser.parse_args()
+def estimated_step_rate(config) -> float:
+    """Images/s of the train step on an H100 at the MFU goal."""
+    import jax
+    import jax.numpy as jnp
+
+    from hrnet_jax.models.summary import count_macs
+    from hrnet_jax.training.loop import build_model
+
+    model = build_model(config)
+    size = tuple(getattr(config.data, "crop_size", None) or config.data.image_size)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 3)),
+                                                  train=False))
+    return MFU_GOAL * H100_BF16 / (6 * count_macs(model, variables, size))
+
+
+def measure(case: str, fixtures: pathlib.Path, batches: int, gpu_rates: dict[str, float]) -> dict:
     from hrnet_jax import experiments
     from hrnet_jax.data import pipeline, prepare
     from hrnet_jax.tasks import make_task
 
-    if args.from_sample:
-        tree = full_size_tree(args.from_sample, copies=24)
-        args.data_dir = tempfile.mkdtemp()
-        prepare.prepare("cityscapes", tree, args.data_dir)
+    experiment, builder, sample, gpu_case = CASES[case]
+    config = experiments.load(experiment)
+    data_dir = tempfile.mkdtemp()
+    if case == "cityscapes":
+        tree = full_size_cityscapes(fixtures / sample, copies=16)
+        prepare.prepare(builder, tree, data_dir)
         shutil.rmtree(tree)
-    config = experiments.load("seg_cityscapes")
-    config.data.data_dir, config.data.batch_size = args.data_dir, args.batch
+    else:  # the COCO sample holds val2017 images only: its val split stands in for train
+        prepare.prepare(builder, str(fixtures / sample), data_dir)
+        config.data.train_split = "val"
+    config.data.data_dir = data_dir
     task = make_task(config)
     train, _ = task.dataset.sources(config.data)
-    loader = pipeline.train_loader(train, task.prepare, args.batch, 0, args.workers, task.augment)
-    iterator = iter(loader)
-    next(iterator)  # workers started
+    batch_size = min(config.data.batch_size, 8)
+    if hasattr(train, "groups"):  # batches of one orientation: the sample has few of each
+        batch_size = min(batch_size, max(np.unique(train.groups, return_counts=True)[1]))
+    iterator = iter(pipeline.train_loader(train, task.prepare, batch_size, 0, 0, task.augment,
+                                          task.mix_batch))
+    next(iterator)  # reader threads started
     start = time.perf_counter()
-    for _ in range(args.batches):
+    for _ in range(batches):
         batch = next(iterator)
-    seconds = time.perf_counter() - start
-    result = {"pipeline_images_per_s": round(args.batches * args.batch / seconds, 2),
-              "workers": args.workers, "batch": args.batch, "crop": list(batch["image"].shape[1:3]),
-              "cpus": os.cpu_count()}
-    if args.step:
-        import subprocess
-        import sys
-        out = subprocess.run([sys.executable, "scripts/compile_time.py", "--set=model.arch=hrnet_w48",
-                              "--set=data.name=synthetic_segmentation", "--set=data.batch_size=1",
-                              "--set=data.image_size=512,1024", "--set=model.num_classes=5",
-                              "--set=optim.optimizer=sgd", "--repeats=2"],
-                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        step_s = json.loads(out)["step_s"]
-        result["train_step_images_per_s"] = round(1 / step_s, 3)
-        result["ratio_pipeline_to_step"] = round(result["pipeline_images_per_s"] * step_s, 1)
-    print(json.dumps(result))
+    per_worker = round(batches * batch_size / (time.perf_counter() - start), 2)
+    if gpu_case in gpu_rates:
+        step_rate, source = gpu_rates[gpu_case], f"gpu_benchmark {gpu_case}"
+    else:
+        step_rate, source = estimated_step_rate(config), "H100 estimate at 35% MFU"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return {"case": case, "experiment": experiment, "image": list(batch["image"].shape[1:3]),
+            "images_per_s_per_worker": per_worker, "cpus": os.cpu_count(),
+            "step_images_per_s": round(step_rate, 1), "step_rate_from": source,
+            "workers_needed": math.ceil(step_rate / per_worker)}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fixtures", default=str(pathlib.Path(__file__).resolve().parents[2]
+                                                  / "shared" / "data"))
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--gpu_json", help="gpu_benchmark.py's output (one JSON line a case)")
+    args = parser.parse_args(argv)
+    unknown = set(args.cases.split(",")) - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; the cases are {', '.join(CASES)}")
+    gpu_rates = {}
+    if args.gpu_json:
+        with open(args.gpu_json) as f:
+            rows = [json.loads(line) for line in f if line.startswith("{")]
+        gpu_rates = {row["case"]: row["images_per_s"] for row in rows if "images_per_s" in row}
+    results = []
+    for case in args.cases.split(","):
+        results.append(measure(case, pathlib.Path(args.fixtures), args.batches, gpu_rates))
+        print(json.dumps(results[-1]), flush=True)
+    return results
 
 
 if __name__ == "__main__":
