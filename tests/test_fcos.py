@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import perfect_head_outputs
-from hrnet_jax.tasks import fcos
+from hrnet_jax.tasks import boxes as boxes_lib, fcos
 
 BOXES = np.array([[10, 12, 34, 30],      # small: level 0
                   [40, 20, 140, 120],    # medium, overlaps the large one
@@ -151,14 +151,14 @@ def test_class_wise_nms_matches_a_textbook_greedy_nms():
     classes = rng.integers(0, 3, 300)
     expected = greedy_nms(boxes, scores, classes, 0.5)
     assert 20 < len(expected) < 150  # many suppressed, many kept
-    out = jax.jit(fcos.class_wise_nms, static_argnums=(3, 4))(boxes, scores, classes, 0.5, 200)
+    out = jax.jit(boxes_lib.class_wise_nms, static_argnums=(3, 4))(boxes, scores, classes, 0.5, 200)
     valid = np.asarray(out["valid"])
     assert valid.sum() == len(expected) and valid[:len(expected)].all()
     np.testing.assert_array_equal(np.asarray(out["scores"])[:len(expected)], scores[expected])
     np.testing.assert_array_equal(np.asarray(out["classes"])[:len(expected)], classes[expected])
     assert np.all(np.asarray(out["classes"])[len(expected):] == -1)
     # fewer slots than survivors: exactly NMS's first ones
-    top = jax.jit(fcos.class_wise_nms, static_argnums=(3, 4))(boxes, scores, classes, 0.5, 10)
+    top = jax.jit(boxes_lib.class_wise_nms, static_argnums=(3, 4))(boxes, scores, classes, 0.5, 10)
     np.testing.assert_array_equal(np.asarray(top["scores"]), scores[expected[:10]])
 
 

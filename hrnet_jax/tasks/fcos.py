@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hrnet_jax.tasks.boxes import class_wise_nms
+
 STRIDES = (8, 16, 32, 64, 128)
 SIZE_RANGES = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, float("inf")))
 CENTRE_RADIUS = 1.5
@@ -146,35 +148,6 @@ def batch_loss(outputs: dict[str, list[jnp.ndarray]], boxes: jnp.ndarray, labels
         locations, location_strides, levels, boxes, labels, box_mask)
     return fcos_loss(flatten_levels(outputs["class_logits"]), flatten_levels(outputs["boxes"]),
                      flatten_levels(outputs["centerness"]), targets)
-
-
-def box_iou(box: jnp.ndarray, boxes: jnp.ndarray) -> jnp.ndarray:
-    """IoU of one x0, y0, x1, y1 box (4,) with each of boxes (K, 4)."""
-    width = jnp.clip(jnp.minimum(box[2], boxes[:, 2]) - jnp.maximum(box[0], boxes[:, 0]), 0)
-    height = jnp.clip(jnp.minimum(box[3], boxes[:, 3]) - jnp.maximum(box[1], boxes[:, 1]), 0)
-    intersection = width * height
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return intersection / jnp.maximum(area(box) + area(boxes) - intersection, 1e-9)
-
-
-def class_wise_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
-                   iou_threshold: float, max_detections: int) -> dict[str, jnp.ndarray]:
-    """Greedy NMS per class of one image's candidates (K, ...), scores <= 0 meaning none.
-
-    Greedy NMS keeps, in turn, the best box not suppressed by the boxes kept before it; running
-    that step `max_detections` times gives exactly NMS's first `max_detections` boxes, in static
-    shapes. Returns boxes (D, 4), scores (D,), classes (D,) and valid (D,) (0 for padding)."""
-    def keep_best(remaining, _):
-        best = jnp.argmax(remaining)
-        valid = remaining[best] > 0
-        overlapping = (box_iou(boxes[best], boxes) > iou_threshold) & (classes == classes[best])
-        remaining = jnp.where(overlapping | (jnp.arange(len(remaining)) == best), 0.0, remaining)
-        return remaining, (best, valid)
-
-    _, (kept, valid) = jax.lax.scan(keep_best, jnp.where(scores > 0, scores, 0.0), None,
-                                    length=max_detections)
-    return {"boxes": boxes[kept] * valid[:, None], "scores": scores[kept] * valid,
-            "classes": jnp.where(valid, classes[kept], -1), "valid": valid}
 
 
 def detect(outputs: dict[str, list[jnp.ndarray]], strides: Sequence[int],

@@ -1,0 +1,105 @@
+"""Boxes as x0, y0, x1, y1 in input pixels: overlaps, greedy NMS in static shapes, anchors and
+the box-delta coding of the two-stage detectors (mmdet's `AnchorGenerator` and
+`DeltaXYWHBBoxCoder`, which the HRNetV2p detection checkpoints were trained with)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Box deltas' log width/height ratio is clamped to |log(16 / 1000)| when decoding, as mmdet.
+WH_RATIO_CLIP = 16 / 1000
+
+
+def area(boxes: jnp.ndarray) -> jnp.ndarray:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def iou_matrix(boxes: jnp.ndarray, others: jnp.ndarray) -> jnp.ndarray:
+    """IoU of every box (A, 4) with every other (B, 4): (A, B); 0 where the union is empty."""
+    top_left = jnp.maximum(boxes[:, None, :2], others[None, :, :2])
+    bottom_right = jnp.minimum(boxes[:, None, 2:], others[None, :, 2:])
+    intersection = jnp.prod(jnp.clip(bottom_right - top_left, 0), -1)
+    union = area(boxes)[:, None] + area(others)[None, :] - intersection
+    return jnp.where(union > 0, intersection / jnp.where(union > 0, union, 1.0), 0.0)
+
+
+def box_iou(box: jnp.ndarray, boxes: jnp.ndarray) -> jnp.ndarray:
+    """IoU of one x0, y0, x1, y1 box (4,) with each of boxes (K, 4)."""
+    width = jnp.clip(jnp.minimum(box[2], boxes[:, 2]) - jnp.maximum(box[0], boxes[:, 0]), 0)
+    height = jnp.clip(jnp.minimum(box[3], boxes[:, 3]) - jnp.maximum(box[1], boxes[:, 1]), 0)
+    intersection = width * height
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return intersection / jnp.maximum(area(box) + area(boxes) - intersection, 1e-9)
+
+
+def class_wise_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
+                   iou_threshold: float, max_detections: int) -> dict[str, jnp.ndarray]:
+    """Greedy NMS per class of one image's candidates (K, ...), scores <= 0 meaning none.
+
+    Greedy NMS keeps, in turn, the best box not suppressed by the boxes kept before it; running
+    that step `max_detections` times gives exactly NMS's first `max_detections` boxes, in static
+    shapes. Returns boxes (D, 4), scores (D,), classes (D,) and valid (D,) (0 for padding)."""
+    def keep_best(remaining, _):
+        best = jnp.argmax(remaining)
+        valid = remaining[best] > 0
+        overlapping = (box_iou(boxes[best], boxes) > iou_threshold) & (classes == classes[best])
+        remaining = jnp.where(overlapping | (jnp.arange(len(remaining)) == best), 0.0, remaining)
+        return remaining, (best, valid)
+
+    _, (kept, valid) = jax.lax.scan(keep_best, jnp.where(scores > 0, scores, 0.0), None,
+                                    length=max_detections)
+    return {"boxes": boxes[kept] * valid[:, None], "scores": scores[kept] * valid,
+            "classes": jnp.where(valid, classes[kept], -1), "valid": valid}
+
+
+def base_anchors(stride: int, scales: Sequence[float] = (8.0,),
+                 ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> np.ndarray:
+    """One cell's anchors (A, 4), centred on the cell's corner (mmdet's centre offset 0):
+    ratio r = height / width, area (stride x scale)^2; ordered ratio-major, then scale."""
+    h_ratios = np.sqrt(np.asarray(ratios, np.float64))
+    widths = (stride / h_ratios[:, None] * np.asarray(scales)[None, :]).reshape(-1)
+    heights = (stride * h_ratios[:, None] * np.asarray(scales)[None, :]).reshape(-1)
+    return np.stack([-widths / 2, -heights / 2, widths / 2, heights / 2], -1).astype(np.float32)
+
+
+def grid_anchors(shape: tuple[int, int], stride: int, scales: Sequence[float] = (8.0,),
+                 ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> np.ndarray:
+    """A level's anchors (H x W x A, 4): each cell's (row-major) base anchors shifted to
+    (x, y) = (column, row) x stride, as mmdet's grid_priors."""
+    ys, xs = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    shifts = np.stack([xs, ys, xs, ys], -1).reshape(-1, 1, 4) * stride
+    return (shifts + base_anchors(stride, scales, ratios)[None]).reshape(-1, 4).astype(np.float32)
+
+
+def encode_deltas(boxes: jnp.ndarray, targets: jnp.ndarray,
+                  stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> jnp.ndarray:
+    """The deltas (dx, dy, dw, dh) / stds that move `boxes` (..., 4) onto `targets` (..., 4):
+    centre shifts in units of the box's size, log size ratios."""
+    size, centre = boxes[..., 2:] - boxes[..., :2], (boxes[..., :2] + boxes[..., 2:]) / 2
+    target_size = targets[..., 2:] - targets[..., :2]
+    target_centre = (targets[..., :2] + targets[..., 2:]) / 2
+    deltas = jnp.concatenate([(target_centre - centre) / size, jnp.log(target_size / size)], -1)
+    return deltas / jnp.asarray(stds, deltas.dtype)
+
+
+def decode_deltas(boxes: jnp.ndarray, deltas: jnp.ndarray,
+                  stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+                  image_shape: tuple[int, int] | jnp.ndarray | None = None) -> jnp.ndarray:
+    """`boxes` moved by `deltas` (the inverse of encode_deltas), the log size ratios clamped to
+    |log(16 / 1000)|, and clipped to the image (height, width) when given."""
+    deltas = deltas * jnp.asarray(stds, deltas.dtype)
+    limit = abs(math.log(WH_RATIO_CLIP))
+    size, centre = boxes[..., 2:] - boxes[..., :2], (boxes[..., :2] + boxes[..., 2:]) / 2
+    new_centre = centre + deltas[..., :2] * size
+    new_size = size * jnp.exp(jnp.clip(deltas[..., 2:], -limit, limit))
+    out = jnp.concatenate([new_centre - new_size / 2, new_centre + new_size / 2], -1)
+    if image_shape is not None:
+        height, width = image_shape[0], image_shape[1]
+        upper = jnp.stack([width, height, width, height]).astype(out.dtype)
+        out = jnp.clip(out, 0.0, upper)
+    return out
