@@ -30,6 +30,9 @@ class ModelConfig:
     norm_eval: bool = False  # backbone BatchNorm frozen in inference mode (mmdet's norm_eval)
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # detection: pyramid levels (or 4..64)
     head_channels: int = 256  # detection: the pyramid's and the FCOS towers' width
+    # detection: "improved" (centre sampling, centerness on the regression tower, GIoU, distances
+    # x stride) or "mmdet" (mmdet's plain FCOS, the README's quoted APs): models/fcos_head.py
+    fcos_style: str = "improved"
     # ImageNet (or other) weights for the backbone at the start of a run: an official or timm
     # .pth / .safetensors file (hrnet_jax.training.pretrained). Empty: random initialisation.
     pretrained: str = ""

@@ -6,8 +6,14 @@ HRNet repos' share the backbone names (`conv1`, `layer1.0.conv1`, `transition1.1
 `incre_modules` / `downsamp_modules` / `final_layer` / `classifier` (cls_hrnet and timm),
 segmentation `last_layer.{0,1,3}`, HRNet-OCR `conv3x3_ocr` / `aux_head` / `ocr_distri_head` /
 `cls_head` (the official seg_hrnet_ocr), pose `final_layer`, landmarks `head.{0,1,3}`, pyramid
-(HRFPN) `reduction_conv.conv` / `fpn_convs.K.conv`. Wrapper prefixes (`module.`, `model.`,
-`backbone.`, `neck.`) are stripped.
+(HRFPN) `reduction_conv.conv` / `fpn_convs.K.conv`, detection mmdet's HRNetV2p FCOS
+(`neck.*` HRFPN, `bbox_head.{cls,reg}_convs.K.{conv,gn}`, `conv_cls`, `conv_reg`,
+`conv_centerness`, `scales.K.scale`). Wrapper prefixes (`module.`, `model.`, `backbone.`,
+`neck.`) are stripped on reading; detection weights are written with mmdet's `backbone.` and
+`neck.` prefixes.
+
+mmdet's HRNet FCOS configs feed BGR images (`to_rgb=False`); `bgr=True` reverses the first
+conv's input channels so that the model takes RGB, as every model here.
 
 Nothing is skipped silently: every missing, unexpected and shape-mismatched key is named, and
 strict loading fails on any of them unless the caller listed it in `ignore`.
@@ -67,7 +73,21 @@ _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
     "landmarks": [(r"^proj/", "head."), (r"^classifier$", "head.3")],
     "pose": [(r"^classifier$", "final_layer")],
     "pyramid": [(r"^reduction$", "reduction_conv.conv"), (r"^fpn(\d+)$", r"fpn_convs.\1.conv")],
+    "detection": [(r"^neck/reduction$", "reduction_conv.conv"),
+                  (r"^neck/fpn(\d+)$", r"fpn_convs.\1.conv"),
+                  (r"^fcos/cls_tower/conv(\d+)$", r"bbox_head.cls_convs.\1.conv"),
+                  (r"^fcos/cls_tower/norm(\d+)$", r"bbox_head.cls_convs.\1.gn"),
+                  (r"^fcos/box_tower/conv(\d+)$", r"bbox_head.reg_convs.\1.conv"),
+                  (r"^fcos/box_tower/norm(\d+)$", r"bbox_head.reg_convs.\1.gn"),
+                  (r"^fcos/cls_logits$", "bbox_head.conv_cls"),
+                  (r"^fcos/box_pred$", "bbox_head.conv_reg"),
+                  (r"^fcos/centerness$", "bbox_head.conv_centerness"),
+                  (r"^fcos$", "bbox_head")],
 }
+# mmdet's full names of a detector's parts (written by to_torch; stripped on reading).
+_MMDET_SCOPES = (("bbox_head.", ""), ("reduction_conv.", "neck."), ("fpn_convs.", "neck."),
+                 ("", "backbone."))
+_STEM_KERNEL = ("params", "backbone", "stem", "conv1", "kernel")
 # The last segment of a module path, renamed first: ConvBN's conv and bn are PyTorch's
 # Sequential indices 0 and 1.
 _LEAF_MODULES = {"conv": "0", "bn": "1", "downsample_conv": "downsample.0",
@@ -104,7 +124,10 @@ _TORCH_MODULE_ORDER = {name: rank for rank, name in enumerate((
     "transition2", "stage3", "transition3", "stage4", "branches", "fuse_layers", "incre_modules",
     "downsamp_modules", "final_layer", "classifier", "last_layer", "conv3x3_ocr",
     "ocr_distri_head", "object_context_block", "f_pixel", "f_object", "f_down", "f_up",
-    "conv_bn_dropout", "cls_head", "aux_head", "head", "reduction_conv", "fpn_convs", "conv", "weight", "bias", "running_mean", "running_var", "num_batches_tracked"))}
+    "conv_bn_dropout", "cls_head", "aux_head", "head", "reduction_conv", "fpn_convs",
+    "bbox_head", "cls_convs", "reg_convs", "conv_cls", "conv_reg", "conv_centerness", "scales",
+    "conv", "gn", "scale", "weight", "bias", "running_mean", "running_var",
+    "num_batches_tracked"))}
 
 
 def _torch_sort_key(key: str) -> tuple:
@@ -119,7 +142,10 @@ def key_map(variables: Variables, head: str | None) -> dict[str, tuple[str, ...]
     for flat_path in traverse_util.flatten_dict(variables):
         collection, *module, leaf = flat_path
         name = torch_module_name("/".join(module), head)
-        out[f"{name}.{_PARAM_NAMES[(collection, leaf)]}"] = flat_path
+        level_scale = re.fullmatch(r"scale(\d+)", leaf)  # FCOS's per-level Scale modules
+        param = (f"scales.{level_scale.group(1)}.scale" if level_scale and collection == "params"
+                 else _PARAM_NAMES[(collection, leaf)])
+        out[f"{name}.{param}"] = flat_path
     return {key: out[key] for key in sorted(out, key=_torch_sort_key)}
 
 
@@ -182,9 +208,14 @@ def _strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, str]:
     return names
 
 
+def stripped_names(state_dict: Mapping[str, Any]) -> list[str]:
+    """The state_dict's keys without wrapper prefixes, as they are matched."""
+    return list(_strip_wrappers(state_dict))
+
+
 def _infer_num_classes(head: str | None, state_dict: Mapping[str, Any]) -> int | None:
     weight_key = {"classification": "classifier.weight", "segmentation": "last_layer.3.weight",
-                  "segmentation_ocr": "cls_head.weight",
+                  "segmentation_ocr": "cls_head.weight", "detection": "bbox_head.conv_cls.weight",
                   "landmarks": "head.3.weight", "pose": "final_layer.weight"}.get(head or "")
     for name, key in _strip_wrappers(state_dict).items():
         if name == weight_key:
@@ -200,19 +231,21 @@ def abstract_variables(model: Any, size: int = 64) -> Variables:
 
 def from_torch(arch: str | ArchSpec, head: str | None, state_dict: Mapping[str, Any],
                num_classes: int | None = None, strict: bool = True,
-               ignore: Sequence[str] = ()) -> Any:
+               ignore: Sequence[str] = (), bgr: bool = False, **model_options: Any) -> Any:
     """Convert a PyTorch HRNet state_dict (numpy arrays or tensors) to Flax variables.
 
     `num_classes` defaults to what the checkpoint's classifier holds. `ignore` lists glob
     patterns of keys the caller expects to be left over (e.g. 'incre_modules.*' when taking a
-    backbone from a classification checkpoint); they are reported, not fatal.
+    backbone from a classification checkpoint); they are reported, not fatal. `bgr`: the
+    checkpoint was trained on BGR images (mmdet's FCOS). `model_options`: create_model's
+    (e.g. fcos_style="mmdet", whose towers have no biases).
     Returns the variables; raises `WeightLoadError` naming every missing, unexpected or
     shape-mismatched key. With `strict=False` returns `(variables, report)` instead, the
     variables holding only what loaded.
     """
     if num_classes is None and head not in (None, "pyramid"):
         num_classes = _infer_num_classes(head, state_dict)
-    model = create_model(arch, head, num_classes)
+    model = create_model(arch, head, num_classes, **model_options)
     expected = abstract_variables(model)
     targets = key_map(expected, head)
     shapes = traverse_util.flatten_dict(expected)
@@ -238,6 +271,8 @@ def from_torch(arch: str | ArchSpec, head: str | None, state_dict: Mapping[str, 
             report.ignored.append(key)
         else:
             report.unexpected.append(key)
+    if bgr and _STEM_KERNEL in flat:
+        flat[_STEM_KERNEL] = flat[_STEM_KERNEL][:, :, ::-1]
     variables = traverse_util.unflatten_dict(flat) if flat else {}
     if not strict:
         return variables, report
@@ -247,16 +282,23 @@ def from_torch(arch: str | ArchSpec, head: str | None, state_dict: Mapping[str, 
 
 
 def to_torch(variables: Variables, head: str | None,
-             num_batches_tracked: bool = True) -> dict[str, np.ndarray]:
-    """Flax variables -> a PyTorch state_dict of numpy arrays (official/timm key names).
+             num_batches_tracked: bool = True, bgr: bool = False) -> dict[str, np.ndarray]:
+    """Flax variables -> a PyTorch state_dict of numpy arrays (official/timm key names; mmdet's
+    for detection). `bgr` writes the first conv for BGR images, as from_torch reads it.
 
     BatchNorm's `num_batches_tracked` counters, which Flax does not keep, are written as 0 (they
     only matter for PyTorch's cumulative-average BatchNorm, which HRNet does not use).
     """
     flat = traverse_util.flatten_dict(jax.device_get(variables))
+    if bgr:
+        flat[_STEM_KERNEL] = np.asarray(flat[_STEM_KERNEL])[:, :, ::-1]
     state_dict = {}
     for torch_key, flax_path in key_map(variables, head).items():
-        state_dict[torch_key] = np.asarray(_to_torch(np.asarray(flat[flax_path], np.float32)))
+        value = np.asarray(_to_torch(np.asarray(flat[flax_path], np.float32)))
+        if head == "detection":
+            torch_key = next(scope + torch_key for start, scope in _MMDET_SCOPES
+                             if torch_key.startswith(start))
+        state_dict[torch_key] = value
         if num_batches_tracked and torch_key.endswith("running_var"):
             state_dict[_num_batches_key(torch_key[: -len("running_var")] + "running_mean")] = \
                 np.array(0, np.int64)

@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hrnet_jax.models.fcos_head import PYRAMID_STRIDES, DetectionHead
+from hrnet_jax.models.fcos_head import PYRAMID_STRIDES, DetectionHead, style_named
 from hrnet_jax.models.heads import ClassificationHead, PoseHead, PyramidNeck, RepresentationHead
 from hrnet_jax.models.hrnet import ARCHS, ArchSpec, HRNetBackbone, StageSpec, tiny_arch
 from hrnet_jax.models.layers import LayerConfig
@@ -47,6 +47,7 @@ class HRNet(nn.Module):
     num_classes: int | None = None
     strides: tuple[int, ...] = PYRAMID_STRIDES[1]  # detection's pyramid levels
     head_channels: int = 256  # detection's pyramid and FCOS towers
+    fcos_style: str = "improved"  # detection: hrnet_jax.models.fcos_head.FCOS_STYLES
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> Any:
@@ -65,18 +66,18 @@ class HRNet(nn.Module):
             return PoseHead(self.num_classes, self.layers, name="head")(xs, train)
         if self.head == "detection":
             return DetectionHead(self.num_classes, self.layers, self.strides, self.head_channels,
-                                 name="head")(xs, train)
+                                 self.fcos_style, name="head")(xs, train)
         return PyramidNeck(self.layers, name="head")(xs, train)
 
 
 def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int | None = None,
                  strides: tuple[int, ...] = PYRAMID_STRIDES[1], head_channels: int = 256,
-                 **overrides: Any) -> HRNet:
+                 fcos_style: str = "improved", **overrides: Any) -> HRNet:
     """Build an HRNet. `arch` names a preset (see `ARCHS`) or is an `ArchSpec`.
 
     strides: the detection head's pyramid levels, (8, ..., 128) as mmdet's HRNet-FCOS or the
     neck's own (4, ..., 64); head_channels: its pyramid's and towers' width (256 in FCOS; a
-    multiple of 32, the GroupNorm groups).
+    multiple of 32, the GroupNorm groups); fcos_style: "improved" or "mmdet" (FCOS_STYLES).
     overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype,
     scan_modules, norm_eval);
     the head picks the papers' defaults for the rest.
@@ -101,8 +102,9 @@ def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int
     if head_channels % 32:
         raise ValueError(f"head_channels {head_channels}: the FCOS towers' GroupNorm needs a "
                          "multiple of 32")
+    style_named(fcos_style)  # an unknown style names the known ones
     return HRNet(arch, layers, head, num_classes if num_classes is not None else default_classes,
-                 tuple(strides), head_channels)
+                 tuple(strides), head_channels, fcos_style)
 
 
 __all__ = ["ARCHS", "ArchSpec", "HEADS", "HRNet", "LayerConfig", "StageSpec", "create_model",

@@ -18,6 +18,7 @@ import numpy as np
 
 from hrnet_jax.data.detection import flip_boxes, object_arrays, resize_and_pad, training_boxes
 from hrnet_jax.evaluation import coco
+from hrnet_jax.models.fcos_head import style_named
 from hrnet_jax.tasks import Task, fcos, whole_image
 
 TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
@@ -55,6 +56,7 @@ class Detection(Task):
         super().__init__(config, dataset)
         data = config.data
         self.strides = tuple(config.model.strides)
+        self.style = style_named(config.model.fcos_style)
         self.canvas = tuple(data.image_size)
         self.eval_short_side = max(data.short_sides)
         self.category_ids = np.array([category_id for category_id, _ in dataset.categories])
@@ -79,13 +81,13 @@ class Detection(Task):
 
     def loss(self, outputs, batch):
         return fcos.batch_loss(outputs, batch["boxes"], batch["labels"], batch["box_mask"],
-                               self.strides)
+                               self.strides, self.style)
 
     def postprocess(self, outputs):
         settings = self.config.eval
         return fcos.detect(outputs, self.strides, settings.score_threshold,
                            settings.pre_nms_top_k, settings.nms_threshold,
-                           settings.max_detections)
+                           settings.max_detections, self.style.score)
 
     def detect(self, predict: Callable, image: np.ndarray) -> tuple[np.ndarray, ...]:
         """One uint8 image -> boxes x0, y0, x1, y1 in its pixels, scores, labels (best first)."""

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hrnet_jax.models.fcos_head import FCOS_STYLES, FCOSStyle
 from hrnet_jax.tasks.boxes import class_wise_nms
 
 STRIDES = (8, 16, 32, 64, 128)
@@ -106,11 +107,25 @@ def giou_loss(predicted: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     return 1 - (iou - (enclosing - union) / jnp.maximum(enclosing, 1e-7))
 
 
+def iou_log_loss(predicted: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
+    """-log IoU per location of (..., 4) distances from the same point (FCOS's paper, mmdet's
+    IoULoss), the IoU floored at 1e-6."""
+    pl, pt, pr, pb = (predicted[..., k] for k in range(4))
+    tl, tt, tr, tb = (target[..., k] for k in range(4))
+    intersection = (jnp.minimum(pl, tl) + jnp.minimum(pr, tr)) * (jnp.minimum(pt, tt) + jnp.minimum(pb, tb))
+    union = (pl + pr) * (pt + pb) + (tl + tr) * (tt + tb) - intersection
+    return -jnp.log(jnp.maximum(intersection / jnp.maximum(union, 1e-6), 1e-6))
+
+
+BOX_LOSSES = {"giou": giou_loss, "iou": iou_log_loss}
+
+
 def fcos_loss(class_logits: jnp.ndarray, regression: jnp.ndarray, centerness_logits: jnp.ndarray,
-              targets: dict[str, jnp.ndarray], axis_name: str | None = None
+              targets: dict[str, jnp.ndarray], axis_name: str | None = None, box_loss: str = "giou"
               ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """The three FCOS losses over a batch of (N, L, ...) predictions: focal classification per
-    positive, GIoU weighted by the centerness targets (normalised by their sum), centerness BCE
+    positive, the box loss (BOX_LOSSES) weighted by the centerness targets (normalised by their
+    sum), centerness BCE
     per positive. Positive counts are summed over `axis_name` (the data-parallel devices) when
     given, so that every device divides by the global count."""
     positive = (targets["class"] >= 0).astype(jnp.float32)
@@ -122,7 +137,7 @@ def fcos_loss(class_logits: jnp.ndarray, regression: jnp.ndarray, centerness_log
     count, weight_sum = jnp.maximum(count, 1.0), jnp.maximum(weight_sum, 1e-6)
     classification = sigmoid_focal_loss(class_logits, targets["class"]) / count
     safe_target = jnp.where(positive[..., None] > 0, targets["regression"], 1.0)
-    box = jnp.sum(giou_loss(regression, safe_target) * weight) / weight_sum
+    box = jnp.sum(BOX_LOSSES[box_loss](regression, safe_target) * weight) / weight_sum
     bce = jnp.logaddexp(0.0, centerness_logits) - centerness_logits * targets["centerness"]
     centre = jnp.sum(bce * positive) / count
     total = classification + box + centre
@@ -139,22 +154,29 @@ def level_shapes(outputs: dict[str, list[jnp.ndarray]]) -> list[tuple[int, int]]
 
 
 def batch_loss(outputs: dict[str, list[jnp.ndarray]], boxes: jnp.ndarray, labels: jnp.ndarray,
-               box_mask: jnp.ndarray, strides: Sequence[int]
+               box_mask: jnp.ndarray, strides: Sequence[int], style: FCOSStyle = FCOS_STYLES["improved"]
                ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """The FCOS loss of a batch of head outputs against padded boxes (N, M, 4) x0, y0, x1, y1,
     labels (N, M) and box_mask (N, M). Targets are assigned on the device."""
     locations, location_strides, levels = level_locations(level_shapes(outputs), strides)
-    targets = jax.vmap(assign_targets, in_axes=(None, None, None, 0, 0, 0))(
+    assign = functools.partial(assign_targets, radius=style.centre_radius)
+    targets = jax.vmap(assign, in_axes=(None, None, None, 0, 0, 0))(
         locations, location_strides, levels, boxes, labels, box_mask)
     return fcos_loss(flatten_levels(outputs["class_logits"]), flatten_levels(outputs["boxes"]),
-                     flatten_levels(outputs["centerness"]), targets)
+                     flatten_levels(outputs["centerness"]), targets, box_loss=style.box_loss)
 
 
 def detect(outputs: dict[str, list[jnp.ndarray]], strides: Sequence[int],
            score_threshold: float = 0.05, pre_nms_top_k: int = 1000, iou_threshold: float = 0.6,
-           max_detections: int = 100) -> dict[str, jnp.ndarray]:
+           max_detections: int = 100, score: str = "sqrt") -> dict[str, jnp.ndarray]:
     """Head outputs of a batch -> per image `max_detections` boxes (N, D, 4) as x0, y0, x1, y1
-    in input pixels, scores sqrt(class probability x centerness), classes and valid flags."""
+    in input pixels, their scores, classes and valid flags.
+
+    score "sqrt": per level the top k (location, class) pairs of sqrt(p x centerness) among
+    those with p > threshold. score "product" (mmdet): per level the k locations of the best
+    max-over-classes p x centerness, then their (location, class) pairs with p x centerness >
+    threshold, the best k of them (mmdet keeps them all: the same unless more than k pairs of
+    one level pass the threshold)."""
     shapes = level_shapes(outputs)
     boxes, scores, classes = [], [], []
     for level, (h, w) in enumerate(shapes):
@@ -163,10 +185,19 @@ def detect(outputs: dict[str, list[jnp.ndarray]], strides: Sequence[int],
         n, num_classes = logits.shape[0], logits.shape[-1]
         probabilities = jax.nn.sigmoid(logits.reshape(n, h * w, num_classes))
         centre = jax.nn.sigmoid(outputs["centerness"][level].reshape(n, h * w))
-        score = jnp.sqrt(probabilities * centre[..., None])
-        score = jnp.where(probabilities > score_threshold, score, 0.0).reshape(n, -1)
-        top, index = jax.lax.top_k(score, min(pre_nms_top_k, score.shape[1]))
-        cell, cls = index // num_classes, index % num_classes
+        if score == "sqrt":
+            pair_score = jnp.sqrt(probabilities * centre[..., None])
+            pair_score = jnp.where(probabilities > score_threshold, pair_score, 0.0).reshape(n, -1)
+            top, index = jax.lax.top_k(pair_score, min(pre_nms_top_k, pair_score.shape[1]))
+            cell, cls = index // num_classes, index % num_classes
+        else:
+            product = probabilities * centre[..., None]
+            _, best_cells = jax.lax.top_k(product.max(-1), min(pre_nms_top_k, h * w))
+            pair_score = jnp.take_along_axis(product, best_cells[..., None], 1)  # (N, k, C)
+            pair_score = jnp.where(pair_score > score_threshold, pair_score, 0.0).reshape(n, -1)
+            top, index = jax.lax.top_k(pair_score, min(pre_nms_top_k, pair_score.shape[1]))
+            cell = jnp.take_along_axis(best_cells, index // num_classes, 1)
+            cls = index % num_classes
         distances = jnp.take_along_axis(outputs["boxes"][level].reshape(n, h * w, 4),
                                         cell[..., None], 1)
         points = jnp.asarray(locations)[cell]  # (N, k, 2)

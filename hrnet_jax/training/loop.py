@@ -42,7 +42,8 @@ def build_model(config: config_lib.ExperimentConfig):
     if m.bn_momentum is not None:
         overrides["bn_momentum"] = m.bn_momentum
     if m.head == "detection":
-        overrides.update(strides=tuple(m.strides), head_channels=m.head_channels)
+        overrides.update(strides=tuple(m.strides), head_channels=m.head_channels,
+                         fcos_style=m.fcos_style)
     return create_model(arch, m.head, m.num_classes, **overrides)
 
 
@@ -114,7 +115,7 @@ class Trainer:
         """The state with its backbone from `model.pretrained` (strictly accounted)."""
         fresh = {"params": state["params"], "batch_stats": state["batch_stats"]}
         variables, account = pretrained.initialise_from(
-            os.path.expanduser(self.config.model.pretrained), self.model.arch, fresh)
+            os.path.expanduser(self.config.model.pretrained), self.model, fresh)
         if jax.process_index() == 0:
             print(account)
         for collection in ("params", "batch_stats"):

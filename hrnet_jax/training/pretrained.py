@@ -1,10 +1,12 @@
-"""Start a run from pretrained weights (ImageNet classification, as every HRNet paper did).
+"""Start a run from pretrained weights (ImageNet classification, as every HRNet paper did), or
+evaluate a whole model trained elsewhere.
 
-The checkpoint (official / timm `.pth`, `.pt` or `.safetensors`, or the workdir / checkpoints
-folder of one of our runs, e.g. a cls_imagenet experiment) must hold a whole backbone of
-the configured arch: any missing, unexpected or mis-shaped backbone key is an error that names
-it. The classification head's keys are the expected leftovers and are reported as such; the
-task head starts from its initialisation.
+The checkpoint (official / timm / mmdet `.pth`, `.pt` or `.safetensors`, or the workdir /
+checkpoints folder of one of our runs, e.g. a cls_imagenet experiment) must hold a whole
+backbone of the configured arch: any missing, unexpected or mis-shaped backbone key is an error
+that names it. A PyTorch file that holds the configured head too (an official segmentation
+model, an mmdet detector) is loaded whole, strictly; otherwise the classification head's keys
+are the expected leftovers, reported as such, and the task head starts from its initialisation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from typing import Any
 
 from hrnet_jax import surgery, weights
+from hrnet_jax.models.fcos_head import style_named
 from hrnet_jax.training.checkpoint import Checkpointer
 
 # The classification head in the official and timm state_dicts.
@@ -37,9 +40,39 @@ def load_run(path: str) -> dict:
     return {c: {"backbone": tree["backbone"]} for c, tree in variables.items()}
 
 
-def initialise_from(path: str, arch: Any, fresh: dict) -> tuple[dict, str]:
-    """`fresh` variables ({'params', 'batch_stats'}) with the backbone taken from `path`, and a
-    one-paragraph account of what was loaded, left over and newly initialised."""
+def load_whole(path: str, model: Any) -> tuple[dict, weights.LoadReport] | None:
+    """The whole model's variables from a PyTorch file holding its head too (None when the file
+    holds none of the head's keys). Detectors of a style trained on BGR images (mmdet's FCOS)
+    are read with their first conv turned to RGB."""
+    if model.head is None:
+        return None
+    state_dict = weights.load_state_dict_file(path)
+    options = {}
+    if model.head == "detection":
+        options = dict(strides=model.strides, head_channels=model.head_channels,
+                       fcos_style=model.fcos_style, bgr=style_named(model.fcos_style).bgr_checkpoints)
+    abstract = weights.abstract_variables(model)
+    head_keys = weights.key_map({c: {"head": tree["head"]} for c, tree in abstract.items()
+                                 if "head" in tree}, model.head)
+    if not set(head_keys) & set(weights.stripped_names(state_dict)):
+        return None
+    variables, report = weights.from_torch(model.arch, model.head, state_dict, model.num_classes,
+                                           strict=False, **options)
+    if not report.ok:
+        raise weights.WeightLoadError(report, source=path)
+    return variables, report
+
+
+def initialise_from(path: str, model: Any, fresh: dict) -> tuple[dict, str]:
+    """`fresh` variables ({'params', 'batch_stats'}) with the backbone (or the whole model)
+    taken from `path`, and a one-paragraph account of what was loaded, left over and newly
+    initialised."""
+    whole = None if os.path.isdir(path) else load_whole(path, model)
+    if whole is not None:
+        variables, report = whole
+        return variables, (f"pretrained {path}: the whole model, {len(report.loaded)} tensors "
+                           f"loaded, {len(report.ignored)} known leftovers")
+    arch = model.arch
     if os.path.isdir(path):
         backbone, source = load_run(path), f"run checkpoint {path}"
         leftovers = "its head left over as expected"
