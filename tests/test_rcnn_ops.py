@@ -150,3 +150,120 @@ def test_anchors_are_mmdets():
     assert grid.shape == (18, 4)
     np.testing.assert_allclose(grid[3 * 1 + 1], [4 - 16, -16, 4 + 16, 16])  # row 0, column 1
     np.testing.assert_allclose(grid[3 * 3 + 1], [-16, 4 - 16, 16, 4 + 16])  # row 1, column 0
+
+
+def mmdet_assign(overlaps, pos_thr, neg_thr, min_pos, low_quality):
+    """mmdet's MaxIoUAssigner.assign_wrt_overlaps, step by step (overlaps: gts x boxes)."""
+    assigned = np.full(overlaps.shape[1], -1)
+    best, best_truth = overlaps.max(0), overlaps.argmax(0)
+    assigned[(best >= 0) & (best < neg_thr)] = 0
+    positive = best >= pos_thr
+    assigned[positive] = best_truth[positive] + 1
+    if low_quality:
+        truth_best = overlaps.max(1)
+        for i in range(overlaps.shape[0]):
+            if truth_best[i] >= min_pos:
+                assigned[overlaps[i] == truth_best[i]] = i + 1
+    return assigned
+
+
+@pytest.mark.parametrize("thresholds", [(0.7, 0.3, 0.3, True), (0.5, 0.5, 0.5, False)])
+def test_assignment_is_mmdets_max_iou_assigner(thresholds):
+    """The RPN's (0.7 / 0.3, low-quality matches) and the R-CNN's (0.5 / 0.5) settings, on
+    anchors and ground truths that overlap at every level, padded ground truths ignored."""
+    from hrnet_jax.tasks import rcnn
+
+    anchors = np.concatenate([boxes_lib.grid_anchors((24, 32), 4),
+                              boxes_lib.grid_anchors((12, 16), 8)])
+    rng = np.random.default_rng(8)
+    corner = rng.uniform(0, 80, (6, 2))
+    truth = np.concatenate([corner, corner + rng.uniform(28, 70, (6, 2))], 1).astype(np.float32)
+    truth[3] = truth[1]  # two identical ground truths: the later wins the low-quality claims
+    mask = np.array([1, 1, 1, 1, 1, 0], np.float32)  # the last is padding
+    assigned = np.asarray(jax.jit(rcnn.assign, static_argnums=(3, 4, 5, 6))(
+        anchors, truth, mask, *thresholds))
+    expected = mmdet_assign(np.asarray(boxes_lib.iou_matrix(truth[:5], anchors)), *thresholds)
+    np.testing.assert_array_equal(assigned, expected)
+    assert (assigned > 0).sum() >= 10 and (assigned == 0).sum() > 100
+    assert (assigned == -1).any() == (thresholds[1] < thresholds[0])  # the band between
+    if thresholds[3]:  # the duplicate ground truths: the later one's claims stand
+        assert 4 in assigned and 2 not in assigned
+
+
+def test_sampling_takes_the_quota_of_positives_and_fills_with_negatives():
+    from hrnet_jax.tasks import rcnn
+
+    assigned = np.zeros(3000, np.int32)
+    assigned[:400] = -1
+    assigned[400:460] = 3  # 60 positives: fewer than the quota of 128
+    sample = jax.jit(rcnn.sample, static_argnums=(2, 3))
+    positive, negative = map(np.asarray, sample(assigned, jax.random.key(0), 256, 0.5))
+    assert positive.sum() == 60 and negative.sum() == 196
+    assert (assigned[positive] > 0).all() and (assigned[negative] == 0).all()
+    assigned[460:1000] = 1  # 600 positives: the quota binds
+    positive, negative = map(np.asarray, sample(assigned, jax.random.key(0), 256, 0.5))
+    assert positive.sum() == 128 and negative.sum() == 128
+    other, _ = map(np.asarray, sample(assigned, jax.random.key(1), 256, 0.5))
+    assert (other != positive).any()  # another key, another subset
+    # uniform: over many keys, every positive is picked about 128 / 600 of the time
+    picks = sum(np.asarray(sample(assigned, jax.random.key(k), 256, 0.5)[0]) for k in range(200))
+    assert abs(picks[400:1000].mean() / 200 - 128 / 600) < 0.01 and picks[400:1000].min() > 10
+
+
+def test_proposals_are_mmdets_per_level_nms_of_the_best_anchors():
+    """Per level the pre_nms best anchors, decoded and clipped, NMS 0.7 within each level
+    (torchvision's batched_nms with the level as the class), the best `keep` overall."""
+    from hrnet_jax.tasks import rcnn
+
+    rng = np.random.default_rng(9)
+    shapes, strides, image = [(16, 24), (8, 12), (4, 6)], (4, 8, 16), (64, 96)
+    anchors = [boxes_lib.grid_anchors(s, stride) for s, stride in zip(shapes, strides)]
+    objectness = [rng.normal(size=len(a)).astype(np.float32) for a in anchors]
+    deltas = [rng.normal(0, 0.3, (len(a), 4)).astype(np.float32) for a in anchors]
+    found = jax.device_get(jax.jit(rcnn.propose, static_argnums=(3, 4, 5, 6))(
+        objectness, deltas, anchors, image, 300, 200, 0.7))
+    boxes, scores, levels = [], [], []
+    for level, (o, d, a) in enumerate(zip(objectness, deltas, anchors)):
+        top = np.argsort(-o, kind="stable")[:300]
+        decoded = coder_decode(a[top], d[top])
+        boxes.append(np.clip(decoded, 0, [96, 64, 96, 64]))
+        scores.append(1 / (1 + np.exp(-o[top])))
+        levels.append(np.full(len(top), level))
+    boxes, scores, levels = (np.concatenate(x) for x in (boxes, scores, levels))
+    kept = torchvision.ops.batched_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores),
+                                       torch.from_numpy(levels), 0.7).numpy()[:200]
+    assert found["valid"].sum() == len(kept) == 200
+    np.testing.assert_allclose(found["scores"], scores[kept], rtol=1e-6)
+    np.testing.assert_allclose(found["boxes"], boxes[kept], rtol=1e-5, atol=1e-3)
+
+
+def coder_decode(anchors, deltas):
+    from torchvision.models.detection._utils import BoxCoder
+
+    return BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(torch.from_numpy(deltas),
+                                                        torch.from_numpy(anchors)).numpy()
+
+
+def test_rpn_head_lays_out_anchors_as_mmdets_rpn_head():
+    """The same weights in a PyTorch RPN head written as mmdet's (rpn_conv, rpn_cls, rpn_reg;
+    outputs permuted to (H, W, A) and (H, W, A, 4)): equal outputs, in grid_anchors' order."""
+    from hrnet_jax.models.rcnn_heads import RPNHead
+
+    head = RPNHead(num_anchors=3, channels=16)
+    levels = [np.random.default_rng(k).normal(size=(2, h, w, 8)).astype(np.float32)
+              for k, (h, w) in enumerate([(8, 12), (4, 6)])]
+    variables = head.init(jax.random.key(0), levels)
+    objectness, deltas = head.apply(variables, levels)
+    params = jax.tree.map(np.asarray, variables["params"])
+    conv = lambda p: (torch.from_numpy(p["kernel"].transpose(3, 2, 0, 1).copy()),
+                      torch.from_numpy(p["bias"]))
+    for level, x in enumerate(levels):
+        features = torch.relu(torch.nn.functional.conv2d(
+            torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), *conv(params["conv"]), padding=1))
+        cls = torch.nn.functional.conv2d(features, *conv(params["objectness"]))
+        reg = torch.nn.functional.conv2d(features, *conv(params["deltas"]))
+        expected_cls = cls.permute(0, 2, 3, 1).reshape(2, -1).numpy()
+        expected_reg = reg.permute(0, 2, 3, 1).reshape(2, -1, 4).numpy()
+        np.testing.assert_allclose(np.asarray(objectness[level]), expected_cls, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(deltas[level]), expected_reg, atol=1e-5)
+        assert objectness[level].shape[1] == len(boxes_lib.grid_anchors(x.shape[1:3], 4))
