@@ -256,7 +256,7 @@ def test_rpn_head_lays_out_anchors_as_mmdets_rpn_head():
     objectness, deltas = head.apply(variables, levels)
     params = jax.tree.map(np.asarray, variables["params"])
     conv = lambda p: (torch.from_numpy(p["kernel"].transpose(3, 2, 0, 1).copy()),
-                      torch.from_numpy(p["bias"]))
+                      torch.from_numpy(p["bias"].copy()))
     for level, x in enumerate(levels):
         features = torch.relu(torch.nn.functional.conv2d(
             torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), *conv(params["conv"]), padding=1))
