@@ -267,3 +267,56 @@ def test_rpn_head_lays_out_anchors_as_mmdets_rpn_head():
         np.testing.assert_allclose(np.asarray(objectness[level]), expected_cls, atol=1e-5)
         np.testing.assert_allclose(np.asarray(deltas[level]), expected_reg, atol=1e-5)
         assert objectness[level].shape[1] == len(boxes_lib.grid_anchors(x.shape[1:3], 4))
+
+
+def test_box_head_equals_torchvisions_two_mlp_head_and_predictor():
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+    from hrnet_jax.models.rcnn_heads import BoxHead
+
+    torch.manual_seed(0)
+    mlp, predictor = TwoMLPHead(8 * 7 * 7, 32), FastRCNNPredictor(32, 5 + 1)
+    head = BoxHead(num_classes=5, hidden=32)
+    rois = np.random.default_rng(0).normal(size=(2, 3, 7, 7, 8)).astype(np.float32)
+    dense = lambda layer: {"kernel": layer.weight.detach().numpy().T,
+                           "bias": layer.bias.detach().numpy()}
+    # torchvision's background is class 0, mmdet's (ours) the last: the rows move.
+    order = list(range(1, 6)) + [0]
+    classifier = dense(predictor.cls_score)
+    classifier = {"kernel": classifier["kernel"][:, order], "bias": classifier["bias"][order]}
+    deltas = dense(predictor.bbox_pred)  # 6 x 4 outputs: drop torchvision's background boxes
+    deltas = {"kernel": deltas["kernel"][:, 4:], "bias": deltas["bias"][4:]}
+    params = {"fc1": dense(mlp.fc6), "fc2": dense(mlp.fc7), "classifier": classifier,
+              "deltas": deltas}
+    logits, box_deltas = head.apply({"params": params}, rois)
+    with torch.no_grad():
+        flat = torch.from_numpy(rois.reshape(6, 7, 7, 8).transpose(0, 3, 1, 2).copy())
+        scores, boxes = predictor(mlp(flat))
+    np.testing.assert_allclose(np.asarray(logits).reshape(6, 6), scores.numpy()[:, order],
+                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(box_deltas).reshape(6, 5, 4),
+                               boxes.numpy().reshape(6, 6, 4)[:, 1:], atol=1e-5)
+
+
+def test_mask_head_equals_torchvisions_mask_heads_and_predictor():
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    from hrnet_jax.models.rcnn_heads import MaskHead
+
+    torch.manual_seed(1)
+    convs, predictor = MaskRCNNHeads(8, (16, 16, 16, 16), 1), MaskRCNNPredictor(16, 16, 5)
+    head = MaskHead(num_classes=5, channels=16)
+    rois = np.random.default_rng(1).normal(size=(2, 3, 14, 14, 8)).astype(np.float32)
+    conv = lambda layer: {"kernel": layer.weight.detach().numpy().transpose(2, 3, 1, 0),
+                          "bias": layer.bias.detach().numpy()}
+    params = {f"conv{k}": conv(convs[k][0]) for k in range(4)}
+    params["upsample"] = {"kernel": predictor.conv5_mask.weight.detach().numpy().transpose(2, 3, 0, 1),
+                          "bias": predictor.conv5_mask.bias.detach().numpy()}
+    params["classifier"] = conv(predictor.mask_fcn_logits)
+    masks = np.asarray(head.apply({"params": params}, rois))
+    with torch.no_grad():
+        expected = predictor(convs(torch.from_numpy(rois.reshape(6, 14, 14, 8)
+                                                    .transpose(0, 3, 1, 2).copy())))
+    assert masks.shape == (2, 3, 28, 28, 5)
+    np.testing.assert_allclose(masks.reshape(6, 28, 28, 5), expected.numpy().transpose(0, 2, 3, 1),
+                               atol=1e-5)

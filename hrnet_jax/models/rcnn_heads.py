@@ -4,6 +4,8 @@ mmdet's module names in the comments for the weight conversion).
 `RPNHead` (mmdet `rpn_head`): one 3x3 conv + ReLU shared by the levels (`rpn_conv`), then 1x1
 convs to one objectness logit (`rpn_cls`) and 4 box deltas (`rpn_reg`) per anchor, laid out
 cell-major, anchor-minor as `tasks.boxes.grid_anchors`.
+`BoxHead` (mmdet `roi_head.bbox_head`) and `MaskHead` (`roi_head.mask_head`) work on the RoIs
+pooled by `models.roi_align`.
 """
 
 from __future__ import annotations
@@ -37,3 +39,66 @@ class RPNHead(nn.Module):
             objectness.append(objectness_conv(features).astype(jnp.float32).reshape(n, -1))
             deltas.append(delta_conv(features).astype(jnp.float32).reshape(n, -1, 4))
         return objectness, deltas
+
+
+class BoxHead(nn.Module):
+    """mmdet's Shared2FCBBoxHead / torchvision's TwoMLPHead + FastRCNNPredictor: RoI features
+    (..., 7, 7, C) flattened channel-major as PyTorch does (so `fc1`'s weights convert by a
+    transposition alone), two FC + ReLU of `hidden` width, then class logits (`num_classes` + 1,
+    background last as mmdet) and class-specific deltas (`num_classes` x 4)."""
+
+    num_classes: int
+    hidden: int = 1024
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, rois: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        x = jnp.moveaxis(rois, -1, -3).reshape(*rois.shape[:-3], -1)  # (..., C * 7 * 7)
+        for name in ("fc1", "fc2"):
+            x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=name)(x))
+        logits = nn.Dense(self.num_classes + 1, dtype=self.dtype, name="classifier",
+                          kernel_init=_NORMAL_001)(x)
+        deltas = nn.Dense(self.num_classes * 4, dtype=self.dtype, name="deltas",
+                          kernel_init=nn.initializers.normal(0.001))(x)
+        return (logits.astype(jnp.float32),
+                deltas.astype(jnp.float32).reshape(*deltas.shape[:-1], self.num_classes, 4))
+
+
+class MaskHead(nn.Module):
+    """mmdet's FCNMaskHead / torchvision's MaskRCNNHeads + MaskRCNNPredictor: 4 x (3x3 conv +
+    ReLU), a 2x2 stride-2 transposed conv + ReLU (14x14 -> 28x28), a 1x1 conv to one mask logit
+    map a class."""
+
+    num_classes: int
+    channels: int = 256
+    num_convs: int = 4
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, rois: jnp.ndarray) -> jnp.ndarray:
+        """(..., S, S, C) -> (..., 2S, 2S, num_classes) float32 logits."""
+        batch_shape = rois.shape[:-3]
+        x = rois.reshape(-1, *rois.shape[-3:])
+        for index in range(self.num_convs):
+            x = nn.relu(nn.Conv(self.channels, (3, 3), padding=1, dtype=self.dtype,
+                                name=f"conv{index}")(x))
+        x = nn.relu(Upsample2x(self.channels, dtype=self.dtype, name="upsample")(x))
+        logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+        return logits.astype(jnp.float32).reshape(*batch_shape, *logits.shape[1:])
+
+
+class Upsample2x(nn.Module):
+    """A 2x2 transposed conv of stride 2 (non-overlapping): every input pixel becomes a 2x2
+    block, out[2i + a, 2j + b] = x[i, j] @ kernel[a, b] + bias. kernel (2, 2, in, out); PyTorch's
+    ConvTranspose2d weight (in, out, 2, 2) is its transposition (2, 3, 0, 1)."""
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param("kernel", nn.initializers.he_normal(), (2, 2, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        n, h, w, _ = x.shape
+        out = jnp.einsum("nhwc,abco->nhawbo", x.astype(self.dtype), kernel.astype(self.dtype))
+        return out.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
