@@ -320,3 +320,97 @@ def test_mask_head_equals_torchvisions_mask_heads_and_predictor():
     assert masks.shape == (2, 3, 28, 28, 5)
     np.testing.assert_allclose(masks.reshape(6, 28, 28, 5), expected.numpy().transpose(0, 2, 3, 1),
                                atol=1e-5)
+
+
+def test_rcnn_detections_equal_torchvisions_postprocessing():
+    """torchvision's RoIHeads.postprocess_detections (softmax, class-specific boxes decoded with
+    weights 10, 10, 5, 5 = 1 / RCNN_STDS, clipped, score > 0.05, batched NMS 0.5, 100 kept) on
+    the same logits and deltas, its background class 0 moved last."""
+    from torchvision.models.detection.roi_heads import RoIHeads
+    from torchvision.models.detection._utils import BoxCoder
+
+    from hrnet_jax.tasks import rcnn
+
+    rng = np.random.default_rng(10)
+    # Inside the image, so that no decoded box is clipped to nothing: torchvision drops boxes
+    # under 0.01 pixels, mmdet (and we) keep them.
+    centre, side = rng.uniform(30, [98, 66], (300, 2)), rng.uniform(8, 50, (300, 2))
+    rois = np.concatenate([centre - side / 2, centre + side / 2], 1).astype(np.float32)
+    classes = 4
+    logits = rng.normal(0, 2, (len(rois), classes + 1)).astype(np.float32)
+    deltas = rng.normal(0, 0.7, (len(rois), classes, 4)).astype(np.float32)
+    valid = np.ones(len(rois), np.float32)
+    found = jax.device_get(jax.jit(rcnn.detect, static_argnums=(4,))(logits, deltas, rois, valid,
+                                                                      (96, 128)))
+    heads = RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, None, 0.05, 0.5, 100)
+    heads.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    torch_logits = np.concatenate([logits[:, -1:], logits[:, :-1]], 1)  # background first
+    torch_deltas = np.concatenate([np.zeros((len(rois), 1, 4), np.float32), deltas], 1)
+    boxes, scores, labels = heads.postprocess_detections(
+        torch.from_numpy(torch_logits), torch.from_numpy(torch_deltas.reshape(len(rois), -1)),
+        [torch.from_numpy(rois)], [(96, 128)])
+    count = int(found["valid"].sum())
+    assert count == len(scores[0]) > 20
+    np.testing.assert_allclose(found["scores"][:count], scores[0].numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(found["classes"][:count], labels[0].numpy() - 1)
+    np.testing.assert_allclose(found["boxes"][:count], boxes[0].numpy(), rtol=1e-5, atol=1e-3)
+
+
+def test_roi_sampling_adds_the_ground_truth_and_fills_fixed_slots():
+    from hrnet_jax.tasks import rcnn
+
+    truth = np.array([[10, 10, 50, 40], [60, 20, 90, 80], [0, 0, 0, 0]], np.float32)
+    labels, mask = np.array([2, 0, 0]), np.array([1, 1, 0], np.float32)
+    rng = np.random.default_rng(12)
+    jitter = rng.normal(0, 3, (40, 4)).astype(np.float32)
+    proposals = np.concatenate([truth[rng.integers(0, 2, 40)] + jitter,
+                                random_boxes(13, n=1, r=60)[0]]).astype(np.float32)
+    valid = np.ones(len(proposals), np.float32)
+    valid[-10:] = 0  # padding of the RPN's static output
+    out = jax.device_get(jax.jit(rcnn.sample_rois, static_argnums=(6, 7, 8))(
+        proposals, valid, truth, labels, mask, jax.random.key(0), 3, 64, 0.25))
+    positive, slot_valid = out["positive"], out["valid"]
+    assert positive.sum() == 16 and slot_valid.sum() == 64  # the quota, then negatives
+    assert positive[:16].all() and not positive[16:].any()  # positives first
+    np.testing.assert_array_equal(out["labels"][positive], labels[out["matched"][positive]])
+    assert (out["labels"][~positive] == 3).all()  # background = num_classes
+    ious = np.asarray(boxes_lib.iou_matrix(out["rois"], truth[:2])).max(1)
+    assert (ious[positive] >= 0.5).all() and (ious[slot_valid & ~positive] < 0.5).all()
+    sampled = {tuple(np.round(b, 3)) for b in out["rois"][slot_valid]}
+    assert not sampled & {tuple(np.round(b, 3)) for b in proposals[-10:]}  # padding never drawn
+    assert (0.0, 0.0, 0.0, 0.0) not in sampled  # nor the padded ground truth
+    # Few candidates: the slots beyond them are invalid, and the ground truths are positives.
+    few = jax.device_get(rcnn.sample_rois(proposals[:3], valid[:3], truth, labels, mask,
+                                          jax.random.key(1), 3, 64, 0.25))
+    assert few["valid"].sum() == 5 and few["positive"].sum() >= 2
+
+
+def test_losses_known_answers():
+    """Zero logits: sigmoid / softmax cross-entropy log 2 / log(K + 1); deltas equal to their
+    targets: no box loss, and one unit off on one coordinate of every positive: positives /
+    sampled."""
+    from hrnet_jax.tasks import rcnn
+
+    anchors = boxes_lib.grid_anchors((8, 8), 8)
+    truth = np.array([[[8, 8, 60, 50], [0, 0, 0, 0]]], np.float32)
+    mask = np.array([[1, 0]], np.float32)
+    zeros = np.zeros((1, len(anchors)), np.float32)
+    assigned = rcnn.assign(anchors, truth[0], mask[0], 0.7, 0.3, 0.3, True)
+    targets = np.asarray(boxes_lib.encode_deltas(anchors, truth[0][np.maximum(assigned - 1, 0)]))
+    deltas = np.where((np.asarray(assigned) > 0)[:, None], targets, 0.0)[None].astype(np.float32)
+    loss, figures = rcnn.rpn_loss(zeros, deltas, anchors, truth, mask, jax.random.key(0))
+    np.testing.assert_allclose(figures["loss_rpn_cls"], np.log(2), rtol=1e-6)
+    assert abs(float(figures["loss_rpn_box"])) < 1e-5
+    positive, negative = rcnn.sample(assigned, jax.random.split(jax.random.key(0), 1)[0], 256, 0.5)
+    off = deltas + np.array([1.0, 0, 0, 0], np.float32)
+    _, figures = rcnn.rpn_loss(zeros, off, anchors, truth, mask, jax.random.key(0))
+    expected = float(np.sum(positive)) / float(np.sum(positive | negative))
+    np.testing.assert_allclose(figures["loss_rpn_box"], expected, rtol=1e-5)
+
+    labels = np.array([1, 4, 4, 0])
+    targets = {"labels": labels, "deltas": np.ones((4, 4), np.float32),
+               "positive": labels < 4, "valid": np.array([True, True, True, False])}
+    loss, figures = rcnn.rcnn_loss(np.zeros((4, 5), np.float32), np.ones((4, 4, 4), np.float32),
+                                   targets)
+    np.testing.assert_allclose(figures["loss_rcnn_cls"], np.log(5), rtol=1e-6)
+    assert float(figures["loss_rcnn_box"]) == 0.0

@@ -10,6 +10,11 @@ config, with masks where the reference has a data-dependent count.
   `count x positive_fraction` positives, negatives fill the rest of `count`.
 - `propose`: the RPN's proposals: per level the `pre_nms` best anchors by objectness, their
   decoded boxes clipped to the image, NMS per level, then the `keep` best overall.
+- `rpn_loss`, `sample_rois` + `rcnn_loss`: the two stages' losses, as mmdet's 1x configs
+  (sigmoid cross-entropy and L1 on the deltas for the RPN; softmax cross-entropy and L1 on the
+  class's deltas for the R-CNN; both averaged over the sampled boxes).
+- `detect`: the R-CNN's detections: every (RoI, class) scored by its softmax probability,
+  boxes decoded per class and clipped, score > threshold, class-wise NMS, the best `keep`.
 """
 
 from __future__ import annotations
@@ -19,17 +24,20 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from hrnet_jax.tasks.boxes import class_wise_nms, decode_deltas, iou_matrix
+from hrnet_jax.tasks.boxes import class_wise_nms, decode_deltas, encode_deltas, iou_matrix
 
 IGNORED, BACKGROUND = -1, 0
+RCNN_STDS = (0.1, 0.1, 0.2, 0.2)  # the R-CNN's delta normalisation (the RPN's is 1)
 
 
 def assign(boxes: jnp.ndarray, truth: jnp.ndarray, truth_mask: jnp.ndarray, positive_iou: float,
-           negative_iou: float, min_positive_iou: float, match_low_quality: bool
-           ) -> jnp.ndarray:
+           negative_iou: float, min_positive_iou: float, match_low_quality: bool,
+           box_valid: jnp.ndarray | None = None) -> jnp.ndarray:
     """boxes (A, 4), ground truth (M, 4) with truth_mask (M,) -> (A,) int32: -1 ignored, 0
-    background, k + 1 matched to ground truth k."""
+    background, k + 1 matched to ground truth k. Boxes with box_valid 0 (padding) are ignored."""
     overlaps = jnp.where(truth_mask[:, None] > 0, iou_matrix(truth, boxes), -1.0)  # (M, A)
+    if box_valid is not None:
+        overlaps = jnp.where(box_valid[None, :] > 0, overlaps, -1.0)
     best = overlaps.max(0)
     best_truth = overlaps.argmax(0)
     assigned = jnp.full(boxes.shape[:1], IGNORED, jnp.int32)
@@ -81,3 +89,82 @@ def propose(objectness: Sequence[jnp.ndarray], deltas: Sequence[jnp.ndarray],
     found = class_wise_nms(jnp.concatenate(boxes), jnp.concatenate(scores),
                            jnp.concatenate(levels), iou_threshold, keep)
     return {"boxes": found["boxes"], "scores": found["scores"], "valid": found["valid"]}
+
+
+def rpn_loss(objectness: jnp.ndarray, deltas: jnp.ndarray, anchors: jnp.ndarray,
+             truth: jnp.ndarray, truth_mask: jnp.ndarray, key: jax.Array, count: int = 256,
+             positive_fraction: float = 0.5) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """The RPN's loss over a batch: objectness (N, A) logits and deltas (N, A, 4) of all
+    levels' anchors (A, 4); ground truth (N, M, 4) with truth_mask (N, M). Anchors assigned at
+    0.7 / 0.3 with low-quality matches, `count` sampled an image."""
+    def one_image(logits, image_deltas, image_truth, mask, image_key):
+        assigned = assign(anchors, image_truth, mask, 0.7, 0.3, 0.3, True)
+        positive, negative = sample(assigned, image_key, count, positive_fraction)
+        target = encode_deltas(anchors, image_truth[jnp.maximum(assigned - 1, 0)])
+        cross_entropy = jnp.logaddexp(0.0, logits) - logits * positive
+        box = jnp.abs(image_deltas - jnp.where(positive[:, None], target, 0.0)).sum(-1)
+        return (jnp.sum(cross_entropy * (positive | negative)), jnp.sum(box * positive),
+                jnp.sum(positive | negative))
+
+    keys = jax.random.split(key, objectness.shape[0])
+    cls_sum, box_sum, sampled = jax.vmap(one_image)(objectness, deltas, truth, truth_mask, keys)
+    sampled = jnp.maximum(sampled.sum(), 1)
+    rpn_cls, rpn_box = cls_sum.sum() / sampled, box_sum.sum() / sampled
+    return rpn_cls + rpn_box, {"loss_rpn_cls": rpn_cls, "loss_rpn_box": rpn_box}
+
+
+def sample_rois(proposals: jnp.ndarray, proposal_valid: jnp.ndarray, truth: jnp.ndarray,
+                labels: jnp.ndarray, truth_mask: jnp.ndarray, key: jax.Array, num_classes: int,
+                count: int = 512, positive_fraction: float = 0.25) -> dict[str, jnp.ndarray]:
+    """One image's R-CNN training RoIs: the ground truth added to the proposals (first, as
+    mmdet), assigned at 0.5, `count` sampled into fixed slots (positives first). Returns rois
+    (count, 4), labels (count,) (num_classes = background), target deltas (count, 4)
+    normalised by RCNN_STDS, matched ground truth (count,), positive and valid (count,)."""
+    candidates = jnp.concatenate([truth, proposals])
+    candidate_valid = jnp.concatenate([truth_mask, proposal_valid])
+    short = count - candidates.shape[0]
+    if short > 0:  # fewer candidates than slots: padding, never drawn
+        candidates = jnp.pad(candidates, ((0, short), (0, 0)))
+        candidate_valid = jnp.pad(candidate_valid, (0, short))
+    assigned = assign(candidates, truth, truth_mask, 0.5, 0.5, 0.5, False, candidate_valid)
+    positive, negative = sample(assigned, key, count, positive_fraction)
+    noise = jax.random.uniform(jax.random.fold_in(key, 1), assigned.shape)
+    priority = jnp.where(positive, 2.0 + noise, jnp.where(negative, 1.0 + noise, 0.0))
+    rank, slots = jax.lax.top_k(priority, count)
+    matched = jnp.maximum(assigned[slots] - 1, 0)
+    slot_positive = positive[slots]
+    rois = candidates[slots]
+    return {"rois": rois, "labels": jnp.where(slot_positive, labels[matched], num_classes),
+            "deltas": encode_deltas(rois, truth[matched], RCNN_STDS) * slot_positive[:, None],
+            "matched": matched, "positive": slot_positive, "valid": rank > 0}
+
+
+def rcnn_loss(logits: jnp.ndarray, deltas: jnp.ndarray, targets: dict[str, jnp.ndarray]
+              ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """Softmax cross-entropy over the sampled RoIs' classes (+ background) and L1 on the
+    positives' deltas of their class, both averaged over the sampled RoIs. logits (..., K + 1),
+    deltas (..., K, 4), targets from sample_rois (batched alike)."""
+    valid = targets["valid"].astype(jnp.float32)
+    count = jnp.maximum(valid.sum(), 1.0)
+    log_p = jax.nn.log_softmax(logits)
+    cross_entropy = -jnp.take_along_axis(log_p, targets["labels"][..., None], -1)[..., 0]
+    num_classes = deltas.shape[-2]
+    own = jnp.take_along_axis(deltas, jnp.minimum(targets["labels"], num_classes - 1)[..., None, None],
+                              -2)[..., 0, :]
+    box = jnp.abs(own - targets["deltas"]).sum(-1) * targets["positive"]
+    rcnn_cls, rcnn_box = jnp.sum(cross_entropy * valid) / count, jnp.sum(box) / count
+    return rcnn_cls + rcnn_box, {"loss_rcnn_cls": rcnn_cls, "loss_rcnn_box": rcnn_box}
+
+
+def detect(logits: jnp.ndarray, deltas: jnp.ndarray, rois: jnp.ndarray, roi_valid: jnp.ndarray,
+           image_shape: tuple[int, int], score_threshold: float = 0.05, iou_threshold: float = 0.5,
+           keep: int = 100) -> dict[str, jnp.ndarray]:
+    """One image's detections from its RoIs (R, 4) (roi_valid (R,)), logits (R, K + 1) and
+    deltas (R, K, 4): boxes (keep, 4), scores, classes (0..K-1, -1 padding) and valid."""
+    num_classes = deltas.shape[-2]
+    probabilities = jax.nn.softmax(logits)[:, :num_classes] * roi_valid[:, None]
+    boxes = decode_deltas(jnp.broadcast_to(rois[:, None], deltas.shape), deltas, RCNN_STDS,
+                          image_shape)
+    scores = jnp.where(probabilities > score_threshold, probabilities, 0.0).reshape(-1)
+    classes = jnp.broadcast_to(jnp.arange(num_classes), probabilities.shape).reshape(-1)
+    return class_wise_nms(boxes.reshape(-1, 4), scores, classes, iou_threshold, keep)
