@@ -8,8 +8,10 @@ segmentation `last_layer.{0,1,3}`, HRNet-OCR `conv3x3_ocr` / `aux_head` / `ocr_d
 `cls_head` (the official seg_hrnet_ocr), pose `final_layer`, landmarks `head.{0,1,3}`, pyramid
 (HRFPN) `reduction_conv.conv` / `fpn_convs.K.conv`, detection mmdet's HRNetV2p FCOS
 (`neck.*` HRFPN, `bbox_head.{cls,reg}_convs.K.{conv,gn}`, `conv_cls`, `conv_reg`,
-`conv_centerness`, `scales.K.scale`). Wrapper prefixes (`module.`, `model.`, `backbone.`,
-`neck.`) are stripped on reading; detection weights are written with mmdet's `backbone.` and
+`conv_centerness`, `scales.K.scale`), faster_rcnn mmdet's HRNetV2p Faster R-CNN (`neck.*`,
+`rpn_head.rpn_{conv,cls,reg}`, `roi_head.bbox_head.{shared_fcs.0,shared_fcs.1,fc_cls,fc_reg}`).
+Wrapper prefixes (`module.`, `model.`, `backbone.`,
+`neck.`) are stripped on reading; detector weights are written with mmdet's `backbone.` and
 `neck.` prefixes.
 
 mmdet's HRNet FCOS configs feed BGR images (`to_rgb=False`); `bgr=True` reverses the first
@@ -83,10 +85,19 @@ _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
                   (r"^fcos/box_pred$", "bbox_head.conv_reg"),
                   (r"^fcos/centerness$", "bbox_head.conv_centerness"),
                   (r"^fcos$", "bbox_head")],
+    "faster_rcnn": [(r"^neck/reduction$", "reduction_conv.conv"),
+                    (r"^neck/fpn(\d+)$", r"fpn_convs.\1.conv"),
+                    (r"^rpn/shared$", "rpn_head.rpn_conv"), (r"^rpn/objectness$", "rpn_head.rpn_cls"),
+                    (r"^rpn/deltas$", "rpn_head.rpn_reg"),
+                    (r"^box_head/fc1$", "roi_head.bbox_head.shared_fcs.0"),
+                    (r"^box_head/fc2$", "roi_head.bbox_head.shared_fcs.1"),
+                    (r"^box_head/classifier$", "roi_head.bbox_head.fc_cls"),
+                    (r"^box_head/deltas$", "roi_head.bbox_head.fc_reg")],
 }
 # mmdet's full names of a detector's parts (written by to_torch; stripped on reading).
-_MMDET_SCOPES = (("bbox_head.", ""), ("reduction_conv.", "neck."), ("fpn_convs.", "neck."),
-                 ("", "backbone."))
+_MMDET_HEADS = ("detection", "faster_rcnn")
+_MMDET_SCOPES = (("bbox_head.", ""), ("rpn_head.", ""), ("roi_head.", ""),
+                 ("reduction_conv.", "neck."), ("fpn_convs.", "neck."), ("", "backbone."))
 _STEM_KERNEL = ("params", "backbone", "stem", "conv1", "kernel")
 # The last segment of a module path, renamed first: ConvBN's conv and bn are PyTorch's
 # Sequential indices 0 and 1.
@@ -126,6 +137,7 @@ _TORCH_MODULE_ORDER = {name: rank for rank, name in enumerate((
     "ocr_distri_head", "object_context_block", "f_pixel", "f_object", "f_down", "f_up",
     "conv_bn_dropout", "cls_head", "aux_head", "head", "reduction_conv", "fpn_convs",
     "bbox_head", "cls_convs", "reg_convs", "conv_cls", "conv_reg", "conv_centerness", "scales",
+    "rpn_head", "rpn_conv", "rpn_cls", "rpn_reg", "roi_head", "shared_fcs", "fc_cls", "fc_reg",
     "conv", "gn", "scale", "weight", "bias", "running_mean", "running_var",
     "num_batches_tracked"))}
 
@@ -216,10 +228,12 @@ def stripped_names(state_dict: Mapping[str, Any]) -> list[str]:
 def _infer_num_classes(head: str | None, state_dict: Mapping[str, Any]) -> int | None:
     weight_key = {"classification": "classifier.weight", "segmentation": "last_layer.3.weight",
                   "segmentation_ocr": "cls_head.weight", "detection": "bbox_head.conv_cls.weight",
+                  "faster_rcnn": "roi_head.bbox_head.fc_cls.weight",
                   "landmarks": "head.3.weight", "pose": "final_layer.weight"}.get(head or "")
+    background = int(head == "faster_rcnn")  # its classifier has a background row
     for name, key in _strip_wrappers(state_dict).items():
         if name == weight_key:
-            return int(np.shape(state_dict[key])[0])
+            return int(np.shape(state_dict[key])[0]) - background
     return None
 
 
@@ -295,7 +309,7 @@ def to_torch(variables: Variables, head: str | None,
     state_dict = {}
     for torch_key, flax_path in key_map(variables, head).items():
         value = np.asarray(_to_torch(np.asarray(flat[flax_path], np.float32)))
-        if head == "detection":
+        if head in _MMDET_HEADS:
             torch_key = next(scope + torch_key for start, scope in _MMDET_SCOPES
                              if torch_key.startswith(start))
         state_dict[torch_key] = value

@@ -259,7 +259,7 @@ def test_rpn_head_lays_out_anchors_as_mmdets_rpn_head():
                       torch.from_numpy(p["bias"].copy()))
     for level, x in enumerate(levels):
         features = torch.relu(torch.nn.functional.conv2d(
-            torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), *conv(params["conv"]), padding=1))
+            torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), *conv(params["shared"]), padding=1))
         cls = torch.nn.functional.conv2d(features, *conv(params["objectness"]))
         reg = torch.nn.functional.conv2d(features, *conv(params["deltas"]))
         expected_cls = cls.permute(0, 2, 3, 1).reshape(2, -1).numpy()
@@ -414,3 +414,34 @@ def test_losses_known_answers():
                                    targets)
     np.testing.assert_allclose(figures["loss_rcnn_cls"], np.log(5), rtol=1e-6)
     assert float(figures["loss_rcnn_box"]) == 0.0
+
+
+def test_faster_rcnn_weights_in_mmdets_layout_round_trip():
+    """mmdet's names for every part (backbone., neck., rpn_head., roi_head.bbox_head.), the
+    number of classes read from fc_cls (background row excluded), strict both ways."""
+    from hrnet_jax import weights
+    from hrnet_jax.models import create_model, tiny_arch
+
+    from test_weights import assert_state_dicts_equal
+
+    arch = tiny_arch(4)
+    model = create_model(arch, "faster_rcnn", 3, head_channels=32)
+    rng = np.random.default_rng(14)  # shapes traced only (nothing compiled), values random
+    variables = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32),
+                             weights.abstract_variables(model))
+    state_dict = weights.to_torch(variables, "faster_rcnn")
+    assert "backbone.stage2.0.branches.0.0.conv1.weight" in state_dict
+    for key, shape in {"backbone.conv1.weight": (8, 3, 3, 3),
+                       "neck.reduction_conv.conv.weight": (32, 60, 1, 1),
+                       "rpn_head.rpn_cls.weight": (3, 32, 1, 1),
+                       "rpn_head.rpn_reg.weight": (12, 32, 1, 1),
+                       "roi_head.bbox_head.shared_fcs.0.weight": (1024, 32 * 7 * 7),
+                       "roi_head.bbox_head.fc_cls.weight": (4, 1024),
+                       "roi_head.bbox_head.fc_reg.weight": (12, 1024)}.items():
+        assert state_dict[key].shape == shape, key
+    loaded = weights.from_torch(arch, "faster_rcnn", state_dict, head_channels=32)
+    assert loaded["params"]["head"]["box_head"]["classifier"]["kernel"].shape == (1024, 4)
+    assert_state_dicts_equal(weights.to_torch(loaded, "faster_rcnn"), state_dict)
+    del state_dict["rpn_head.rpn_reg.bias"]
+    with pytest.raises(weights.WeightLoadError, match=r"rpn_head\.rpn_reg\.bias"):
+        weights.from_torch(arch, "faster_rcnn", state_dict, head_channels=32)

@@ -17,9 +17,10 @@ from hrnet_jax.models.heads import ClassificationHead, PoseHead, PyramidNeck, Re
 from hrnet_jax.models.hrnet import ARCHS, ArchSpec, HRNetBackbone, StageSpec, tiny_arch
 from hrnet_jax.models.layers import LayerConfig
 from hrnet_jax.models.ocr_head import OCRHead
+from hrnet_jax.models.rcnn_heads import FasterRCNNHead
 
 HEADS = (None, "classification", "segmentation", "segmentation_ocr", "pose", "landmarks", "pyramid",
-         "detection")
+         "detection", "faster_rcnn")
 
 # The papers' per-task defaults. bn_momentum is Flax's: PyTorch 0.1 -> 0.9, 0.01 -> 0.99.
 HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
@@ -33,6 +34,7 @@ HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
     "landmarks": dict(upsample="bilinear", align_corners=False, bn_momentum=0.99, num_classes=98),
     "pyramid": dict(upsample="nearest", bn_momentum=0.9),
     "detection": dict(upsample="nearest", bn_momentum=0.9, num_classes=80),
+    "faster_rcnn": dict(upsample="nearest", bn_momentum=0.9, num_classes=80),
 }
 
 LAYER_OPTIONS = tuple(f.name for f in dataclasses.fields(LayerConfig))
@@ -50,7 +52,9 @@ class HRNet(nn.Module):
     fcos_style: str = "improved"  # detection: hrnet_jax.models.fcos_head.FCOS_STYLES
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> Any:
+    def __call__(self, x: jnp.ndarray, train: bool = False, targets: dict | None = None) -> Any:
+        """`targets`: what a head trains on inside its forward (Faster R-CNN's ground truth,
+        Task.model_inputs); the other heads take none."""
         # HRNetV1 for pose: the last module fuses into branch 0 only; the other heads use all.
         xs = HRNetBackbone(self.arch, self.layers, multi_scale_output=self.head != "pose",
                            name="backbone")(x, train and not self.layers.norm_eval)
@@ -67,6 +71,9 @@ class HRNet(nn.Module):
         if self.head == "detection":
             return DetectionHead(self.num_classes, self.layers, self.strides, self.head_channels,
                                  self.fcos_style, name="head")(xs, train)
+        if self.head == "faster_rcnn":
+            return FasterRCNNHead(self.num_classes, self.layers, self.head_channels,
+                                  name="head")(xs, train, targets)
         return PyramidNeck(self.layers, name="head")(xs, train)
 
 

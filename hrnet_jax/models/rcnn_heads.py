@@ -5,13 +5,25 @@ mmdet's module names in the comments for the weight conversion).
 convs to one objectness logit (`rpn_cls`) and 4 box deltas (`rpn_reg`) per anchor, laid out
 cell-major, anchor-minor as `tasks.boxes.grid_anchors`.
 `BoxHead` (mmdet `roi_head.bbox_head`) and `MaskHead` (`roi_head.mask_head`) work on the RoIs
-pooled by `models.roi_align`.
+pooled by `models.roi_align`. `FasterRCNNHead` puts them together on the pyramid neck.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from hrnet_jax.models.heads import PyramidNeck
+from hrnet_jax.models.layers import LayerConfig
+from hrnet_jax.models.roi_align import roi_align
+from hrnet_jax.tasks import rcnn
+from hrnet_jax.tasks.boxes import grid_anchors
+
+PYRAMID_STRIDES = (4, 8, 16, 32, 64)  # the RPN's levels; RoIs are pooled from the first four
 
 # mmdet initialises the RPN's and the R-CNN heads' convs N(0, 0.01).
 _NORMAL_001 = nn.initializers.normal(0.01)
@@ -27,7 +39,7 @@ class RPNHead(nn.Module):
         """Per level (N, H, W, C) -> objectness logits (N, H*W*A) and deltas (N, H*W*A, 4),
         float32."""
         shared = nn.Conv(self.channels, (3, 3), padding=1, kernel_init=_NORMAL_001,
-                         dtype=self.dtype, name="conv")
+                         dtype=self.dtype, name="shared")
         objectness_conv = nn.Conv(self.num_anchors, (1, 1), kernel_init=_NORMAL_001,
                                   dtype=self.dtype, name="objectness")
         delta_conv = nn.Conv(self.num_anchors * 4, (1, 1), kernel_init=_NORMAL_001,
@@ -102,3 +114,61 @@ class Upsample2x(nn.Module):
         n, h, w, _ = x.shape
         out = jnp.einsum("nhwc,abco->nhawbo", x.astype(self.dtype), kernel.astype(self.dtype))
         return out.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
+
+
+class FasterRCNNHead(nn.Module):
+    """Faster R-CNN on HRNetV2p (mmdet's faster_rcnn_hrnetv2p configs): the pyramid neck
+    (strides 4..64), the RPN on every level, its proposals (per level the best `pre_nms`
+    anchors, NMS 0.7 per level, the best `proposals` kept; 2000 / 1000 in training, 1000 / 1000
+    in inference), RoIAlign 7x7 (adaptive sampling) from the first four levels, the box head.
+
+    In training (`targets`: the batch's `boxes`, `labels`, `box_mask`) the RoIs are the
+    proposals plus the ground truth, sampled (512 an image, a quarter positive); the sampling
+    keys come from the 'dropout' stream. Proposals are not differentiated through, as mmdet.
+    Returns a dict: `rpn_objectness` (N, A), `rpn_deltas` (N, A, 4), `anchors` (A, 4),
+    `rpn_key`, `logits` (N, R, K + 1), `deltas` (N, R, K, 4), `rois` (N, R, 4), `roi_valid`
+    (N, R) and in training `samples` (rcnn.sample_rois' targets)."""
+
+    num_classes: int
+    layers: LayerConfig
+    channels: int = 256
+    train_proposals: tuple[int, int] = (2000, 1000)
+    test_proposals: tuple[int, int] = (1000, 1000)
+    rois_per_image: int = 512
+    positive_fraction: float = 0.25
+
+    @nn.compact
+    def __call__(self, xs: list[jnp.ndarray], train: bool, targets: dict | None = None
+                 ) -> dict[str, Any]:
+        levels = PyramidNeck(self.layers, self.channels, stride=1, name="neck")(xs, train)
+        objectness, deltas = RPNHead(3, self.channels, self.layers.dtype, name="rpn")(levels)
+        image_shape = (xs[0].shape[1] * 4, xs[0].shape[2] * 4)
+        anchors = [jnp.asarray(grid_anchors(level.shape[1:3], stride))
+                   for level, stride in zip(levels, PYRAMID_STRIDES)]
+        pre_nms, keep = self.train_proposals if train else self.test_proposals
+        propose = functools.partial(rcnn.propose, anchors=anchors, image_shape=image_shape,
+                                    pre_nms=pre_nms, keep=keep)
+        proposals = jax.vmap(lambda o, d: propose(o, d))(
+            jax.lax.stop_gradient(objectness), jax.lax.stop_gradient(deltas))
+        out = {"rpn_objectness": jnp.concatenate(objectness, 1),
+               "rpn_deltas": jnp.concatenate(deltas, 1),
+               "anchors": jnp.concatenate(anchors), "rois": proposals["boxes"],
+               "roi_valid": proposals["valid"]}
+        if train:
+            if targets is None:
+                raise ValueError("Faster R-CNN trains on its targets: call it with "
+                                 "targets={'boxes', 'labels', 'box_mask'}")
+            key = self.make_rng("dropout")
+            sample = functools.partial(rcnn.sample_rois, num_classes=self.num_classes,
+                                       count=self.rois_per_image,
+                                       positive_fraction=self.positive_fraction)
+            samples = jax.vmap(sample)(proposals["boxes"], proposals["valid"], targets["boxes"],
+                                       targets["labels"], targets["box_mask"],
+                                       jax.random.split(jax.random.fold_in(key, 0), xs[0].shape[0]))
+            out.update(rois=samples["rois"], roi_valid=samples["valid"], samples=samples,
+                       rpn_key=jax.random.fold_in(key, 1))
+        pooled = roi_align(levels[:4], PYRAMID_STRIDES[:4], jax.lax.stop_gradient(out["rois"]), 7)
+        out["logits"], out["deltas"] = BoxHead(self.num_classes, dtype=self.layers.dtype,
+                                               name="box_head")(pooled)
+        return out
+

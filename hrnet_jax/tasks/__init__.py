@@ -48,6 +48,8 @@ class Task:
       `--mode=predict --input`.
     postprocess: applied to the model's outputs inside the jitted inference (e.g. detection's
       decoding and NMS), so that only the result leaves the device.
+    model_inputs: (batch) -> keyword arguments of the model in training (default none; a
+      two-stage detector samples its RoIs from the ground truth inside its forward).
     """
 
     name: ClassVar[str]
@@ -60,6 +62,9 @@ class Task:
 
     def prepare(self, example: Record) -> Record:
         raise NotImplementedError
+
+    def model_inputs(self, batch: Batch) -> dict[str, Any]:
+        return {}
 
     def loss(self, outputs: Any, batch: Batch) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
         raise NotImplementedError
@@ -100,7 +105,7 @@ def task_classes() -> dict[str, Callable[[Any, Any], Task]]:
 
 # The model head each task trains.
 TASK_HEADS = {"segmentation": ("segmentation", "segmentation_ocr"), "pose": ("pose",), "landmarks": ("landmarks",),
-              "classification": ("classification",), "detection": ("detection",)}
+              "classification": ("classification",), "detection": ("detection", "faster_rcnn")}
 
 
 def check_pairing(config: Any) -> Any:

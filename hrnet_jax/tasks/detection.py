@@ -1,8 +1,11 @@
-"""Object detection: FCOS on HRNetV2p (hrnet_jax.models.fcos_head), COCO box AP.
+"""Object detection on HRNetV2p, COCO box AP: FCOS (head "detection", models/fcos_head.py) or
+Faster R-CNN (head "faster_rcnn", models/rcnn_heads.py).
 
-Loss (hrnet_jax.tasks.fcos): targets assigned on the device from the padded boxes (size ranges,
-centre sampling, smallest area wins); sigmoid focal loss per positive, GIoU weighted by the
-centerness targets, centerness BCE per positive, positives counted over the whole global batch.
+FCOS's loss (hrnet_jax.tasks.fcos): targets assigned on the device from the padded boxes (size
+ranges, centre sampling in the improved style, smallest area wins); sigmoid focal loss per
+positive, (G)IoU weighted by the centerness targets, centerness BCE per positive, positives
+counted over the whole global batch. Faster R-CNN's (hrnet_jax.tasks.rcnn): the RPN's sampled
+objectness and deltas plus the R-CNN's sampled classes and deltas, as mmdet's 1x configs.
 Training data: flip and (multi-scale) resizing of the short side, padded to the orientation's
 canvas (hrnet_jax.data.detection). Evaluation, image by image: the image resized with the largest
 short side, the head decoded and NMSed on the device (`postprocess`), boxes mapped back to the
@@ -11,15 +14,17 @@ original pixels, then pycocotools' box AP (AP, AP50, AP75, APs/m/l and AR) on th
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import cv2
+import jax
 import numpy as np
 
 from hrnet_jax.data.detection import flip_boxes, object_arrays, resize_and_pad, training_boxes
 from hrnet_jax.evaluation import coco
 from hrnet_jax.models.fcos_head import style_named
-from hrnet_jax.tasks import Task, fcos, whole_image
+from hrnet_jax.tasks import Task, fcos, rcnn, whole_image
 
 TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
 DRAW_SCORE = 0.3  # pictures show the detections scoring at least this
@@ -57,6 +62,9 @@ class Detection(Task):
         data = config.data
         self.strides = tuple(config.model.strides)
         self.style = style_named(config.model.fcos_style)
+        # FCOS (head "detection") or Faster R-CNN (head "faster_rcnn"), which samples its RoIs
+        # from the ground truth inside its forward.
+        self.two_stage = config.model.head == "faster_rcnn"
         self.canvas = tuple(data.image_size)
         self.eval_short_side = max(data.short_sides)
         self.category_ids = np.array([category_id for category_id, _ in dataset.categories])
@@ -79,15 +87,36 @@ class Detection(Task):
                                         data.max_long_side, self.canvas)
         return {"image": picture, **training_boxes(object_arrays(example), scale, data.max_boxes)}
 
+    def model_inputs(self, batch):
+        if not self.two_stage:
+            return {}
+        return {"targets": {k: batch[k] for k in ("boxes", "labels", "box_mask")}}
+
     def loss(self, outputs, batch):
-        return fcos.batch_loss(outputs, batch["boxes"], batch["labels"], batch["box_mask"],
-                               self.strides, self.style)
+        if not self.two_stage:
+            return fcos.batch_loss(outputs, batch["boxes"], batch["labels"], batch["box_mask"],
+                                   self.strides, self.style)
+        rpn, rpn_figures = rcnn.rpn_loss(outputs["rpn_objectness"], outputs["rpn_deltas"],
+                                         outputs["anchors"], batch["boxes"], batch["box_mask"],
+                                         outputs["rpn_key"])
+        head, head_figures = rcnn.rcnn_loss(outputs["logits"], outputs["deltas"],
+                                            outputs["samples"])
+        return rpn + head, {**rpn_figures, **head_figures}
 
     def postprocess(self, outputs):
         settings = self.config.eval
-        return fcos.detect(outputs, self.strides, settings.score_threshold,
-                           settings.pre_nms_top_k, settings.nms_threshold,
-                           settings.max_detections, self.style.score)
+        if not self.two_stage:
+            return fcos.detect(outputs, self.strides, settings.score_threshold,
+                               settings.pre_nms_top_k, settings.nms_threshold,
+                               settings.max_detections, self.style.score)
+        # Boxes are clipped to the padded canvas here (mmdet: to the resized image), then to
+        # the image on the host.
+        detect = functools.partial(rcnn.detect, image_shape=self.canvas,
+                                   score_threshold=settings.score_threshold,
+                                   iou_threshold=settings.nms_threshold,
+                                   keep=settings.max_detections)
+        return jax.vmap(detect)(outputs["logits"], outputs["deltas"], outputs["rois"],
+                                outputs["roi_valid"])
 
     def detect(self, predict: Callable, image: np.ndarray) -> tuple[np.ndarray, ...]:
         """One uint8 image -> boxes x0, y0, x1, y1 in its pixels, scores, labels (best first)."""

@@ -48,9 +48,11 @@ def load_whole(path: str, model: Any) -> tuple[dict, weights.LoadReport] | None:
         return None
     state_dict = weights.load_state_dict_file(path)
     options = {}
+    if model.head in ("detection", "faster_rcnn"):
+        options = dict(strides=model.strides, head_channels=model.head_channels)
     if model.head == "detection":
-        options = dict(strides=model.strides, head_channels=model.head_channels,
-                       fcos_style=model.fcos_style, bgr=style_named(model.fcos_style).bgr_checkpoints)
+        options.update(fcos_style=model.fcos_style,
+                       bgr=style_named(model.fcos_style).bgr_checkpoints)
     abstract = weights.abstract_variables(model)
     head_keys = weights.key_map({c: {"head": tree["head"]} for c, tree in abstract.items()
                                  if "head" in tree}, model.head)

@@ -27,12 +27,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
                     ) -> Callable[[State, dict], tuple[State, dict]]:
     """One optimizer update. With `grad_accum_steps` k the batch is split into k micro-batches
     whose gradients are averaged (BatchNorm statistics then come from each micro-batch).
-    Dropout (HRNet-OCR's) draws from `seed` and the step: a resumed run draws the same masks."""
+    Dropout (HRNet-OCR's) and sampling (Faster R-CNN's) draw from `seed` and the step: a resumed
+    run draws the same."""
 
     def loss_fn(params, batch_stats, batch, dropout_key):
         outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
                                        batch["image"], train=True, mutable=["batch_stats"],
-                                       rngs={"dropout": dropout_key})
+                                       rngs={"dropout": dropout_key}, **task.model_inputs(batch))
         loss, figures = task.loss(outputs, batch)
         return loss, (updates["batch_stats"], figures)
 
