@@ -261,6 +261,23 @@ def fcos_coco(arch: str, style: str = "mmdet") -> ExperimentConfig:
     return config
 
 
+def faster_rcnn_coco(arch: str) -> ExperimentConfig:
+    """Faster R-CNN on HRNetV2p, mmdet's 1x recipe (faster_rcnn_hrnetv2p_w*_1x_coco): images
+    resized to a short side of 800 (long <= 1333), flipped, padded to 800x1344 (or 1344x800);
+    pyramid strides 4..64 (HRFPN 256 channels), RPN anchors of scale 8 and ratios 0.5 / 1 / 2;
+    SGD 0.02 momentum 0.9 for batch 16, weight decay 1e-4 on every parameter, linear warmup
+    from lr x 0.001 over 500 iterations, x0.1 after epochs 8 and 11 of 12; backbone BatchNorm
+    frozen (mmdet's HRNet norm_eval); evaluation at short side 800: score 0.05, class-wise NMS
+    0.5, 100 detections an image."""
+    config = fcos_coco(arch)
+    config.model.head, config.model.strides = "faster_rcnn", (4, 8, 16, 32, 64)
+    config.model.fcos_style = "improved"  # (FCOS's option: unused here, the default)
+    config.optim.learning_rate, config.optim.warmup_start = 0.02, 0.001
+    config.optim.decay_norm_and_bias, config.optim.clip_grad_norm = True, 0.0
+    config.eval.nms_threshold = 0.5
+    return config
+
+
 def fcos_smoke(config: ExperimentConfig) -> ExperimentConfig:
     """A few steps of a tiny model on the real sample (shared/data/coco_mini prepared with
     `python -m hrnet_jax.data.prepare coco_detection`, its person boxes), training and

@@ -328,3 +328,23 @@ def test_predict_draws_captioned_boxes(smoke_run, shared_data, tmp_path):
     assert small.shape == (256, 256, 3) and (small[60, 32] == PREDICTION_COLOUR).all()
     below = small[121:140, 33:150]  # no room above the box: "square" under its bottom edge
     assert (below == PREDICTION_COLOUR).all(-1).sum() > 200
+
+
+def test_faster_rcnn_smoke_trains_both_stages_and_reports_box_ap(prepared, tmp_path):
+    """det_coco_faster_rcnn_w18_1x:smoke on the real sample: the RPN's and the R-CNN's losses,
+    mmdet's warmup from 0.02 x 0.001, COCO box AP from the detections."""
+    from hrnet_jax import main
+
+    assert main.main(["--experiment=det_coco_faster_rcnn_w18_1x:smoke", f"--workdir={tmp_path}",
+                      f"--set=data.data_dir={prepared}", "--set=loop.num_steps=2",
+                      "--set=eval.num_pictures=0"]) == 0
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    [train] = [l for l in lines if l["split"] == "train"]
+    parts = ("loss_rpn_cls", "loss_rpn_box", "loss_rcnn_cls", "loss_rcnn_box")
+    assert all(np.isfinite(train[k]) and train[k] > 0 for k in parts)
+    assert train["loss"] == pytest.approx(sum(train[k] for k in parts), rel=1e-5)
+    # step 2's lr, halfway through the 2-step warmup from 0.02 x 0.001 to 0.02
+    assert train["lr"] == pytest.approx(0.02 * (0.001 + 0.5 * 0.999))
+    evaluation = [l for l in lines if l["split"] == "eval"][-1]
+    # (2 steps from the initialisation: 81-way softmax scores near 1/81 stay under 0.05)
+    assert set(coco.BOX_STATS) <= set(evaluation) and "detections" in evaluation

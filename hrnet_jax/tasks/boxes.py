@@ -28,33 +28,42 @@ def iou_matrix(boxes: jnp.ndarray, others: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(union > 0, intersection / jnp.where(union > 0, union, 1.0), 0.0)
 
 
-def box_iou(box: jnp.ndarray, boxes: jnp.ndarray) -> jnp.ndarray:
-    """IoU of one x0, y0, x1, y1 box (4,) with each of boxes (K, 4)."""
-    width = jnp.clip(jnp.minimum(box[2], boxes[:, 2]) - jnp.maximum(box[0], boxes[:, 0]), 0)
-    height = jnp.clip(jnp.minimum(box[3], boxes[:, 3]) - jnp.maximum(box[1], boxes[:, 1]), 0)
-    intersection = width * height
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return intersection / jnp.maximum(area(box) + area(boxes) - intersection, 1e-9)
-
-
 def class_wise_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
                    iou_threshold: float, max_detections: int) -> dict[str, jnp.ndarray]:
-    """Greedy NMS per class of one image's candidates (K, ...), scores <= 0 meaning none.
+    """Greedy NMS per class of one image's candidates (K, ...), scores <= 0 meaning none; the
+    first `max_detections` survivors in score order, in static shapes. Returns boxes (D, 4),
+    scores (D,), classes (D,) and valid (D,) (0 for padding).
 
-    Greedy NMS keeps, in turn, the best box not suppressed by the boxes kept before it; running
-    that step `max_detections` times gives exactly NMS's first `max_detections` boxes, in static
-    shapes. Returns boxes (D, 4), scores (D,), classes (D,) and valid (D,) (0 for padding)."""
-    def keep_best(remaining, _):
-        best = jnp.argmax(remaining)
-        valid = remaining[best] > 0
-        overlapping = (box_iou(boxes[best], boxes) > iou_threshold) & (classes == classes[best])
-        remaining = jnp.where(overlapping | (jnp.arange(len(remaining)) == best), 0.0, remaining)
-        return remaining, (best, valid)
+    Greedy NMS keeps a box unless a better kept box of its class overlaps it by more than the
+    threshold. With the candidates sorted, `suppresses[j, i]` (j before i, same class, IoU
+    above the threshold) makes that rule a fixed point, keep = not any_j (keep_j and
+    suppresses[j, i]), found by iterating from "keep all": each pass fixes at least the next
+    box in order, and in practice a handful of passes settle every box (a pass is one K x K
+    boolean reduction, where the one-box-at-a-time loop takes `max_detections` sequential
+    steps). Memory is K x K: callers keep K to a few thousand."""
+    count = scores.shape[0]
+    order = jnp.argsort(-jnp.where(scores > 0, scores, 0.0))
+    boxes, scores, classes = boxes[order], scores[order], classes[order]
+    earlier = jnp.arange(count)[:, None] < jnp.arange(count)[None, :]
+    suppresses = (earlier & (classes[:, None] == classes[None, :])
+                  & (iou_matrix(boxes, boxes) > iou_threshold))
+    candidate = scores > 0
 
-    _, (kept, valid) = jax.lax.scan(keep_best, jnp.where(scores > 0, scores, 0.0), None,
-                                    length=max_detections)
-    return {"boxes": boxes[kept] * valid[:, None], "scores": scores[kept] * valid,
-            "classes": jnp.where(valid, classes[kept], -1), "valid": valid}
+    def settle(state):
+        keep, _ = state
+        new = candidate & ~jnp.any(suppresses & keep[:, None], axis=0)
+        return new, jnp.any(new != keep)
+
+    keep, _ = jax.lax.while_loop(lambda state: state[1], settle, (candidate, jnp.array(True)))
+    # The kept boxes first, in score order.
+    rank = jnp.where(keep, jnp.arange(count), count + jnp.arange(count))
+    first = jnp.argsort(rank)[:max_detections]
+    valid = keep[first]
+    if count < max_detections:  # fewer candidates than slots: padding
+        first = jnp.pad(first, (0, max_detections - count))
+        valid = jnp.pad(valid, (0, max_detections - count))
+    return {"boxes": boxes[first] * valid[:, None], "scores": scores[first] * valid,
+            "classes": jnp.where(valid, classes[first], -1), "valid": valid}
 
 
 def base_anchors(stride: int, scales: Sequence[float] = (8.0,),

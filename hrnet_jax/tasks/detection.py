@@ -114,7 +114,7 @@ class Detection(Task):
         detect = functools.partial(rcnn.detect, image_shape=self.canvas,
                                    score_threshold=settings.score_threshold,
                                    iou_threshold=settings.nms_threshold,
-                                   keep=settings.max_detections)
+                                   keep=settings.max_detections, pre_nms=settings.pre_nms_top_k)
         return jax.vmap(detect)(outputs["logits"], outputs["deltas"], outputs["rois"],
                                 outputs["roi_valid"])
 

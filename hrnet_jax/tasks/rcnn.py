@@ -78,17 +78,22 @@ def propose(objectness: Sequence[jnp.ndarray], deltas: Sequence[jnp.ndarray],
             keep: int, iou_threshold: float = 0.7) -> dict[str, jnp.ndarray]:
     """One image's proposals. Per level: objectness logits (A_l,), deltas (A_l, 4), anchors
     (A_l, 4). Returns boxes (keep, 4), scores (keep,) (sigmoid objectness) and valid (keep,)."""
-    boxes, scores, levels = [], [], []
-    for level, (logits, level_deltas, level_anchors) in enumerate(zip(objectness, deltas, anchors)):
+    boxes, scores = [], []
+    for logits, level_deltas, level_anchors in zip(objectness, deltas, anchors):
         top, index = jax.lax.top_k(jax.nn.sigmoid(logits), min(pre_nms, logits.shape[0]))
-        boxes.append(decode_deltas(level_anchors[index], level_deltas[index],
-                                   image_shape=image_shape))
-        scores.append(top)
-        levels.append(jnp.full(top.shape, level, jnp.int32))
-    # NMS within each level (the level standing in for the class), as mmdet's RPN.
-    found = class_wise_nms(jnp.concatenate(boxes), jnp.concatenate(scores),
-                           jnp.concatenate(levels), iou_threshold, keep)
-    return {"boxes": found["boxes"], "scores": found["scores"], "valid": found["valid"]}
+        decoded = decode_deltas(level_anchors[index], level_deltas[index], image_shape=image_shape)
+        # NMS within each level, as mmdet's RPN (batched by level): a level at a time keeps the
+        # overlap matrices at pre_nms^2.
+        kept = class_wise_nms(decoded, top, jnp.zeros(top.shape, jnp.int32), iou_threshold,
+                              min(keep, top.shape[0]))
+        boxes.append(kept["boxes"])
+        scores.append(jnp.where(kept["valid"], kept["scores"], -1.0))
+    scores, boxes = jnp.concatenate(scores), jnp.concatenate(boxes)
+    if scores.shape[0] < keep:  # fewer anchors than proposals kept: padding
+        boxes = jnp.pad(boxes, ((0, keep - scores.shape[0]), (0, 0)))
+        scores = jnp.pad(scores, (0, keep - scores.shape[0]), constant_values=-1.0)
+    best, index = jax.lax.top_k(scores, keep)
+    return {"boxes": boxes[index], "scores": jnp.maximum(best, 0.0), "valid": best >= 0}
 
 
 def rpn_loss(objectness: jnp.ndarray, deltas: jnp.ndarray, anchors: jnp.ndarray,
@@ -158,13 +163,16 @@ def rcnn_loss(logits: jnp.ndarray, deltas: jnp.ndarray, targets: dict[str, jnp.n
 
 def detect(logits: jnp.ndarray, deltas: jnp.ndarray, rois: jnp.ndarray, roi_valid: jnp.ndarray,
            image_shape: tuple[int, int], score_threshold: float = 0.05, iou_threshold: float = 0.5,
-           keep: int = 100) -> dict[str, jnp.ndarray]:
+           keep: int = 100, pre_nms: int = 1000) -> dict[str, jnp.ndarray]:
     """One image's detections from its RoIs (R, 4) (roi_valid (R,)), logits (R, K + 1) and
-    deltas (R, K, 4): boxes (keep, 4), scores, classes (0..K-1, -1 padding) and valid."""
+    deltas (R, K, 4): the `pre_nms` best (RoI, class) pairs above the threshold (mmdet keeps them
+    all: the same unless NMS removes all but fewer than `keep` of the best `pre_nms`), their
+    class's box decoded and clipped, class-wise NMS. Returns boxes (keep, 4), scores, classes
+    (0..K-1, -1 padding) and valid."""
     num_classes = deltas.shape[-2]
     probabilities = jax.nn.softmax(logits)[:, :num_classes] * roi_valid[:, None]
-    boxes = decode_deltas(jnp.broadcast_to(rois[:, None], deltas.shape), deltas, RCNN_STDS,
-                          image_shape)
     scores = jnp.where(probabilities > score_threshold, probabilities, 0.0).reshape(-1)
-    classes = jnp.broadcast_to(jnp.arange(num_classes), probabilities.shape).reshape(-1)
-    return class_wise_nms(boxes.reshape(-1, 4), scores, classes, iou_threshold, keep)
+    top, pair = jax.lax.top_k(scores, min(pre_nms, scores.shape[0]))
+    roi, cls = pair // num_classes, pair % num_classes
+    boxes = decode_deltas(rois[roi], deltas[roi, cls], RCNN_STDS, image_shape)
+    return class_wise_nms(boxes, top, cls, iou_threshold, keep)
