@@ -15,9 +15,9 @@ weights and BatchNorm statistics): see the README's "GPU and TPU".
 
 from hrnet_jax.config import ExperimentConfig
 from hrnet_jax.experiments import with_variant
-from hrnet_jax.recipes import faster_rcnn_coco, fcos_smoke
+from hrnet_jax.recipes import faster_rcnn_coco, faster_rcnn_smoke
 
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
     return with_variant(faster_rcnn_coco("hrnet_w18"), variant,
-                        smoke=fcos_smoke)
+                        smoke=faster_rcnn_smoke)

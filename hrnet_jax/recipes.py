@@ -278,6 +278,14 @@ def faster_rcnn_coco(arch: str) -> ExperimentConfig:
     return config
 
 
+def faster_rcnn_smoke(config: ExperimentConfig) -> ExperimentConfig:
+    """FCOS's smoke (a tiny model on the real sample), with 100 proposals and 64 RoIs an
+    image."""
+    config = fcos_smoke(config)
+    config.model.rcnn_proposals, config.model.rcnn_rois = 100, 64
+    return config
+
+
 def fcos_smoke(config: ExperimentConfig) -> ExperimentConfig:
     """A few steps of a tiny model on the real sample (shared/data/coco_mini prepared with
     `python -m hrnet_jax.data.prepare coco_detection`, its person boxes), training and

@@ -10,6 +10,7 @@ batch has one of two static shapes. Boxes go to x0, y0, x1, y1 in canvas pixels,
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -64,14 +65,18 @@ def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     return flipped
 
 
-def training_boxes(objects: dict[str, np.ndarray], scale: float, max_boxes: int
-                   ) -> dict[str, np.ndarray]:
+def training_boxes(objects: dict[str, np.ndarray], scale: float, max_boxes: int,
+                   name: str = "an image") -> dict[str, np.ndarray]:
     """Non-crowd boxes of at least 1x1 pixel, scaled, as x0, y0, x1, y1 padded to `max_boxes`
-    (the largest kept where there are more), labels and the mask of real rows."""
+    (the largest kept where there are more, said once an image with how many were dropped),
+    labels and the mask of real rows."""
     boxes, labels = objects["bbox"], objects["label"]
     keep = (objects["iscrowd"] == 0) & (boxes[:, 2] >= 1) & (boxes[:, 3] >= 1)
     boxes, labels = boxes[keep], labels[keep]
     if len(boxes) > max_boxes:
+        warnings.warn(f"{name}: {len(boxes)} boxes train, data.max_boxes={max_boxes} kept (the "
+                      f"largest), {len(boxes) - max_boxes} dropped; raise data.max_boxes to keep "
+                      "them all", stacklevel=2)
         largest = np.argsort(-boxes[:, 2] * boxes[:, 3], kind="stable")[:max_boxes]
         boxes, labels = boxes[largest], labels[largest]
     corners = np.zeros((max_boxes, 4), np.float32)

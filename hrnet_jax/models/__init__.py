@@ -50,6 +50,7 @@ class HRNet(nn.Module):
     strides: tuple[int, ...] = PYRAMID_STRIDES[1]  # detection's pyramid levels
     head_channels: int = 256  # detection's pyramid and FCOS towers
     fcos_style: str = "improved"  # detection: hrnet_jax.models.fcos_head.FCOS_STYLES
+    rcnn: tuple[tuple[str, int], ...] = ()  # faster_rcnn: FasterRCNNHead's sizes, as pairs
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, targets: dict | None = None) -> Any:
@@ -73,18 +74,20 @@ class HRNet(nn.Module):
                                  self.fcos_style, name="head")(xs, train)
         if self.head == "faster_rcnn":
             return FasterRCNNHead(self.num_classes, self.layers, self.head_channels,
-                                  name="head")(xs, train, targets)
+                                  **dict(self.rcnn), name="head")(xs, train, targets)
         return PyramidNeck(self.layers, name="head")(xs, train)
 
 
 def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int | None = None,
                  strides: tuple[int, ...] = PYRAMID_STRIDES[1], head_channels: int = 256,
-                 fcos_style: str = "improved", **overrides: Any) -> HRNet:
+                 fcos_style: str = "improved", rcnn: dict[str, int] | None = None,
+                 **overrides: Any) -> HRNet:
     """Build an HRNet. `arch` names a preset (see `ARCHS`) or is an `ArchSpec`.
 
     strides: the detection head's pyramid levels, (8, ..., 128) as mmdet's HRNet-FCOS or the
     neck's own (4, ..., 64); head_channels: its pyramid's and towers' width (256 in FCOS; a
-    multiple of 32, the GroupNorm groups); fcos_style: "improved" or "mmdet" (FCOS_STYLES).
+    multiple of 32, the GroupNorm groups); fcos_style: "improved" or "mmdet" (FCOS_STYLES);
+    rcnn: Faster R-CNN's `proposals` kept and `rois` sampled an image (1000, 512).
     overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype,
     scan_modules, norm_eval);
     the head picks the papers' defaults for the rest.
@@ -111,7 +114,7 @@ def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int
                          "multiple of 32")
     style_named(fcos_style)  # an unknown style names the known ones
     return HRNet(arch, layers, head, num_classes if num_classes is not None else default_classes,
-                 tuple(strides), head_channels, fcos_style)
+                 tuple(strides), head_channels, fcos_style, tuple(sorted((rcnn or {}).items())))
 
 
 __all__ = ["ARCHS", "ArchSpec", "HEADS", "HRNet", "LayerConfig", "StageSpec", "create_model",

@@ -118,12 +118,12 @@ class Upsample2x(nn.Module):
 
 class FasterRCNNHead(nn.Module):
     """Faster R-CNN on HRNetV2p (mmdet's faster_rcnn_hrnetv2p configs): the pyramid neck
-    (strides 4..64), the RPN on every level, its proposals (per level the best `pre_nms`
-    anchors, NMS 0.7 per level, the best `proposals` kept; 2000 / 1000 in training, 1000 / 1000
-    in inference), RoIAlign 7x7 (adaptive sampling) from the first four levels, the box head.
+    (strides 4..64), the RPN on every level, its proposals (per level the best 2 x `proposals`
+    anchors in training, `proposals` in inference, NMS 0.7 per level, the best `proposals`
+    kept), RoIAlign 7x7 (adaptive sampling) from the first four levels, the box head.
 
     In training (`targets`: the batch's `boxes`, `labels`, `box_mask`) the RoIs are the
-    proposals plus the ground truth, sampled (512 an image, a quarter positive); the sampling
+    proposals plus the ground truth, sampled (`rois` an image, a quarter positive); the sampling
     keys come from the 'dropout' stream. Proposals are not differentiated through, as mmdet.
     Returns a dict: `rpn_objectness` (N, A), `rpn_deltas` (N, A, 4), `anchors` (A, 4),
     `rpn_key`, `logits` (N, R, K + 1), `deltas` (N, R, K, 4), `rois` (N, R, 4), `roi_valid`
@@ -132,9 +132,8 @@ class FasterRCNNHead(nn.Module):
     num_classes: int
     layers: LayerConfig
     channels: int = 256
-    train_proposals: tuple[int, int] = (2000, 1000)
-    test_proposals: tuple[int, int] = (1000, 1000)
-    rois_per_image: int = 512
+    proposals: int = 1000  # kept an image, after NMS
+    rois: int = 512  # sampled an image in training
     positive_fraction: float = 0.25
 
     @nn.compact
@@ -145,9 +144,10 @@ class FasterRCNNHead(nn.Module):
         image_shape = (xs[0].shape[1] * 4, xs[0].shape[2] * 4)
         anchors = [jnp.asarray(grid_anchors(level.shape[1:3], stride))
                    for level, stride in zip(levels, PYRAMID_STRIDES)]
-        pre_nms, keep = self.train_proposals if train else self.test_proposals
+        # mmdet: the best 2000 anchors a level in training, 1000 in inference
         propose = functools.partial(rcnn.propose, anchors=anchors, image_shape=image_shape,
-                                    pre_nms=pre_nms, keep=keep)
+                                    pre_nms=2 * self.proposals if train else self.proposals,
+                                    keep=self.proposals)
         proposals = jax.vmap(lambda o, d: propose(o, d))(
             jax.lax.stop_gradient(objectness), jax.lax.stop_gradient(deltas))
         out = {"rpn_objectness": jnp.concatenate(objectness, 1),
@@ -160,7 +160,7 @@ class FasterRCNNHead(nn.Module):
                                  "targets={'boxes', 'labels', 'box_mask'}")
             key = self.make_rng("dropout")
             sample = functools.partial(rcnn.sample_rois, num_classes=self.num_classes,
-                                       count=self.rois_per_image,
+                                       count=self.rois,
                                        positive_fraction=self.positive_fraction)
             samples = jax.vmap(sample)(proposals["boxes"], proposals["valid"], targets["boxes"],
                                        targets["labels"], targets["box_mask"],

@@ -85,7 +85,10 @@ class Detection(Task):
         picture, scale = resize_and_pad(example["image"],
                                         int(example.get("short_side", self.eval_short_side)),
                                         data.max_long_side, self.canvas)
-        return {"image": picture, **training_boxes(object_arrays(example), scale, data.max_boxes)}
+        name = example.get("file_name", b"an image")
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        return {"image": picture, **training_boxes(object_arrays(example), scale, data.max_boxes,
+                                                   name)}
 
     def model_inputs(self, batch):
         if not self.two_stage:

@@ -81,7 +81,8 @@ def propose(objectness: Sequence[jnp.ndarray], deltas: Sequence[jnp.ndarray],
     boxes, scores = [], []
     for logits, level_deltas, level_anchors in zip(objectness, deltas, anchors):
         top, index = jax.lax.top_k(jax.nn.sigmoid(logits), min(pre_nms, logits.shape[0]))
-        decoded = decode_deltas(level_anchors[index], level_deltas[index], image_shape=image_shape)
+        decoded = decode_deltas(jnp.asarray(level_anchors)[index], level_deltas[index],
+                                image_shape=image_shape)
         # NMS within each level, as mmdet's RPN (batched by level): a level at a time keeps the
         # overlap matrices at pre_nms^2.
         kept = class_wise_nms(decoded, top, jnp.zeros(top.shape, jnp.int32), iou_threshold,

@@ -44,6 +44,9 @@ def build_model(config: config_lib.ExperimentConfig):
     if m.head == "detection":
         overrides.update(strides=tuple(m.strides), head_channels=m.head_channels,
                          fcos_style=m.fcos_style)
+    if m.head == "faster_rcnn":
+        overrides.update(head_channels=m.head_channels,
+                         rcnn=dict(proposals=m.rcnn_proposals, rois=m.rcnn_rois))
     return create_model(arch, m.head, m.num_classes, **overrides)
 
 
