@@ -54,6 +54,14 @@ _BACKBONE_RULES = [
     (r"^stage(\d+)/module(\d+)/fuse/to(\d+)_from(\d+)/down(\d+)/", r"stage\1.\2.fuse_layers.\3.\4.\5."),
     (r"^stage(\d+)/module(\d+)/fuse/to(\d+)_from(\d+)/", r"stage\1.\2.fuse_layers.\3.\4."),
 ]
+
+
+def _hrfpn_rules(scope: str) -> list[tuple[str, str]]:
+    """HRFPN's convs (mmdet's `neck.*`, the prefix stripped), under the Flax `scope`."""
+    return [(rf"^{scope}reduction$", "reduction_conv.conv"),
+            (rf"^{scope}fpn(\d+)$", r"fpn_convs.\1.conv")]
+
+
 _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
     "classification": [(r"^incre(\d+)/", r"incre_modules.\1.0."),
                        (r"^downsamp(\d+)/", r"downsamp_modules.\1."),
@@ -74,9 +82,8 @@ _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
         (r"^fuse/1$", "ocr_distri_head.conv_bn_dropout.1.0")],
     "landmarks": [(r"^proj/", "head."), (r"^classifier$", "head.3")],
     "pose": [(r"^classifier$", "final_layer")],
-    "pyramid": [(r"^reduction$", "reduction_conv.conv"), (r"^fpn(\d+)$", r"fpn_convs.\1.conv")],
-    "detection": [(r"^neck/reduction$", "reduction_conv.conv"),
-                  (r"^neck/fpn(\d+)$", r"fpn_convs.\1.conv"),
+    "pyramid": _hrfpn_rules(""),
+    "detection": [*_hrfpn_rules("neck/"),
                   (r"^fcos/cls_tower/conv(\d+)$", r"bbox_head.cls_convs.\1.conv"),
                   (r"^fcos/cls_tower/norm(\d+)$", r"bbox_head.cls_convs.\1.gn"),
                   (r"^fcos/box_tower/conv(\d+)$", r"bbox_head.reg_convs.\1.conv"),
@@ -85,8 +92,7 @@ _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
                   (r"^fcos/box_pred$", "bbox_head.conv_reg"),
                   (r"^fcos/centerness$", "bbox_head.conv_centerness"),
                   (r"^fcos$", "bbox_head")],
-    "faster_rcnn": [(r"^neck/reduction$", "reduction_conv.conv"),
-                    (r"^neck/fpn(\d+)$", r"fpn_convs.\1.conv"),
+    "faster_rcnn": [*_hrfpn_rules("neck/"),
                     (r"^rpn/shared$", "rpn_head.rpn_conv"), (r"^rpn/objectness$", "rpn_head.rpn_cls"),
                     (r"^rpn/deltas$", "rpn_head.rpn_reg"),
                     (r"^box_head/fc1$", "roi_head.bbox_head.shared_fcs.0"),
