@@ -48,6 +48,9 @@ def test_records_hold_every_box_with_its_contiguous_label(prepared, shared_data)
         expected = [a for a in truth["annotations"] if a["image_id"] == int(record["image_id"])]
         np.testing.assert_allclose(objects["bbox"], [a["bbox"] for a in expected], rtol=1e-6)
         assert objects["label"].tolist() == [0] * len(expected)  # person, COCO id 1
+        height, width = record["image"].shape[:2]  # the polygons, kept as RLE, cover the areas
+        areas = detection.decode_masks(objects["mask"], height, width).sum(axis=(1, 2))
+        np.testing.assert_allclose(areas, [a["area"] for a in expected], rtol=0.02)
         assert record["image"].shape[:2] == (425, 640) if index == 0 else (333, 500)
     metadata = tfds.builder("hrnet_coco_detection", data_dir=str(prepared)).info.metadata["val"]
     assert metadata["training_records"] == [0, 1] and metadata["portrait_records"] == []
@@ -65,6 +68,25 @@ def test_unknown_category_is_named_with_its_file(shared_data, tmp_path):
     (root / "annotations/instances_val2017.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"instances_val2017.json.*\[12\]"):
         prepare.prepare("coco_detection", str(root), str(tmp_path / "tfds"))
+
+
+def test_an_annotation_without_a_polygon_is_named_and_keeps_its_box(shared_data, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(shared_data / "coco_mini/val2017", root / "val2017")
+    (root / "annotations").mkdir()
+    with open(shared_data / "coco_mini/annotations/person_keypoints_val2017.json") as f:
+        data = json.load(f)
+    data["annotations"][0]["segmentation"] = [[10.0, 10.0, 20.0, 20.0]]  # two points
+    (root / "annotations/instances_val2017.json").write_text(json.dumps(data))
+    image = next(i for i in data["images"] if i["id"] == data["annotations"][0]["image_id"])
+    with pytest.warns(UserWarning, match=rf"{image['file_name']}: annotation "
+                                         rf"{data['annotations'][0]['id']} has no polygon"):
+        prepare.prepare("coco_detection", str(root), str(tmp_path / "tfds"))
+    source = tfds.builder("hrnet_coco_detection", data_dir=str(tmp_path / "tfds")).as_data_source("val")
+    objects = detection.object_arrays(next(source[i] for i in range(len(source))
+                                           if int(source[i]["image_id"]) == image["id"]))
+    assert len(objects["bbox"]) == sum(a["image_id"] == image["id"] for a in data["annotations"])
+    assert "" in [m.decode() if isinstance(m, bytes) else m for m in objects["mask"]]
 
 
 def test_resizing_follows_short_800_long_1333_into_the_orientations_bucket():

@@ -13,19 +13,24 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import cv2
 import numpy as np
 
 from hrnet_jax.data.transforms import resize
 
 
 def object_arrays(record: dict[str, Any]) -> dict[str, np.ndarray]:
-    """A prepared record's objects as arrays with a row per box (also when it has none)."""
+    """A prepared record's objects as arrays with a row per box (also when it has none); with
+    `mask`, the compressed RLE strings, where the record has them."""
     objects = record["objects"]
     count = len(objects["bbox"])
-    return {"bbox": np.asarray(objects["bbox"], np.float32).reshape(count, 4),
-            "label": np.asarray(objects["label"], np.int64).reshape(count),
-            "area": np.asarray(objects["area"], np.float32).reshape(count),
-            "iscrowd": np.asarray(objects["iscrowd"], np.int32).reshape(count)}
+    arrays = {"bbox": np.asarray(objects["bbox"], np.float32).reshape(count, 4),
+              "label": np.asarray(objects["label"], np.int64).reshape(count),
+              "area": np.asarray(objects["area"], np.float32).reshape(count),
+              "iscrowd": np.asarray(objects["iscrowd"], np.int32).reshape(count)}
+    if "mask" in objects:
+        arrays["mask"] = np.asarray(objects["mask"], object).reshape(count)
+    return arrays
 
 
 def resize_scale(height: int, width: int, short_side: int, max_long_side: int) -> float:
@@ -105,3 +110,58 @@ class DetectionRecords:
 
     def __repr__(self) -> str:
         return f"DetectionRecords({self.records!r}, {len(self.training)} training records)"
+
+
+# -- instance masks (Mask R-CNN) ------------------------------------------------------------
+# Records keep each instance's mask as COCO's compressed RLE string (a few hundred bytes);
+# `prepare` decodes it and resamples it inside its box to a fixed BOX_MASK_SIZE grid, so a
+# batch carries (max_boxes, S, S) masks whatever the image size, and the device takes each
+# RoI's 28x28 target from its ground truth's box-relative mask (hrnet_jax.tasks.rcnn).
+BOX_MASK_SIZE = 56
+
+
+def instance_rle(segmentation: Any, height: int, width: int) -> str:
+    """COCO's `segmentation` (polygons, or RLE with counts as a list or a string) as one
+    compressed RLE string; "" when nothing is left (no polygon of three points or more)."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        polygons = [p for p in segmentation if len(p) >= 6 and len(p) % 2 == 0]
+        if not polygons:
+            return ""
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = dict(segmentation)
+    counts = rle["counts"]
+    return counts.decode() if isinstance(counts, bytes) else counts
+
+
+def decode_masks(rles: Any, height: int, width: int) -> np.ndarray:
+    """Compressed RLE strings (an empty one: no mask) -> (M, height, width) uint8."""
+    from pycocotools import mask as mask_utils
+
+    masks = np.zeros((len(rles), height, width), np.uint8)
+    for index, counts in enumerate(rles):
+        counts = counts.decode() if isinstance(counts, bytes) else counts
+        if counts:
+            masks[index] = mask_utils.decode({"size": [height, width], "counts": counts.encode()})
+    return masks
+
+
+def box_relative_masks(masks: np.ndarray, boxes: np.ndarray, size: int = BOX_MASK_SIZE
+                       ) -> np.ndarray:
+    """Each (H, W) mask resampled (bilinear) inside its x, y, w, h box on a size x size grid of
+    cell centres: (M, size, size) float32 in [0, 1]."""
+    out = np.zeros((len(masks), size, size), np.float32)
+    for index, (mask, (x, y, w, h)) in enumerate(zip(masks, boxes)):
+        if w <= 0 or h <= 0:
+            continue
+        # output cell (u, v) -> input point (x + (u + 0.5) w / size - 0.5, ...)
+        affine = np.array([[w / size, 0, x + 0.5 * w / size - 0.5],
+                           [0, h / size, y + 0.5 * h / size - 0.5]], np.float64)
+        out[index] = cv2.warpAffine(mask.astype(np.float32), affine, (size, size),
+                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out

@@ -177,3 +177,41 @@ def detect(logits: jnp.ndarray, deltas: jnp.ndarray, rois: jnp.ndarray, roi_vali
     roi, cls = pair // num_classes, pair % num_classes
     boxes = decode_deltas(rois[roi], deltas[roi, cls], RCNN_STDS, image_shape)
     return class_wise_nms(boxes, top, cls, iou_threshold, keep)
+
+
+def mask_targets(rois: jnp.ndarray, truth: jnp.ndarray, box_masks: jnp.ndarray,
+                 matched: jnp.ndarray, size: int = 28) -> jnp.ndarray:
+    """Each RoI's size x size binary mask target: its matched ground truth's box-relative mask
+    (box_masks (M, S, S), hrnet_jax.data.detection.box_relative_masks, of the x0, y0, x1, y1
+    boxes `truth` (M, 4)) sampled bilinearly at the RoI's cell centres, zero outside the box,
+    >= 0.5. (mmdet RoIAligns the full-size mask; this reads a resampled copy, so the two can
+    differ along the outline.) rois (R, 4), matched (R,) -> (R, size, size) float32."""
+    grid = box_masks.shape[-1]
+    boxes = truth[matched]
+    masks = box_masks[matched]
+    cells = (jnp.arange(size) + 0.5) / size
+
+    def weights(start, length, box_start, box_length):
+        """(R, size, S): the bilinear weight of each grid line for each target line."""
+        points = start[:, None] + cells[None] * length[:, None]
+        position = (points - box_start[:, None]) / box_length[:, None] * grid - 0.5
+        return jnp.maximum(0.0, 1.0 - jnp.abs(position[..., None] - jnp.arange(grid)))
+
+    box_w = jnp.maximum(boxes[:, 2] - boxes[:, 0], 1e-6)
+    box_h = jnp.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)
+    across = weights(rois[:, 0], rois[:, 2] - rois[:, 0], boxes[:, 0], box_w)
+    down = weights(rois[:, 1], rois[:, 3] - rois[:, 1], boxes[:, 1], box_h)
+    sampled = jnp.einsum("ris,rst,rjt->rij", down, masks, across)
+    return (sampled >= 0.5).astype(jnp.float32)
+
+
+def mask_loss(logits: jnp.ndarray, targets: jnp.ndarray, labels: jnp.ndarray,
+              positive: jnp.ndarray) -> jnp.ndarray:
+    """Binary cross-entropy of each positive RoI's mask logits of its own class (logits
+    (..., S, S, K), targets (..., S, S), labels (...,), positive (...,)), averaged over the
+    positives' pixels, as mmdet's mask head."""
+    own = jnp.take_along_axis(logits, jnp.clip(labels, 0, logits.shape[-1] - 1)[..., None, None,
+                                                                                  None], -1)[..., 0]
+    bce = jnp.logaddexp(0.0, own) - own * targets
+    weight = positive.astype(jnp.float32)[..., None, None]
+    return jnp.sum(bce * weight) / jnp.maximum(jnp.sum(weight) * own.shape[-1] * own.shape[-2], 1.0)

@@ -1,4 +1,4 @@
-"""tfds builder `hrnet_coco_detection`: COCO object boxes, one record per image.
+"""tfds builder `hrnet_coco_detection`: COCO object boxes and instance masks, one record per image.
 
 The manual folder is the official tree: `annotations/instances_{train,val}2017.json` and
 `{train,val}2017/*.jpg`. Where a split has no instances file, its `person_keypoints_*.json`
@@ -7,13 +7,16 @@ the image and every box of it (crowds too: the official evaluation ignores detec
 with the contiguous label of hrnet_jax.data.datasets.coco. Records keep image-id order, so the
 builder's metadata can name, per split, the records that train (some non-crowd box of at least
 1x1 pixel: FCOS's selection) and those in portrait orientation (batches are grouped by
-orientation so that they pad to one shape).
+orientation so that they pad to one shape). Each object's mask is kept as COCO's compressed RLE
+string (polygons and uncompressed crowd RLE converted with pycocotools); an annotation without
+a polygon of three points is named in a warning and keeps its box with an empty mask.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -21,6 +24,7 @@ import tensorflow_datasets as tfds
 
 from hrnet_jax.data.datasets import coco
 from hrnet_jax.data.builders.common import coco_annotation_files, coco_image
+from hrnet_jax.data.detection import instance_rle
 
 INSTRUCTIONS = """\
 Download the 2017 images (train2017.zip, val2017.zip) and annotations_trainval2017.zip from
@@ -54,8 +58,9 @@ def trains(annotations: list[dict]) -> bool:
 class HrnetCocoDetection(tfds.core.GeneratorBasedBuilder):
     """COCO 2017 detection: images with all their boxes."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "one record per image; training and portrait records in the metadata"}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "one record per image; training and portrait records in the metadata",
+                     "1.1.0": "instance masks as compressed RLE strings"}
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -66,7 +71,8 @@ class HrnetCocoDetection(tfds.core.GeneratorBasedBuilder):
                 "file_name": tfds.features.Text(),
                 "objects": tfds.features.Sequence({
                     "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),  # x, y, w, h
-                    "label": np.int64, "area": np.float32, "iscrowd": np.int32}),
+                    "label": np.int64, "area": np.float32, "iscrowd": np.int32,
+                    "mask": tfds.features.Text()}),  # compressed RLE; "" for none
             }),
             homepage="https://cocodataset.org", disable_shuffling=True,
             metadata=tfds.core.MetadataDict())
@@ -100,4 +106,13 @@ class HrnetCocoDetection(tfds.core.GeneratorBasedBuilder):
                     "label": np.array([coco.LABEL_OF_ID[a["category_id"]]
                                        for a in annotations], np.int64),
                     "area": np.array([a["area"] for a in annotations], np.float32),
-                    "iscrowd": np.array([a.get("iscrowd", 0) for a in annotations], np.int32)}}
+                    "iscrowd": np.array([a.get("iscrowd", 0) for a in annotations], np.int32),
+                    "mask": [self._mask(a, image) for a in annotations]}}
+
+    @staticmethod
+    def _mask(annotation: dict, image: dict) -> str:
+        rle = instance_rle(annotation.get("segmentation", []), image["height"], image["width"])
+        if not rle:
+            warnings.warn(f"{image['file_name']}: annotation {annotation.get('id')} has no "
+                          "polygon of three points or more: its box is kept, its mask is empty")
+        return rle
