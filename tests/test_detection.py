@@ -405,3 +405,44 @@ def test_faster_rcnn_smoke_trains_both_stages_and_reports_box_ap(prepared, tmp_p
     evaluation = [l for l in lines if l["split"] == "eval"][-1]
     # (2 steps from the initialisation: 81-way softmax scores near 1/81 stay under 0.05)
     assert set(coco.BOX_STATS) <= set(evaluation) and "detections" in evaluation
+
+
+def test_ground_truth_masks_as_detections_score_mask_ap_one(prepared):
+    """pycocotools' segm evaluation on the sample's real instance masks: the ground truth as
+    detections scores mask AP 1.0; the masks squeezed through Mask R-CNN's 28x28 box-relative
+    grid and pasted back (bilinear, >= 0.5) keep IoU >= 0.85 with the truth and AP50 1.0."""
+    source = records(prepared)
+    images, truth_rows, exact, pasted = [], [], [], []
+    for index in range(len(source)):
+        record = source[index]
+        objects = detection.object_arrays(record)
+        height, width = record["image"].shape[:2]
+        image_id = int(record["image_id"])
+        images.append({"id": image_id, "height": height, "width": width})
+        count = len(objects["bbox"])
+        truth_rows.append({"image_id": np.full(count, image_id), "bbox": objects["bbox"],
+                           "category_id": np.asarray(coco_categories.CATEGORY_IDS)[objects["label"]],
+                           "area": objects["area"], "iscrowd": objects["iscrowd"],
+                           "mask": objects["mask"]})
+        full = detection.decode_masks(objects["mask"], height, width)
+        small = detection.box_relative_masks(full, objects["bbox"], 28)
+        corners = np.concatenate([objects["bbox"][:, :2], objects["bbox"][:, :2] + objects["bbox"][:, 2:]], 1)
+        back = coco.paste_masks(small, corners, height, width)
+        for truth_mask, mask in zip(full.astype(bool), back):
+            assert (truth_mask & mask).sum() / (truth_mask | mask).sum() >= 0.85
+        for rows, masks in ((exact, objects["mask"]), (pasted, coco.encode_masks(back))):
+            rows.append({"image_id": np.full(count, image_id), "mask": list(masks),
+                         "size": np.tile([height, width], (count, 1)),
+                         "category_id": np.asarray(coco_categories.CATEGORY_IDS)[objects["label"]]})
+    objects = {k: np.concatenate([r[k] for r in truth_rows]) for k in truth_rows[0]}
+    truth = coco.box_ground_truth(images, objects, coco_categories.CATEGORIES)
+
+    def results(rows):
+        return coco.mask_results(np.concatenate([r["image_id"] for r in rows]),
+                                 [m for r in rows for m in r["mask"]],
+                                 np.concatenate([r["size"] for r in rows]),
+                                 np.ones(sum(len(r["mask"]) for r in rows)),
+                                 np.concatenate([r["category_id"] for r in rows]))
+
+    assert coco.mask_ap(truth, results(exact))["ap"] == pytest.approx(1.0)
+    assert coco.mask_ap(truth, results(pasted))["ap50"] == pytest.approx(1.0)

@@ -1,4 +1,5 @@
-"""The official COCO evaluation (pycocotools) of boxes and keypoints, and the box files it reads.
+"""The official COCO evaluation (pycocotools) of boxes, instance masks and keypoints, and the box
+files it reads.
 
 Ground truth and results are plain COCO-format dicts built from arrays with a row per object,
 so that the rows can come from any number of hosts (hrnet_jax.training.sharding.gather_rows).
@@ -41,12 +42,19 @@ def evaluate(ground_truth: dict, results: list[dict], iou_type: str, stat_names:
 def box_ground_truth(images: list[dict], objects: dict[str, np.ndarray],
                      categories: Sequence[tuple[int, str]]) -> dict:
     """COCO-format boxes. images: {id, height, width}; objects: rows of image_id, bbox
-    (x, y, w, h), category_id, area, iscrowd; categories: (id, name) pairs."""
-    annotations = [{"id": row + 1, "image_id": int(objects["image_id"][row]),
-                    "category_id": int(objects["category_id"][row]),
-                    "bbox": objects["bbox"][row].astype(float).tolist(),
-                    "area": float(objects["area"][row]), "iscrowd": int(objects["iscrowd"][row])}
-                   for row in range(len(objects["image_id"]))]
+    (x, y, w, h), category_id, area, iscrowd, and optionally mask (compressed RLE strings, for
+    the `segm` evaluation); categories: (id, name) pairs."""
+    sizes = {int(image["id"]): [int(image["height"]), int(image["width"])] for image in images}
+    annotations = []
+    for row in range(len(objects["image_id"])):
+        annotation = {"id": row + 1, "image_id": int(objects["image_id"][row]),
+                      "category_id": int(objects["category_id"][row]),
+                      "bbox": objects["bbox"][row].astype(float).tolist(),
+                      "area": float(objects["area"][row]), "iscrowd": int(objects["iscrowd"][row])}
+        if "mask" in objects:
+            annotation["segmentation"] = {"size": sizes[annotation["image_id"]],
+                                          "counts": _text(objects["mask"][row])}
+        annotations.append(annotation)
     return {"images": list(images), "annotations": annotations,
             "categories": [{"id": i, "name": name} for i, name in categories]}
 
@@ -61,3 +69,50 @@ def box_results(image_ids: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
 def box_ap(ground_truth: dict, results: list[dict]) -> dict[str, float]:
     """COCO box AP (AP, AP50, AP75, APs/m/l) and AR (1, 10, 100 detections, s/m/l)."""
     return evaluate(ground_truth, results, "bbox", BOX_STATS)
+
+
+def mask_results(image_ids: np.ndarray, masks: Sequence[str], sizes: np.ndarray,
+                 scores: np.ndarray, category_ids: np.ndarray) -> list[dict]:
+    """A COCO segmentation results list: rows of image id, compressed RLE mask with its image's
+    (height, width), score, category."""
+    return [{"image_id": int(i), "category_id": int(c), "score": float(s),
+             "segmentation": {"size": [int(v) for v in size], "counts": _text(m)}}
+            for i, m, size, s, c in zip(image_ids, masks, sizes, scores, category_ids)]
+
+
+def mask_ap(ground_truth: dict, results: list[dict]) -> dict[str, float]:
+    """COCO mask AP and AR, the same figures as box_ap on the instances' masks."""
+    return evaluate(ground_truth, results, "segm", BOX_STATS)
+
+
+def paste_masks(probabilities: np.ndarray, boxes: np.ndarray, height: int, width: int,
+                threshold: float = 0.5) -> np.ndarray:
+    """Mask R-CNN's (D, S, S) mask probabilities, each spread over its x0, y0, x1, y1 box in a
+    height x width image (bilinear at the pixel centres, zero outside the box, as mmdet's
+    paste), >= threshold: (D, height, width) bool."""
+    import cv2
+
+    out = np.zeros((len(boxes), height, width), bool)
+    size = probabilities.shape[-1]
+    for index, (probability, (x0, y0, x1, y1)) in enumerate(zip(probabilities, boxes)):
+        w, h = max(x1 - x0, 1e-3), max(y1 - y0, 1e-3)
+        # image pixel (x, y) -> mask point ((x + 0.5 - x0) / w x S - 0.5, ...)
+        affine = np.array([[size / w, 0, (0.5 - x0) * size / w - 0.5],
+                           [0, size / h, (0.5 - y0) * size / h - 0.5]], np.float64)
+        spread = cv2.warpAffine(probability.astype(np.float32), affine, (width, height),
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out[index] = spread >= threshold
+    return out
+
+
+def encode_masks(masks: np.ndarray) -> list[str]:
+    """(D, H, W) binary masks -> compressed RLE strings (pycocotools)."""
+    from pycocotools import mask as mask_utils
+
+    return [_text(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"])
+            for mask in masks]
+
+
+def _text(counts) -> str:
+    return counts.decode() if isinstance(counts, bytes) else str(counts)
