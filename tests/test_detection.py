@@ -58,26 +58,32 @@ def test_records_hold_every_box_with_its_contiguous_label(prepared, shared_data)
     assert len(set(coco_categories.CATEGORY_IDS)) == 80
 
 
-def test_unknown_category_is_named_with_its_file(shared_data, tmp_path):
+def coco_tree(shared_data, tmp_path, edit) -> tuple:
+    """A COCO folder of the sample's images and its annotations changed by `edit(data)`."""
     root = tmp_path / "coco"
     shutil.copytree(shared_data / "coco_mini/val2017", root / "val2017")
     (root / "annotations").mkdir()
     with open(shared_data / "coco_mini/annotations/person_keypoints_val2017.json") as f:
         data = json.load(f)
-    data["annotations"][0]["category_id"] = 12  # a gap in COCO's ids
+    edit(data)
     (root / "annotations/instances_val2017.json").write_text(json.dumps(data))
+    return root, data
+
+
+def test_unknown_category_is_named_with_its_file(shared_data, tmp_path):
+    def edit(data):
+        data["annotations"][0]["category_id"] = 12  # a gap in COCO's ids
+
+    root, _ = coco_tree(shared_data, tmp_path, edit)
     with pytest.raises(ValueError, match=r"instances_val2017.json.*\[12\]"):
         prepare.prepare("coco_detection", str(root), str(tmp_path / "tfds"))
 
 
 def test_an_annotation_without_a_polygon_is_named_and_keeps_its_box(shared_data, tmp_path):
-    root = tmp_path / "coco"
-    shutil.copytree(shared_data / "coco_mini/val2017", root / "val2017")
-    (root / "annotations").mkdir()
-    with open(shared_data / "coco_mini/annotations/person_keypoints_val2017.json") as f:
-        data = json.load(f)
-    data["annotations"][0]["segmentation"] = [[10.0, 10.0, 20.0, 20.0]]  # two points
-    (root / "annotations/instances_val2017.json").write_text(json.dumps(data))
+    def edit(data):
+        data["annotations"][0]["segmentation"] = [[10.0, 10.0, 20.0, 20.0]]  # two points
+
+    root, data = coco_tree(shared_data, tmp_path, edit)
     image = next(i for i in data["images"] if i["id"] == data["annotations"][0]["image_id"])
     with pytest.warns(UserWarning, match=rf"{image['file_name']}: annotation "
                                          rf"{data['annotations'][0]['id']} has no polygon"):
