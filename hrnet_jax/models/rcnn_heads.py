@@ -148,8 +148,8 @@ class FasterRCNNHead(nn.Module):
         propose = functools.partial(rcnn.propose, anchors=anchors, image_shape=image_shape,
                                     pre_nms=2 * self.proposals if train else self.proposals,
                                     keep=self.proposals)
-        proposals = jax.vmap(lambda o, d: propose(o, d))(
-            jax.lax.stop_gradient(objectness), jax.lax.stop_gradient(deltas))
+        proposals = jax.vmap(propose)(jax.lax.stop_gradient(objectness),
+                                      jax.lax.stop_gradient(deltas))
         out = {"rpn_objectness": jnp.concatenate(objectness, 1),
                "rpn_deltas": jnp.concatenate(deltas, 1),
                "anchors": jnp.concatenate(anchors), "rois": proposals["boxes"],

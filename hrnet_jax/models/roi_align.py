@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def map_levels(boxes: jnp.ndarray, num_levels: int, finest_scale: float = 56.0) -> jnp.ndarray:
@@ -69,7 +70,8 @@ def roi_align(features: Sequence[jnp.ndarray], strides: Sequence[int], boxes: jn
         levels = map_levels(boxes, num_levels, finest_scale)
     heights = jnp.asarray([f.shape[1] for f in features], jnp.int32)
     widths = jnp.asarray([f.shape[2] for f in features], jnp.int32)
-    offsets = jnp.asarray(_cumulative([f.shape[1] * f.shape[2] for f in features]), jnp.int32)
+    sizes = [f.shape[1] * f.shape[2] for f in features]
+    offsets = jnp.asarray(np.cumsum([0, *sizes[:-1]]), jnp.int32)  # each level's first row
     scales = 1.0 / jnp.asarray(strides, jnp.float32)
     n, channels = features[0].shape[0], features[0].shape[-1]
     table = jnp.concatenate([f.reshape(n, -1, channels) for f in features], 1)  # (N, T, C)
@@ -108,10 +110,3 @@ def roi_align(features: Sequence[jnp.ndarray], strides: Sequence[int], boxes: jn
                         preferred_element_type=jnp.float32)
     return pooled.astype(features[0].dtype)
 
-
-def _cumulative(sizes: Sequence[int]) -> list[int]:
-    out, total = [], 0
-    for size in sizes:
-        out.append(total)
-        total += size
-    return out

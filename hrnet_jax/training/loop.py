@@ -41,13 +41,10 @@ def build_model(config: config_lib.ExperimentConfig):
         overrides["upsample"] = m.upsample
     if m.bn_momentum is not None:
         overrides["bn_momentum"] = m.bn_momentum
-    if m.head == "detection":
-        overrides.update(strides=tuple(m.strides), head_channels=m.head_channels,
-                         fcos_style=m.fcos_style)
-    if m.head == "faster_rcnn":
-        overrides.update(head_channels=m.head_channels,
-                         rcnn=dict(proposals=m.rcnn_proposals, rois=m.rcnn_rois))
-    return create_model(arch, m.head, m.num_classes, **overrides)
+    # The detectors' options; the other heads do not read them.
+    return create_model(arch, m.head, m.num_classes, strides=tuple(m.strides),
+                        head_channels=m.head_channels, fcos_style=m.fcos_style,
+                        rcnn=dict(proposals=m.rcnn_proposals, rois=m.rcnn_rois), **overrides)
 
 
 class Trainer:

@@ -22,10 +22,9 @@ from hrnet_jax.training.checkpoint import Checkpointer
 CLASSIFICATION_HEAD = ("incre_modules.*", "downsamp_modules.*", "final_layer.*", "classifier.*")
 
 
-def load_backbone(path: str, arch: Any) -> tuple[dict, weights.LoadReport]:
-    """The backbone variables of a PyTorch checkpoint file; strict apart from the
-    classification head, which is listed in `report.ignored`."""
-    state_dict = weights.load_state_dict_file(path)
+def load_backbone(state_dict: dict, arch: Any, path: str) -> tuple[dict, weights.LoadReport]:
+    """The backbone variables of a PyTorch state_dict (read from `path`); strict apart from
+    the classification head, which is listed in `report.ignored`."""
     variables, report = weights.from_torch(arch, None, state_dict, strict=False,
                                            ignore=CLASSIFICATION_HEAD)
     if not report.ok:
@@ -40,26 +39,22 @@ def load_run(path: str) -> dict:
     return {c: {"backbone": tree["backbone"]} for c, tree in variables.items()}
 
 
-def load_whole(path: str, model: Any) -> tuple[dict, weights.LoadReport] | None:
-    """The whole model's variables from a PyTorch file holding its head too (None when the file
-    holds none of the head's keys). Detectors of a style trained on BGR images (mmdet's FCOS)
-    are read with their first conv turned to RGB."""
+def load_whole(state_dict: dict, model: Any, path: str) -> tuple[dict, weights.LoadReport] | None:
+    """The whole model's variables from a PyTorch state_dict (read from `path`) holding its
+    head too (None when it holds none of the head's keys). Detectors of a style trained on BGR
+    images (mmdet's FCOS) are read with their first conv turned to RGB."""
     if model.head is None:
         return None
-    state_dict = weights.load_state_dict_file(path)
-    options = {}
-    if model.head in ("detection", "faster_rcnn"):
-        options = dict(strides=model.strides, head_channels=model.head_channels)
-    if model.head == "detection":
-        options.update(fcos_style=model.fcos_style,
-                       bgr=style_named(model.fcos_style).bgr_checkpoints)
     abstract = weights.abstract_variables(model)
     head_keys = weights.key_map({c: {"head": tree["head"]} for c, tree in abstract.items()
                                  if "head" in tree}, model.head)
     if not set(head_keys) & set(weights.stripped_names(state_dict)):
         return None
-    variables, report = weights.from_torch(model.arch, model.head, state_dict, model.num_classes,
-                                           strict=False, **options)
+    # The model's own head options (those the head does not use change nothing).
+    variables, report = weights.from_torch(
+        model.arch, model.head, state_dict, model.num_classes, strict=False,
+        bgr=style_named(model.fcos_style).bgr_checkpoints, strides=model.strides,
+        head_channels=model.head_channels, fcos_style=model.fcos_style)
     if not report.ok:
         raise weights.WeightLoadError(report, source=path)
     return variables, report
@@ -69,7 +64,8 @@ def initialise_from(path: str, model: Any, fresh: dict) -> tuple[dict, str]:
     """`fresh` variables ({'params', 'batch_stats'}) with the backbone (or the whole model)
     taken from `path`, and a one-paragraph account of what was loaded, left over and newly
     initialised."""
-    whole = None if os.path.isdir(path) else load_whole(path, model)
+    state_dict = None if os.path.isdir(path) else weights.load_state_dict_file(path)
+    whole = None if state_dict is None else load_whole(state_dict, model, path)
     if whole is not None:
         variables, report = whole
         return variables, (f"pretrained {path}: the whole model, {len(report.loaded)} tensors "
@@ -79,7 +75,7 @@ def initialise_from(path: str, model: Any, fresh: dict) -> tuple[dict, str]:
         backbone, source = load_run(path), f"run checkpoint {path}"
         leftovers = "its head left over as expected"
     else:
-        backbone, load_report = load_backbone(path, arch)
+        backbone, load_report = load_backbone(state_dict, arch, path)
         source = f"{path}: {len(load_report.loaded)} tensors"
         leftovers = f"{len(load_report.ignored)} classification-head tensors left over as expected"
     variables, carried = surgery.carry_into(backbone, fresh, carry=("backbone",))
