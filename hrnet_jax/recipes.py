@@ -278,6 +278,16 @@ def faster_rcnn_coco(arch: str) -> ExperimentConfig:
     return config
 
 
+def mask_rcnn_coco(arch: str) -> ExperimentConfig:
+    """Mask R-CNN on HRNetV2p, mmdet's 1x recipe (mask_rcnn_hrnetv2p_w*_1x_coco): Faster R-CNN's
+    (above), and the mask head on RoIAlign 14x14 (adaptive sampling) of the positive RoIs, 28x28
+    masks, binary cross-entropy of each RoI's own class; evaluation pastes each detection's mask
+    into the image at threshold 0.5 (box and mask AP)."""
+    config = faster_rcnn_coco(arch)
+    config.model.head = "mask_rcnn"
+    return config
+
+
 def faster_rcnn_smoke(config: ExperimentConfig) -> ExperimentConfig:
     """FCOS's smoke (a tiny model on the real sample), with 100 proposals and 64 RoIs an
     image."""

@@ -9,7 +9,8 @@ segmentation `last_layer.{0,1,3}`, HRNet-OCR `conv3x3_ocr` / `aux_head` / `ocr_d
 (HRFPN) `reduction_conv.conv` / `fpn_convs.K.conv`, detection mmdet's HRNetV2p FCOS
 (`neck.*` HRFPN, `bbox_head.{cls,reg}_convs.K.{conv,gn}`, `conv_cls`, `conv_reg`,
 `conv_centerness`, `scales.K.scale`), faster_rcnn mmdet's HRNetV2p Faster R-CNN (`neck.*`,
-`rpn_head.rpn_{conv,cls,reg}`, `roi_head.bbox_head.{shared_fcs.0,shared_fcs.1,fc_cls,fc_reg}`).
+`rpn_head.rpn_{conv,cls,reg}`, `roi_head.bbox_head.{shared_fcs.0,shared_fcs.1,fc_cls,fc_reg}`),
+mask_rcnn its Mask R-CNN (those, and `roi_head.mask_head.{convs.K.conv,upsample,conv_logits}`).
 Wrapper prefixes (`module.`, `model.`, `backbone.`,
 `neck.`) are stripped on reading; detector weights are written with mmdet's `backbone.` and
 `neck.` prefixes.
@@ -62,6 +63,15 @@ def _hrfpn_rules(scope: str) -> list[tuple[str, str]]:
             (rf"^{scope}fpn(\d+)$", r"fpn_convs.\1.conv")]
 
 
+_FASTER_RCNN_RULES = [*_hrfpn_rules("neck/"),
+                      (r"^rpn/shared$", "rpn_head.rpn_conv"),
+                      (r"^rpn/objectness$", "rpn_head.rpn_cls"),
+                      (r"^rpn/deltas$", "rpn_head.rpn_reg"),
+                      (r"^box_head/fc1$", "roi_head.bbox_head.shared_fcs.0"),
+                      (r"^box_head/fc2$", "roi_head.bbox_head.shared_fcs.1"),
+                      (r"^box_head/classifier$", "roi_head.bbox_head.fc_cls"),
+                      (r"^box_head/deltas$", "roi_head.bbox_head.fc_reg")]
+
 _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
     "classification": [(r"^incre(\d+)/", r"incre_modules.\1.0."),
                        (r"^downsamp(\d+)/", r"downsamp_modules.\1."),
@@ -92,16 +102,14 @@ _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
                   (r"^fcos/box_pred$", "bbox_head.conv_reg"),
                   (r"^fcos/centerness$", "bbox_head.conv_centerness"),
                   (r"^fcos$", "bbox_head")],
-    "faster_rcnn": [*_hrfpn_rules("neck/"),
-                    (r"^rpn/shared$", "rpn_head.rpn_conv"), (r"^rpn/objectness$", "rpn_head.rpn_cls"),
-                    (r"^rpn/deltas$", "rpn_head.rpn_reg"),
-                    (r"^box_head/fc1$", "roi_head.bbox_head.shared_fcs.0"),
-                    (r"^box_head/fc2$", "roi_head.bbox_head.shared_fcs.1"),
-                    (r"^box_head/classifier$", "roi_head.bbox_head.fc_cls"),
-                    (r"^box_head/deltas$", "roi_head.bbox_head.fc_reg")],
+    "faster_rcnn": _FASTER_RCNN_RULES,
+    "mask_rcnn": [*_FASTER_RCNN_RULES,
+                  (r"^mask_head/conv(\d+)$", r"roi_head.mask_head.convs.\1.conv"),
+                  (r"^mask_head/upsample$", "roi_head.mask_head.upsample"),
+                  (r"^mask_head/classifier$", "roi_head.mask_head.conv_logits")],
 }
 # mmdet's full names of a detector's parts (written by to_torch; stripped on reading).
-_MMDET_HEADS = ("detection", "faster_rcnn")
+_MMDET_HEADS = ("detection", "faster_rcnn", "mask_rcnn")
 _MMDET_SCOPES = (("bbox_head.", ""), ("rpn_head.", ""), ("roi_head.", ""),
                  ("reduction_conv.", "neck."), ("fpn_convs.", "neck."), ("", "backbone."))
 _STEM_KERNEL = ("params", "backbone", "stem", "conv1", "kernel")
@@ -144,6 +152,7 @@ _TORCH_MODULE_ORDER = {name: rank for rank, name in enumerate((
     "conv_bn_dropout", "cls_head", "aux_head", "head", "reduction_conv", "fpn_convs",
     "bbox_head", "cls_convs", "reg_convs", "conv_cls", "conv_reg", "conv_centerness", "scales",
     "rpn_head", "rpn_conv", "rpn_cls", "rpn_reg", "roi_head", "shared_fcs", "fc_cls", "fc_reg",
+    "mask_head", "convs", "upsample", "conv_logits",
     "conv", "gn", "scale", "weight", "bias", "running_mean", "running_var",
     "num_batches_tracked"))}
 
@@ -235,8 +244,9 @@ def _infer_num_classes(head: str | None, state_dict: Mapping[str, Any]) -> int |
     weight_key = {"classification": "classifier.weight", "segmentation": "last_layer.3.weight",
                   "segmentation_ocr": "cls_head.weight", "detection": "bbox_head.conv_cls.weight",
                   "faster_rcnn": "roi_head.bbox_head.fc_cls.weight",
+                  "mask_rcnn": "roi_head.bbox_head.fc_cls.weight",
                   "landmarks": "head.3.weight", "pose": "final_layer.weight"}.get(head or "")
-    background = int(head == "faster_rcnn")  # its classifier has a background row
+    background = int(head in ("faster_rcnn", "mask_rcnn"))  # a background row in fc_cls
     for name, key in _strip_wrappers(state_dict).items():
         if name == weight_key:
             return int(np.shape(state_dict[key])[0]) - background

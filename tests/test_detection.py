@@ -70,29 +70,34 @@ def coco_tree(shared_data, tmp_path, edit) -> tuple:
     return root, data
 
 
-def test_unknown_category_is_named_with_its_file(shared_data, tmp_path):
+def test_bad_annotations_are_named_with_their_image_and_the_rest_kept(shared_data, tmp_path):
+    """An unknown category (left out), a box under 1x1 pixel (kept for evaluation, not for
+    training) and a polygon of two points (box kept, mask empty): each warning names the image
+    and the annotation, and the preparation keeps everything else."""
     def edit(data):
         data["annotations"][0]["category_id"] = 12  # a gap in COCO's ids
-
-    root, _ = coco_tree(shared_data, tmp_path, edit)
-    with pytest.raises(ValueError, match=r"instances_val2017.json.*\[12\]"):
-        prepare.prepare("coco_detection", str(root), str(tmp_path / "tfds"))
-
-
-def test_an_annotation_without_a_polygon_is_named_and_keeps_its_box(shared_data, tmp_path):
-    def edit(data):
-        data["annotations"][0]["segmentation"] = [[10.0, 10.0, 20.0, 20.0]]  # two points
+        data["annotations"][1]["bbox"][2] = 0.0
+        data["annotations"][2]["segmentation"] = [[10.0, 10.0, 20.0, 20.0]]  # two points
 
     root, data = coco_tree(shared_data, tmp_path, edit)
-    image = next(i for i in data["images"] if i["id"] == data["annotations"][0]["image_id"])
-    with pytest.warns(UserWarning, match=rf"{image['file_name']}: annotation "
-                                         rf"{data['annotations'][0]['id']} has no polygon"):
+    file_names = {image["id"]: image["file_name"] for image in data["images"]}
+    unknown, speck, polygon_less = data["annotations"][:3]
+    with pytest.warns(UserWarning) as caught:
         prepare.prepare("coco_detection", str(root), str(tmp_path / "tfds"))
+    messages = "\n".join(str(w.message) for w in caught)
+    for annotation, words in ((unknown, "has category id 12, not one of COCO's 80 detection "
+                                        "categories: left out"),
+                              (speck, "has a 0.0x"), (polygon_less, "has no polygon")):
+        assert f"{file_names[annotation['image_id']]}: annotation {annotation['id']} {words}" \
+            in messages, messages
     source = tfds.builder("hrnet_coco_detection", data_dir=str(tmp_path / "tfds")).as_data_source("val")
-    objects = detection.object_arrays(next(source[i] for i in range(len(source))
-                                           if int(source[i]["image_id"]) == image["id"]))
-    assert len(objects["bbox"]) == sum(a["image_id"] == image["id"] for a in data["annotations"])
-    assert "" in [m.decode() if isinstance(m, bytes) else m for m in objects["mask"]]
+    kept = {int(source[i]["image_id"]): detection.object_arrays(source[i])
+            for i in range(len(source))}
+    for image_id, objects in kept.items():
+        expected = [a for a in data["annotations"] if a["image_id"] == image_id and a is not unknown]
+        assert len(objects["bbox"]) == len(expected)
+    masks = [m.decode() if isinstance(m, bytes) else m for m in kept[polygon_less["image_id"]]["mask"]]
+    assert "" in masks
 
 
 def test_resizing_follows_short_800_long_1333_into_the_orientations_bucket():
@@ -125,6 +130,33 @@ def test_training_boxes_leave_out_crowds_and_specks_and_keep_the_largest():
     np.testing.assert_allclose(detection.flip_boxes(flipped, 100), objects["bbox"])
 
 
+def test_box_masks_follow_the_boxes_that_train_and_mirror_with_the_image():
+    """training_boxes' box_masks: each kept box's mask resampled inside it, in the kept boxes'
+    order (largest first when max_boxes drops some); flip_masks + flip_boxes mirror them."""
+    from hrnet_jax.data.synthetic import SyntheticDetection
+
+    record = next(r for r in map(SyntheticDetection(40, (64, 64), seed=3).__getitem__, range(40))
+                  if len(r["objects"]["bbox"]) == 3)
+    objects = detection.object_arrays(record)
+    full = detection.decode_masks(objects["mask"], 64, 64)
+    out = detection.training_boxes(objects, 2.0, 4, mask_image_size=(64, 64))
+    np.testing.assert_allclose(out["box_masks"][:3],
+                               detection.box_relative_masks(full, objects["bbox"]))
+    assert out["box_masks"].shape == (4, 56, 56) and out["box_masks"][3].max() == 0
+    with pytest.warns(UserWarning, match="1 dropped"):
+        two = detection.training_boxes(objects, 1.0, 2, mask_image_size=(64, 64))
+    largest = np.argsort(-objects["bbox"][:, 2] * objects["bbox"][:, 3], kind="stable")[:2]
+    np.testing.assert_allclose(two["box_masks"], out["box_masks"][largest])
+    mirrored = {**objects, "bbox": detection.flip_boxes(objects["bbox"], 64),
+                "mask": detection.flip_masks(objects["mask"], 64, 64)}
+    np.testing.assert_array_equal(detection.decode_masks(mirrored["mask"], 64, 64), full[:, :, ::-1])
+    flipped = detection.training_boxes(mirrored, 2.0, 4, mask_image_size=(64, 64))
+    np.testing.assert_allclose(flipped["box_masks"], out["box_masks"][..., ::-1], atol=1e-5)
+    del objects["mask"]
+    with pytest.raises(ValueError, match="an image: the objects carry no instance masks"):
+        detection.training_boxes(objects, 1.0, 4, mask_image_size=(64, 64))
+
+
 def test_generated_shapes_are_boxed_tightly_and_apart():
     from hrnet_jax.data.synthetic import SyntheticDetection
 
@@ -143,6 +175,10 @@ def test_generated_shapes_are_boxed_tightly_and_apart():
             assert not covered[y:y + h, x:x + w].all()
             covered[y:y + h, x:x + w] = True
         assert (saturation > 100)[~covered].mean() < 0.01  # nothing saturated outside the boxes
+        masks = detection.decode_masks(objects["mask"], 64, 64).astype(bool)
+        for mask, (x, y, w, h) in zip(masks, objects["bbox"].astype(int)):  # tight in the box
+            assert mask[y:y + h, x:x + w].sum() == mask.sum() and mask[y].any() and mask[:, x].any()
+        assert (masks.any(0) == (saturation > 100)).mean() > 0.98
         assert set(objects["label"].tolist()) <= {0, 1, 2, 3}
     assert min(counts) >= 1 and max(counts) == 3
 
@@ -360,21 +396,23 @@ def test_predict_draws_captioned_boxes(smoke_run, shared_data, tmp_path):
     assert (below == PREDICTION_COLOUR).all(-1).sum() > 200
 
 
-def test_faster_rcnn_train_step_learns_a_batch_through_both_stages():
-    """The real train step (Task.model_inputs hands the boxes to the forward, which samples its
-    RoIs): every part of the model gets gradients, and a few steps on one batch of generated
-    shapes lower both stages' losses."""
+def test_mask_rcnn_train_step_learns_a_batch_and_inference_masks_its_detections():
+    """The real train step of Mask R-CNN (Faster R-CNN plus the mask head: one code path) on
+    generated shapes with their masks (Task.model_inputs hands the boxes to the forward, which
+    samples its RoIs): every part of the model gets gradients, a few steps lower both stages'
+    classification losses and the mask loss. Inference returns the detections with one 28x28
+    mask probability map each."""
     from hrnet_jax.data import pipeline
     from hrnet_jax.training import optim, step as step_lib
     from hrnet_jax.training.loop import build_model
 
-    config = load("det_synthetic:smoke")
-    config.model.head, config.model.head_channels = "faster_rcnn", 32
-    config.model.rcnn_proposals, config.model.rcnn_rois = 100, 64
+    config = load("inst_synthetic:smoke")
     config.optim.optimizer, config.optim.learning_rate, config.optim.warmup_steps = "sgd", 0.002, 0
+    config.eval.max_detections, config.eval.score_threshold = 20, 0.0  # any detections
     task, model = make_task(config), build_model(config)
     source, _ = task.dataset.sources(config.data)
     batch = next(iter(pipeline.train_loader(source, task.prepare, 2, 0)))
+    assert batch["box_masks"].shape == (2, 4, 56, 56) and batch["box_masks"].max() == 1.0
     tx = optim.make_optimizer(config.optim, 100)
     state = jax.jit(lambda: step_lib.init_state(model, tx, (64, 64, 3), 0))()
     train_step = jax.jit(step_lib.make_train_step(model, tx, task))
@@ -386,10 +424,15 @@ def test_faster_rcnn_train_step_learns_a_batch_through_both_stages():
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                          before, state["params"])
     assert max(jax.tree.leaves(moved["backbone"])) > 0
-    for part in ("neck", "rpn", "box_head"):
+    for part in ("neck", "rpn", "box_head", "mask_head"):
         assert min(jax.tree.leaves(moved["head"][part])) > 0, part
-    for key in ("loss_rpn_cls", "loss_rcnn_cls"):
+    for key in ("loss_rpn_cls", "loss_rcnn_cls", "loss_mask"):
         assert figures[-1][key] < figures[0][key], (key, [f[key] for f in figures])
+    predict = jax.jit(step_lib.make_predict(model, task.postprocess))
+    found = jax.device_get(predict(state, batch["image"]))
+    assert found["boxes"].shape == (2, 20, 4) and found["masks"].shape == (2, 20, 28, 28)
+    assert 0 <= found["masks"].min() and found["masks"].max() <= 1
+    assert found["valid"].any() and (found["classes"][found["valid"]] >= 0).all()
 
 
 @pytest.mark.slow

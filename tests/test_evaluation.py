@@ -119,3 +119,39 @@ def test_nme_failure_rate_and_auc_known_answers():
     assert summary["auc"] == pytest.approx(0.25, abs=1e-3)  # half the faces from 0.05 to 0.1
     perfect = nme.landmark_summary(np.zeros(3))
     assert perfect == {"nme": 0.0, "failure_rate": 0.0, "auc": pytest.approx(1.0)}
+
+
+def test_gathered_rows_carry_text_columns_between_hosts(monkeypatch):
+    """Mask R-CNN's rows hold RLE strings: gather_rows sends them as zero-padded bytes. Two
+    hosts simulated by two threads meeting in a fake allgather (the real collective is
+    test_multihost's): each gets both hosts' rows, strings intact, in host order."""
+    import threading
+
+    from hrnet_jax.training import sharding
+
+    meeting = threading.Barrier(2)
+    slots: dict[int, np.ndarray] = {}
+    host = threading.local()
+
+    def allgather(value):
+        slots[host.index] = np.asarray(value)
+        meeting.wait()
+        stacked = np.stack([slots[0], slots[1]])
+        meeting.wait()  # both have read before the next call writes
+        return stacked
+
+    monkeypatch.setattr(sharding, "process_allgather", allgather)
+    rows = [{"mask": np.array(["a1b2", "Z<~ 9", "é"], object), "score": np.array([1., 2., 3.])},
+            {"mask": np.array(["longer RLE string 0"], object), "score": np.array([4.])}]
+    out = [None, None]
+
+    def run(index):
+        host.index = index
+        out[index] = sharding.gather_rows(rows[index])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    for gathered in out:
+        assert gathered["mask"].tolist() == ["a1b2", "Z<~ 9", "é", "longer RLE string 0"]
+        assert gathered["score"].tolist() == [1., 2., 3., 4.]

@@ -310,8 +310,8 @@ def test_mask_head_equals_torchvisions_mask_heads_and_predictor():
     conv = lambda layer: {"kernel": layer.weight.detach().numpy().transpose(2, 3, 1, 0),
                           "bias": layer.bias.detach().numpy()}
     params = {f"conv{k}": conv(convs[k][0]) for k in range(4)}
-    params["upsample"] = {"kernel": predictor.conv5_mask.weight.detach().numpy().transpose(2, 3, 0, 1),
-                          "bias": predictor.conv5_mask.bias.detach().numpy()}
+    # ConvTranspose2d's (in, out, 2, 2) weight converts as a conv's (weights.from_torch's rule)
+    params["upsample"] = conv(predictor.conv5_mask)
     params["classifier"] = conv(predictor.mask_fcn_logits)
     masks = np.asarray(head.apply({"params": params}, rois))
     with torch.no_grad():
@@ -416,35 +416,46 @@ def test_losses_known_answers():
     assert float(figures["loss_rcnn_box"]) == 0.0
 
 
-def test_faster_rcnn_weights_in_mmdets_layout_round_trip():
-    """mmdet's names for every part (backbone., neck., rpn_head., roi_head.bbox_head.), the
-    number of classes read from fc_cls (background row excluded), strict both ways."""
+@pytest.mark.parametrize("head", ["faster_rcnn", "mask_rcnn"])
+def test_rcnn_weights_in_mmdets_layout_round_trip(head):
+    """mmdet's names for every part (backbone., neck., rpn_head., roi_head.bbox_head., Mask
+    R-CNN's roi_head.mask_head. with the transposed conv's (in, out, 2, 2) weight), the number
+    of classes read from fc_cls (background row excluded), strict both ways."""
     from hrnet_jax import weights
     from hrnet_jax.models import create_model, tiny_arch
 
     from test_weights import assert_state_dicts_equal
 
     arch = tiny_arch(4)
-    model = create_model(arch, "faster_rcnn", 3, head_channels=32)
+    model = create_model(arch, head, 3, head_channels=32)
     rng = np.random.default_rng(14)  # shapes traced only (nothing compiled), values random
     variables = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32),
                              weights.abstract_variables(model))
-    state_dict = weights.to_torch(variables, "faster_rcnn")
+    state_dict = weights.to_torch(variables, head)
     assert "backbone.stage2.0.branches.0.0.conv1.weight" in state_dict
-    for key, shape in {"backbone.conv1.weight": (8, 3, 3, 3),
-                       "neck.reduction_conv.conv.weight": (32, 60, 1, 1),
-                       "rpn_head.rpn_cls.weight": (3, 32, 1, 1),
-                       "rpn_head.rpn_reg.weight": (12, 32, 1, 1),
-                       "roi_head.bbox_head.shared_fcs.0.weight": (1024, 32 * 7 * 7),
-                       "roi_head.bbox_head.fc_cls.weight": (4, 1024),
-                       "roi_head.bbox_head.fc_reg.weight": (12, 1024)}.items():
+    shapes = {"backbone.conv1.weight": (8, 3, 3, 3),
+              "neck.reduction_conv.conv.weight": (32, 60, 1, 1),
+              "rpn_head.rpn_cls.weight": (3, 32, 1, 1),
+              "rpn_head.rpn_reg.weight": (12, 32, 1, 1),
+              "roi_head.bbox_head.shared_fcs.0.weight": (1024, 32 * 7 * 7),
+              "roi_head.bbox_head.fc_cls.weight": (4, 1024),
+              "roi_head.bbox_head.fc_reg.weight": (12, 1024)}
+    if head == "mask_rcnn":  # FCNMaskHead: convs.K.conv, upsample (ConvTranspose2d), conv_logits
+        shapes.update({"roi_head.mask_head.convs.3.conv.weight": (32, 32, 3, 3),
+                       "roi_head.mask_head.upsample.weight": (32, 32, 2, 2),
+                       "roi_head.mask_head.conv_logits.weight": (3, 32, 1, 1)})
+        upsample = variables["params"]["head"]["mask_head"]["upsample"]["kernel"]  # (2, 2, out, in)
+        np.testing.assert_array_equal(state_dict["roi_head.mask_head.upsample.weight"],
+                                      np.transpose(upsample, (3, 2, 0, 1)))
+    assert not [k for k in state_dict if "mask_head" in k] or head == "mask_rcnn"
+    for key, shape in shapes.items():
         assert state_dict[key].shape == shape, key
-    loaded = weights.from_torch(arch, "faster_rcnn", state_dict, head_channels=32)
+    loaded = weights.from_torch(arch, head, state_dict, head_channels=32)
     assert loaded["params"]["head"]["box_head"]["classifier"]["kernel"].shape == (1024, 4)
-    assert_state_dicts_equal(weights.to_torch(loaded, "faster_rcnn"), state_dict)
+    assert_state_dicts_equal(weights.to_torch(loaded, head), state_dict)
     del state_dict["rpn_head.rpn_reg.bias"]
     with pytest.raises(weights.WeightLoadError, match=r"rpn_head\.rpn_reg\.bias"):
-        weights.from_torch(arch, "faster_rcnn", state_dict, head_channels=32)
+        weights.from_torch(arch, head, state_dict, head_channels=32)
 
 
 def test_instance_masks_decode_to_cocos_areas_and_targets_agree_with_roi_aligned_masks(

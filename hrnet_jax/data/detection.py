@@ -71,26 +71,38 @@ def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
 
 
 def training_boxes(objects: dict[str, np.ndarray], scale: float, max_boxes: int,
-                   name: str = "an image") -> dict[str, np.ndarray]:
+                   name: str = "an image", mask_image_size: tuple[int, int] | None = None
+                   ) -> dict[str, np.ndarray]:
     """Non-crowd boxes of at least 1x1 pixel, scaled, as x0, y0, x1, y1 padded to `max_boxes`
     (the largest kept where there are more, said once an image with how many were dropped),
-    labels and the mask of real rows."""
-    boxes, labels = objects["bbox"], objects["label"]
-    keep = (objects["iscrowd"] == 0) & (boxes[:, 2] >= 1) & (boxes[:, 3] >= 1)
-    boxes, labels = boxes[keep], labels[keep]
-    if len(boxes) > max_boxes:
-        warnings.warn(f"{name}: {len(boxes)} boxes train, data.max_boxes={max_boxes} kept (the "
-                      f"largest), {len(boxes) - max_boxes} dropped; raise data.max_boxes to keep "
+    labels and the mask of real rows. With `mask_image_size` (H, W), the size of the image the
+    objects' RLE masks describe, also `box_masks` (max_boxes, S, S): each kept box's mask
+    resampled inside it (box_relative_masks)."""
+    boxes = objects["bbox"]
+    rows = np.flatnonzero((objects["iscrowd"] == 0) & (boxes[:, 2] >= 1) & (boxes[:, 3] >= 1))
+    if len(rows) > max_boxes:
+        warnings.warn(f"{name}: {len(rows)} boxes train, data.max_boxes={max_boxes} kept (the "
+                      f"largest), {len(rows) - max_boxes} dropped; raise data.max_boxes to keep "
                       "them all", stacklevel=2)
-        largest = np.argsort(-boxes[:, 2] * boxes[:, 3], kind="stable")[:max_boxes]
-        boxes, labels = boxes[largest], labels[largest]
+        area = boxes[rows, 2] * boxes[rows, 3]
+        rows = rows[np.argsort(-area, kind="stable")[:max_boxes]]
+    boxes, labels = boxes[rows], objects["label"][rows]
     corners = np.zeros((max_boxes, 4), np.float32)
     corners[:len(boxes)] = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1) * scale
     padded_labels = np.zeros(max_boxes, np.int32)
     padded_labels[:len(labels)] = labels
     mask = np.zeros(max_boxes, np.float32)
     mask[:len(boxes)] = 1.0
-    return {"boxes": corners, "labels": padded_labels, "box_mask": mask}
+    out = {"boxes": corners, "labels": padded_labels, "box_mask": mask}
+    if mask_image_size is not None:
+        if "mask" not in objects:
+            raise ValueError(f"{name}: the objects carry no instance masks (objects/mask); "
+                             "prepare the dataset with masks (the COCO builder 1.1.0 keeps them)")
+        box_masks = np.zeros((max_boxes, BOX_MASK_SIZE, BOX_MASK_SIZE), np.float32)
+        box_masks[:len(rows)] = box_relative_masks(
+            decode_masks(objects["mask"][rows], *mask_image_size), boxes)
+        out["box_masks"] = box_masks
+    return out
 
 
 class DetectionRecords:
@@ -148,6 +160,20 @@ def decode_masks(rles: Any, height: int, width: int) -> np.ndarray:
         if counts:
             masks[index] = mask_utils.decode({"size": [height, width], "counts": counts.encode()})
     return masks
+
+
+def flip_masks(rles: Any, height: int, width: int) -> np.ndarray:
+    """Compressed RLE strings of a height x width image, mirrored left-right (re-encoded)."""
+    from pycocotools import mask as mask_utils
+
+    flipped = []
+    for counts in rles:
+        counts = counts.decode() if isinstance(counts, bytes) else counts
+        if counts:
+            mask = decode_masks([counts], height, width)[0][:, ::-1]
+            counts = mask_utils.encode(np.asfortranarray(mask))["counts"].decode()
+        flipped.append(counts)
+    return np.asarray(flipped, object).reshape(len(flipped))
 
 
 def box_relative_masks(masks: np.ndarray, boxes: np.ndarray, size: int = BOX_MASK_SIZE

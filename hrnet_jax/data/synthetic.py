@@ -8,8 +8,8 @@ they never stand in for a real dataset.
   stripe texture, the shape kind is random; per-pixel labels (0 = background).
 - pose: stick figures with K joints drawn as coloured discs joined by limbs; joint coordinates.
 - classification: one shape a picture (disc, square, triangle, cross), random colour and size.
-- detection: 1 to `max_objects` such shapes apart from each other, each boxed and labelled with
-  its kind, in the record layout of the COCO detection builder.
+- detection: 1 to `max_objects` such shapes apart from each other, each boxed, labelled with
+  its kind and masked (compressed RLE), in the record layout of the COCO detection builder.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import dataclasses
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 
 SEGMENTATION_CLASSES = ("background", "red", "green", "blue", "yellow")
 _CLASS_COLOURS = np.array([[200, 60, 60], [60, 190, 70], [60, 80, 210], [215, 205, 60]], np.float32)
@@ -151,7 +152,7 @@ class SyntheticDetection(_Source):
         h, w = self.image_size
         image = _background(rng, (h, w))
         taken = np.zeros((h, w), bool)
-        boxes, labels = [], []
+        boxes, labels, masks = [], [], []
         for _ in range(rng.integers(1, self.max_objects + 1)):
             cls = int(rng.integers(self.num_classes))
             radius = int(rng.uniform(0.1, 0.25) * min(h, w))
@@ -165,10 +166,12 @@ class SyntheticDetection(_Source):
             ys, xs = np.nonzero(mask)
             boxes.append([xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()])
             labels.append(cls)
+            masks.append(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"])
         image += rng.normal(0, 8, image.shape)
         boxes = np.array(boxes, np.float32).reshape(-1, 4)
         return {"image": np.clip(image, 0, 255).astype(np.uint8), "image_id": np.int64(index),
                 "objects": {"bbox": boxes, "label": np.array(labels, np.int64),
                             "area": boxes[:, 2] * boxes[:, 3],
-                            "iscrowd": np.zeros(len(boxes), np.int32)}}
+                            "iscrowd": np.zeros(len(boxes), np.int32),
+                            "mask": [m.decode() for m in masks]}}
 

@@ -51,9 +51,10 @@ def box_ground_truth(images: list[dict], objects: dict[str, np.ndarray],
                       "category_id": int(objects["category_id"][row]),
                       "bbox": objects["bbox"][row].astype(float).tolist(),
                       "area": float(objects["area"][row]), "iscrowd": int(objects["iscrowd"][row])}
-        if "mask" in objects:
-            annotation["segmentation"] = {"size": sizes[annotation["image_id"]],
-                                          "counts": _text(objects["mask"][row])}
+        if "mask" in objects:  # an empty string (no polygon to draw): an empty mask
+            size = sizes[annotation["image_id"]]
+            counts = _text(objects["mask"][row]) or _empty_rle(*size)
+            annotation["segmentation"] = {"size": size, "counts": counts}
         annotations.append(annotation)
     return {"images": list(images), "annotations": annotations,
             "categories": [{"id": i, "name": name} for i, name in categories]}
@@ -112,6 +113,10 @@ def encode_masks(masks: np.ndarray) -> list[str]:
 
     return [_text(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"])
             for mask in masks]
+
+
+def _empty_rle(height: int, width: int) -> str:
+    return encode_masks(np.zeros((1, height, width), np.uint8))[0]
 
 
 def _text(counts) -> str:

@@ -20,7 +20,7 @@ from hrnet_jax.models.ocr_head import OCRHead
 from hrnet_jax.models.rcnn_heads import FasterRCNNHead
 
 HEADS = (None, "classification", "segmentation", "segmentation_ocr", "pose", "landmarks", "pyramid",
-         "detection", "faster_rcnn")
+         "detection", "faster_rcnn", "mask_rcnn")
 
 # The papers' per-task defaults. bn_momentum is Flax's: PyTorch 0.1 -> 0.9, 0.01 -> 0.99.
 HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
@@ -35,6 +35,7 @@ HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
     "pyramid": dict(upsample="nearest", bn_momentum=0.9),
     "detection": dict(upsample="nearest", bn_momentum=0.9, num_classes=80),
     "faster_rcnn": dict(upsample="nearest", bn_momentum=0.9, num_classes=80),
+    "mask_rcnn": dict(upsample="nearest", bn_momentum=0.9, num_classes=80),
 }
 
 LAYER_OPTIONS = tuple(f.name for f in dataclasses.fields(LayerConfig))
@@ -50,11 +51,11 @@ class HRNet(nn.Module):
     strides: tuple[int, ...] = PYRAMID_STRIDES[1]  # detection's pyramid levels
     head_channels: int = 256  # detection's pyramid and FCOS towers
     fcos_style: str = "improved"  # detection: hrnet_jax.models.fcos_head.FCOS_STYLES
-    rcnn: tuple[tuple[str, int], ...] = ()  # faster_rcnn: FasterRCNNHead's sizes, as pairs
+    rcnn: tuple[tuple[str, Any], ...] = ()  # faster/mask_rcnn: FasterRCNNHead's options, as pairs
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, targets: dict | None = None) -> Any:
-        """`targets`: what a head trains on inside its forward (Faster R-CNN's ground truth,
+        """`targets`: what a head trains on inside its forward (the R-CNNs' ground truth,
         Task.model_inputs); the other heads take none."""
         # HRNetV1 for pose: the last module fuses into branch 0 only; the other heads use all.
         xs = HRNetBackbone(self.arch, self.layers, multi_scale_output=self.head != "pose",
@@ -72,22 +73,25 @@ class HRNet(nn.Module):
         if self.head == "detection":
             return DetectionHead(self.num_classes, self.layers, self.strides, self.head_channels,
                                  self.fcos_style, name="head")(xs, train)
-        if self.head == "faster_rcnn":
+        if self.head in ("faster_rcnn", "mask_rcnn"):
             return FasterRCNNHead(self.num_classes, self.layers, self.head_channels,
-                                  **dict(self.rcnn), name="head")(xs, train, targets)
+                                  masks=self.head == "mask_rcnn", **dict(self.rcnn),
+                                  name="head")(xs, train, targets)
         return PyramidNeck(self.layers, name="head")(xs, train)
 
 
 def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int | None = None,
                  strides: tuple[int, ...] = PYRAMID_STRIDES[1], head_channels: int = 256,
-                 fcos_style: str = "improved", rcnn: dict[str, int] | None = None,
+                 fcos_style: str = "improved", rcnn: dict[str, Any] | None = None,
                  **overrides: Any) -> HRNet:
     """Build an HRNet. `arch` names a preset (see `ARCHS`) or is an `ArchSpec`.
 
     strides: the detection head's pyramid levels, (8, ..., 128) as mmdet's HRNet-FCOS or the
     neck's own (4, ..., 64); head_channels: its pyramid's and towers' width (256 in FCOS; a
     multiple of 32, the GroupNorm groups); fcos_style: "improved" or "mmdet" (FCOS_STYLES);
-    rcnn: Faster R-CNN's `proposals` kept and `rois` sampled an image (1000, 512).
+    rcnn: the R-CNNs' options (FasterRCNNHead's fields): `proposals` kept and `rois` sampled an
+    image (1000, 512), and the detection settings of inference (`score_threshold`,
+    `nms_threshold`, `detections`, `pre_nms`).
     overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype,
     scan_modules, norm_eval);
     the head picks the papers' defaults for the rest.

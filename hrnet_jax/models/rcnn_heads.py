@@ -101,33 +101,44 @@ class MaskHead(nn.Module):
 
 class Upsample2x(nn.Module):
     """A 2x2 transposed conv of stride 2 (non-overlapping): every input pixel becomes a 2x2
-    block, out[2i + a, 2j + b] = x[i, j] @ kernel[a, b] + bias. kernel (2, 2, in, out); PyTorch's
-    ConvTranspose2d weight (in, out, 2, 2) is its transposition (2, 3, 0, 1)."""
+    block, out[2i + a, 2j + b] = kernel[a, b] @ x[i, j] + bias. The kernel is (2, 2, out, in),
+    the layout of flax's ConvTranspose(transpose_kernel=True): PyTorch's ConvTranspose2d weight
+    (in, out, 2, 2) converts to it like a conv weight (out, in, kh, kw) does to (kh, kw, in,
+    out)."""
 
     features: int
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        kernel = self.param("kernel", nn.initializers.he_normal(), (2, 2, x.shape[-1], self.features))
+        kernel = self.param("kernel", nn.initializers.he_normal(in_axis=-1, out_axis=-2),
+                            (2, 2, self.features, x.shape[-1]))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         n, h, w, _ = x.shape
-        out = jnp.einsum("nhwc,abco->nhawbo", x.astype(self.dtype), kernel.astype(self.dtype))
+        out = jnp.einsum("nhwc,aboc->nhawbo", x.astype(self.dtype), kernel.astype(self.dtype))
         return out.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
 
 
 class FasterRCNNHead(nn.Module):
-    """Faster R-CNN on HRNetV2p (mmdet's faster_rcnn_hrnetv2p configs): the pyramid neck
-    (strides 4..64), the RPN on every level, its proposals (per level the best 2 x `proposals`
-    anchors in training, `proposals` in inference, NMS 0.7 per level, the best `proposals`
-    kept), RoIAlign 7x7 (adaptive sampling) from the first four levels, the box head.
+    """Faster R-CNN on HRNetV2p (mmdet's faster_rcnn_hrnetv2p configs), and with `masks` Mask
+    R-CNN (mask_rcnn_hrnetv2p): the pyramid neck (strides 4..64), the RPN on every level, its
+    proposals (per level the best 2 x `proposals` anchors in training, `proposals` in
+    inference, NMS 0.7 per level, the best `proposals` kept), RoIAlign 7x7 (adaptive sampling)
+    from the first four levels, the box head; RoIAlign 14x14 and the mask head.
 
-    In training (`targets`: the batch's `boxes`, `labels`, `box_mask`) the RoIs are the
-    proposals plus the ground truth, sampled (`rois` an image, a quarter positive); the sampling
-    keys come from the 'dropout' stream. Proposals are not differentiated through, as mmdet.
-    Returns a dict: `rpn_objectness` (N, A), `rpn_deltas` (N, A, 4), `anchors` (A, 4),
-    `rpn_key`, `logits` (N, R, K + 1), `deltas` (N, R, K, 4), `rois` (N, R, 4), `roi_valid`
-    (N, R) and in training `samples` (rcnn.sample_rois' targets)."""
+    Training (`targets`: the batch's `boxes`, `labels`, `box_mask`): the RoIs are the proposals
+    plus the ground truth, sampled (`rois` an image, at most a quarter positive, positives in
+    the first slots); the sampling keys come from the 'dropout' stream. Proposals are not
+    differentiated through, as mmdet. Returns `rpn_objectness` (N, A), `rpn_deltas` (N, A, 4),
+    `anchors` (A, 4), `rpn_key`, `logits` (N, R, K + 1), `deltas` (N, R, K, 4), `samples`
+    (rcnn.sample_rois' targets) and with masks `mask_logits` (N, P, 28, 28, K) of the first
+    P = rois x positive_fraction slots, where the positives are.
+
+    Inference returns the detections, decoded here as mmdet's test_cfg (score above
+    `score_threshold`, the `pre_nms` best (RoI, class) pairs, class-wise NMS at
+    `nms_threshold`, `detections` kept): `boxes` (N, D, 4) in input pixels, `scores`,
+    `classes`, `valid`, and with masks `masks` (N, D, 28, 28), each detection's mask
+    probabilities for its class from the mask head run on the final boxes (as mmdet)."""
 
     num_classes: int
     layers: LayerConfig
@@ -135,6 +146,11 @@ class FasterRCNNHead(nn.Module):
     proposals: int = 1000  # kept an image, after NMS
     rois: int = 512  # sampled an image in training
     positive_fraction: float = 0.25
+    masks: bool = False
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    detections: int = 100
+    pre_nms: int = 1000
 
     @nn.compact
     def __call__(self, xs: list[jnp.ndarray], train: bool, targets: dict | None = None
@@ -150,25 +166,38 @@ class FasterRCNNHead(nn.Module):
                                     keep=self.proposals)
         proposals = jax.vmap(propose)(jax.lax.stop_gradient(objectness),
                                       jax.lax.stop_gradient(deltas))
+        rois, roi_valid = proposals["boxes"], proposals["valid"]
+        pool = functools.partial(roi_align, levels[:4], PYRAMID_STRIDES[:4])
+        box_head = BoxHead(self.num_classes, dtype=self.layers.dtype, name="box_head")
+        mask_head = (MaskHead(self.num_classes, self.channels, dtype=self.layers.dtype,
+                              name="mask_head") if self.masks else None)
+        if not train:
+            logits, box_deltas = box_head(pool(rois, 7))
+            detect = functools.partial(rcnn.detect, image_shape=image_shape,
+                                       score_threshold=self.score_threshold,
+                                       iou_threshold=self.nms_threshold, keep=self.detections,
+                                       pre_nms=self.pre_nms)
+            found = jax.vmap(detect)(logits, box_deltas, rois, roi_valid)
+            if mask_head is not None:
+                mask_logits = mask_head(pool(found["boxes"], 14))
+                own = jnp.take_along_axis(
+                    mask_logits, jnp.maximum(found["classes"], 0)[..., None, None, None], -1)
+                found["masks"] = jax.nn.sigmoid(own[..., 0])
+            return found
+        if targets is None:
+            raise ValueError("the two-stage detectors train on their targets: call them with "
+                             "targets={'boxes', 'labels', 'box_mask'}")
+        key = self.make_rng("dropout")
+        sample = functools.partial(rcnn.sample_rois, num_classes=self.num_classes,
+                                   count=self.rois, positive_fraction=self.positive_fraction)
+        samples = jax.vmap(sample)(rois, roi_valid, targets["boxes"], targets["labels"],
+                                   targets["box_mask"],
+                                   jax.random.split(jax.random.fold_in(key, 0), xs[0].shape[0]))
         out = {"rpn_objectness": jnp.concatenate(objectness, 1),
-               "rpn_deltas": jnp.concatenate(deltas, 1),
-               "anchors": jnp.concatenate(anchors), "rois": proposals["boxes"],
-               "roi_valid": proposals["valid"]}
-        if train:
-            if targets is None:
-                raise ValueError("Faster R-CNN trains on its targets: call it with "
-                                 "targets={'boxes', 'labels', 'box_mask'}")
-            key = self.make_rng("dropout")
-            sample = functools.partial(rcnn.sample_rois, num_classes=self.num_classes,
-                                       count=self.rois,
-                                       positive_fraction=self.positive_fraction)
-            samples = jax.vmap(sample)(proposals["boxes"], proposals["valid"], targets["boxes"],
-                                       targets["labels"], targets["box_mask"],
-                                       jax.random.split(jax.random.fold_in(key, 0), xs[0].shape[0]))
-            out.update(rois=samples["rois"], roi_valid=samples["valid"], samples=samples,
-                       rpn_key=jax.random.fold_in(key, 1))
-        pooled = roi_align(levels[:4], PYRAMID_STRIDES[:4], jax.lax.stop_gradient(out["rois"]), 7)
-        out["logits"], out["deltas"] = BoxHead(self.num_classes, dtype=self.layers.dtype,
-                                               name="box_head")(pooled)
+               "rpn_deltas": jnp.concatenate(deltas, 1), "anchors": jnp.concatenate(anchors),
+               "rpn_key": jax.random.fold_in(key, 1), "samples": samples}
+        out["logits"], out["deltas"] = box_head(pool(samples["rois"], 7))
+        if mask_head is not None:  # the positives are in the first slots
+            positive_slots = int(self.rois * self.positive_fraction)
+            out["mask_logits"] = mask_head(pool(samples["rois"][:, :positive_slots], 14))
         return out
-

@@ -1,33 +1,50 @@
-"""Object detection on HRNetV2p, COCO box AP: FCOS (head "detection", models/fcos_head.py) or
-Faster R-CNN (head "faster_rcnn", models/rcnn_heads.py).
+"""Object detection on HRNetV2p, COCO box AP: FCOS (head "detection", models/fcos_head.py),
+Faster R-CNN (head "faster_rcnn", models/rcnn_heads.py) or Mask R-CNN (head "mask_rcnn", also
+COCO mask AP).
 
 FCOS's loss (hrnet_jax.tasks.fcos): targets assigned on the device from the padded boxes (size
 ranges, centre sampling in the improved style, smallest area wins); sigmoid focal loss per
 positive, (G)IoU weighted by the centerness targets, centerness BCE per positive, positives
 counted over the whole global batch. Faster R-CNN's (hrnet_jax.tasks.rcnn): the RPN's sampled
-objectness and deltas plus the R-CNN's sampled classes and deltas, as mmdet's 1x configs.
+objectness and deltas plus the R-CNN's sampled classes and deltas, as mmdet's 1x configs;
+Mask R-CNN adds the positive RoIs' mask BCE (28x28 targets sampled on the device from each
+ground truth's box-relative mask, `box_masks`).
 Training data: flip and (multi-scale) resizing of the short side, padded to the orientation's
 canvas (hrnet_jax.data.detection). Evaluation, image by image: the image resized with the largest
-short side, the head decoded and NMSed on the device (`postprocess`), boxes mapped back to the
-original pixels, then pycocotools' box AP (AP, AP50, AP75, APs/m/l and AR) on the gathered rows.
+short side, the head decoded and NMSed on the device (FCOS: `postprocess`; the R-CNNs detect
+inside the model), boxes mapped back to the original pixels, Mask R-CNN's 28x28 masks pasted
+into the original image and RLE-encoded, then pycocotools' box AP (AP, AP50, AP75, APs/m/l and
+AR) and mask AP (`mask_ap`, ...) on the gathered rows.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import cv2
 import jax
 import numpy as np
 
-from hrnet_jax.data.detection import flip_boxes, object_arrays, resize_and_pad, training_boxes
+from hrnet_jax.data.detection import (decode_masks, flip_boxes, flip_masks, object_arrays,
+                                      resize_and_pad, training_boxes)
 from hrnet_jax.evaluation import coco
 from hrnet_jax.models.fcos_head import style_named
 from hrnet_jax.tasks import Task, fcos, rcnn, whole_image
 
 TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
 DRAW_SCORE = 0.3  # pictures show the detections scoring at least this
+MASK_OPACITY = 0.5
+
+
+def overlay_masks(image: np.ndarray, masks: np.ndarray, colour: tuple[int, int, int]
+                  ) -> np.ndarray:
+    """(D, H, W) boolean instance masks laid over a copy of the image, translucent, each
+    instance in a shade of `colour` (so that touching instances stay apart)."""
+    picture = image.astype(np.float32)
+    for index, mask in enumerate(masks):
+        shade = np.asarray(colour, np.float32) * (1.0 - 0.35 * (index % 3) / 2)
+        picture[mask] = (1 - MASK_OPACITY) * picture[mask] + MASK_OPACITY * shade
+    return picture.round().astype(np.uint8)
 
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
@@ -62,9 +79,10 @@ class Detection(Task):
         data = config.data
         self.strides = tuple(config.model.strides)
         self.style = style_named(config.model.fcos_style)
-        # FCOS (head "detection") or Faster R-CNN (head "faster_rcnn"), which samples its RoIs
-        # from the ground truth inside its forward.
-        self.two_stage = config.model.head == "faster_rcnn"
+        # FCOS (head "detection") or the R-CNNs, which sample their RoIs from the ground truth
+        # inside their forward and detect inside it; Mask R-CNN also segments each instance.
+        self.two_stage = config.model.head in ("faster_rcnn", "mask_rcnn")
+        self.masks = config.model.head == "mask_rcnn"
         self.canvas = tuple(data.image_size)
         self.eval_short_side = max(data.short_sides)
         self.category_ids = np.array([category_id for category_id, _ in dataset.categories])
@@ -76,6 +94,8 @@ class Detection(Task):
         image, objects = example["image"], object_arrays(example)
         if data.flip and rng.uniform() < 0.5:
             objects["bbox"] = flip_boxes(objects["bbox"], image.shape[1])
+            if self.masks:
+                objects["mask"] = flip_masks(objects["mask"], *image.shape[:2])
             image = image[:, ::-1]
         return {"image": image, "objects": objects,
                 "short_side": int(rng.choice(data.short_sides))}
@@ -87,8 +107,9 @@ class Detection(Task):
                                         data.max_long_side, self.canvas)
         name = example.get("file_name", b"an image")
         name = name.decode() if isinstance(name, bytes) else str(name)
+        mask_image_size = example["image"].shape[:2] if self.masks else None
         return {"image": picture, **training_boxes(object_arrays(example), scale, data.max_boxes,
-                                                   name)}
+                                                   name, mask_image_size)}
 
     def model_inputs(self, batch):
         if not self.two_stage:
@@ -104,49 +125,65 @@ class Detection(Task):
                                          outputs["rpn_key"])
         head, head_figures = rcnn.rcnn_loss(outputs["logits"], outputs["deltas"],
                                             outputs["samples"])
-        return rpn + head, {**rpn_figures, **head_figures}
+        figures = {**rpn_figures, **head_figures}
+        if self.masks:  # the positives fill the first slots, the mask head's
+            slots = outputs["mask_logits"].shape[1]
+            samples = {k: v[:, :slots] for k, v in outputs["samples"].items()}
+            targets = jax.vmap(rcnn.mask_targets)(samples["rois"], batch["boxes"],
+                                                  batch["box_masks"], samples["matched"])
+            figures["loss_mask"] = rcnn.mask_loss(outputs["mask_logits"], targets,
+                                                  samples["labels"], samples["positive"])
+            head = head + figures["loss_mask"]
+        return rpn + head, figures
 
     def postprocess(self, outputs):
+        if self.two_stage:  # detected inside the model (models/rcnn_heads.py)
+            return outputs
         settings = self.config.eval
-        if not self.two_stage:
-            return fcos.detect(outputs, self.strides, settings.score_threshold,
-                               settings.pre_nms_top_k, settings.nms_threshold,
-                               settings.max_detections, self.style.score)
-        # Boxes are clipped to the padded canvas here (mmdet: to the resized image), then to
-        # the image on the host.
-        detect = functools.partial(rcnn.detect, image_shape=self.canvas,
-                                   score_threshold=settings.score_threshold,
-                                   iou_threshold=settings.nms_threshold,
-                                   keep=settings.max_detections, pre_nms=settings.pre_nms_top_k)
-        return jax.vmap(detect)(outputs["logits"], outputs["deltas"], outputs["rois"],
-                                outputs["roi_valid"])
+        return fcos.detect(outputs, self.strides, settings.score_threshold,
+                           settings.pre_nms_top_k, settings.nms_threshold,
+                           settings.max_detections, self.style.score)
 
-    def detect(self, predict: Callable, image: np.ndarray) -> tuple[np.ndarray, ...]:
-        """One uint8 image -> boxes x0, y0, x1, y1 in its pixels, scores, labels (best first)."""
+    def detect(self, predict: Callable, image: np.ndarray) -> dict[str, np.ndarray]:
+        """One uint8 image -> `boxes` x0, y0, x1, y1 in its pixels, `scores`, `labels` (best
+        first) and for Mask R-CNN `masks` (D, H, W) bool. Boxes are clipped to the padded
+        canvas on the device (mmdet: to the resized image), then to the image here."""
         picture, scale = resize_and_pad(image, self.eval_short_side,
                                         self.config.data.max_long_side, self.canvas)
         found = whole_image(predict, picture)
         valid = np.asarray(found["valid"], bool)
+        height, width = image.shape[:2]
         boxes = np.asarray(found["boxes"], np.float32)[valid] / scale
-        boxes = np.clip(boxes, 0, [image.shape[1], image.shape[0]] * 2)
-        return boxes, np.asarray(found["scores"])[valid], np.asarray(found["classes"])[valid]
+        boxes = np.clip(boxes, 0, [width, height] * 2)
+        out = {"boxes": boxes, "scores": np.asarray(found["scores"])[valid],
+               "labels": np.asarray(found["classes"])[valid]}
+        if "masks" in found:
+            out["masks"] = coco.paste_masks(np.asarray(found["masks"])[valid], boxes, height,
+                                            width)
+        return out
 
     def evaluate(self, evaluation):
         return self.summarize(evaluation.rows(self.evaluate_image))
 
     def evaluate_image(self, predict, record):
-        boxes, scores, labels = self.detect(predict, record["image"])
+        found = self.detect(predict, record["image"])
+        boxes = found["boxes"]
         objects = object_arrays(record)
         image_id = int(record["image_id"])
         height, width = record["image"].shape[:2]
-        return {"image_id": np.full(len(boxes), image_id, np.int64),
+        rows = {"image_id": np.full(len(boxes), image_id, np.int64),
                 "bbox": np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1),
-                "score": scores.astype(np.float32), "category_id": self.category_ids[labels],
+                "score": found["scores"].astype(np.float32),
+                "category_id": self.category_ids[found["labels"]],
                 "image": np.array([[image_id, height, width]], np.int64),
                 "truth_image_id": np.full(len(objects["bbox"]), image_id, np.int64),
                 "truth_bbox": objects["bbox"],
                 "truth_category_id": self.category_ids[objects["label"]],
                 "truth_area": objects["area"], "truth_iscrowd": objects["iscrowd"]}
+        if self.masks:  # compressed RLE strings, gathered over hosts as text
+            rows["mask"] = np.asarray(coco.encode_masks(found["masks"]), object).reshape(-1)
+            rows["truth_mask"] = objects["mask"]
+        return rows
 
     def summarize(self, rows):
         images = [{"id": int(i), "height": int(h), "width": int(w)} for i, h, w in rows["image"]]
@@ -155,21 +192,34 @@ class Detection(Task):
             self.dataset.categories)
         results = coco.box_results(rows["image_id"], rows["bbox"], rows["score"],
                                    rows["category_id"])
-        return {**coco.box_ap(truth, results), "detections": float(len(results))}
+        figures = {**coco.box_ap(truth, results), "detections": float(len(results))}
+        if self.masks:
+            sizes = {i: (h, w) for i, h, w in rows["image"]}
+            masks = coco.mask_results(rows["image_id"], rows["mask"],
+                                      np.array([sizes[i] for i in rows["image_id"]]).reshape(-1, 2),
+                                      rows["score"], rows["category_id"])
+            figures.update({f"mask_{k}": v for k, v in coco.mask_ap(truth, masks).items()})
+        return figures
 
     def predicted_picture(self, predict, image):
-        boxes, scores, labels = self.detect(predict, image)
-        shown = scores >= DRAW_SCORE
-        return draw_boxes(image, boxes[shown], labels[shown], scores[shown], PREDICTION_COLOUR,
-                          self.names)
+        found = self.detect(predict, image)
+        shown = found["scores"] >= DRAW_SCORE
+        if "masks" in found:
+            image = overlay_masks(image, found["masks"][shown], PREDICTION_COLOUR)
+        return draw_boxes(image, found["boxes"][shown], found["labels"][shown],
+                          found["scores"][shown], PREDICTION_COLOUR, self.names)
 
     def draw(self, predict, record):
-        """Ground-truth boxes (green) next to the detections scoring at least DRAW_SCORE."""
+        """Ground-truth boxes (green) next to the detections scoring at least DRAW_SCORE (and
+        their instance masks, translucent, for Mask R-CNN)."""
         objects = object_arrays(record)
         corners = np.concatenate([objects["bbox"][:, :2],
                                   objects["bbox"][:, :2] + objects["bbox"][:, 2:]], 1)
-        truth = draw_boxes(record["image"], corners, objects["label"], None, TRUTH_COLOUR,
-                           self.names)
+        image = record["image"]
+        if self.masks:
+            image = overlay_masks(image, decode_masks(objects["mask"], *image.shape[:2]) > 0,
+                                  TRUTH_COLOUR)
+        truth = draw_boxes(image, corners, objects["label"], None, TRUTH_COLOUR, self.names)
         return np.concatenate([truth, self.predicted_picture(predict, record["image"])], axis=1)
 
     def render(self, predict, image, boxes=None):

@@ -41,10 +41,15 @@ def build_model(config: config_lib.ExperimentConfig):
         overrides["upsample"] = m.upsample
     if m.bn_momentum is not None:
         overrides["bn_momentum"] = m.bn_momentum
-    # The detectors' options; the other heads do not read them.
+    # The detectors' options; the other heads do not read them. The R-CNNs detect inside the
+    # model (Mask R-CNN's mask head runs on the final boxes), with the evaluation's settings.
+    settings = config.eval
+    rcnn = dict(proposals=m.rcnn_proposals, rois=m.rcnn_rois,
+                score_threshold=settings.score_threshold, nms_threshold=settings.nms_threshold,
+                detections=settings.max_detections, pre_nms=settings.pre_nms_top_k)
     return create_model(arch, m.head, m.num_classes, strides=tuple(m.strides),
-                        head_channels=m.head_channels, fcos_style=m.fcos_style,
-                        rcnn=dict(proposals=m.rcnn_proposals, rois=m.rcnn_rois), **overrides)
+                        head_channels=m.head_channels, fcos_style=m.fcos_style, rcnn=rcnn,
+                        **overrides)
 
 
 class Trainer:

@@ -82,16 +82,34 @@ def process_allgather(tree: Any) -> Any:
 def gather_rows(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every host's rows, concatenated in host order; hosts may hold different numbers of rows
     (each is padded to the longest for the collective). Integers travel as int32, floats as
-    float32 (JAX without x64)."""
+    float32 (JAX without x64); a column of strings (object or str dtype, e.g. RLE masks) as
+    zero-padded UTF-8 bytes, returned as an object array of str."""
     counts = np.asarray(process_allgather(np.array([len(v) for v in rows.values()], np.int32)))
     out = {}
     for column, (key, value) in enumerate(rows.items()):
+        text = value.dtype.kind in "OUS"
+        if text:
+            value = _text_bytes(value)
         longest = int(counts[:, column].max())
         padded = np.zeros((longest, *value.shape[1:]), value.dtype)
         padded[:len(value)] = value
         gathered = np.asarray(process_allgather(padded))
         out[key] = np.concatenate([gathered[host, :counts[host, column]]
                                    for host in range(len(counts))])
+        if text:
+            out[key] = np.array([bytes(row).rstrip(b"\0").decode() for row in
+                                 out[key].astype(np.uint8)], object).reshape(-1)
+    return out
+
+
+def _text_bytes(strings: np.ndarray) -> np.ndarray:
+    """A column of strings -> (rows, length) uint8, zero-padded to the longest on any host."""
+    encoded = [(s.decode() if isinstance(s, bytes) else str(s)).encode() for s in strings]
+    longest = int(np.asarray(process_allgather(
+        np.array(max(map(len, encoded), default=0), np.int32))).max())
+    out = np.zeros((len(encoded), max(longest, 1)), np.uint8)
+    for row, data in enumerate(encoded):
+        out[row, :len(data)] = np.frombuffer(data, np.uint8)
     return out
 
 

@@ -37,15 +37,26 @@ _PERSONS = r"person_keypoints_(\w+?)(\d{4})?\.json$"
 
 
 def read_annotations(path: str) -> tuple[list[dict], dict[int, list[dict]]]:
-    """(images sorted by id, image id -> its annotations in file order); every category must
-    be one of COCO's 80."""
+    """(images sorted by id, image id -> its annotations in file order). What cannot train is
+    named with its image in a warning and the rest kept: an annotation of a category outside
+    COCO's 80 is left out; a box under 1x1 pixel stays (for the evaluation) but does not train."""
     with open(path) as f:
         data = json.load(f)
-    unknown = sorted({a["category_id"] for a in data["annotations"]} - set(coco.CATEGORY_IDS))
-    if unknown:
-        raise ValueError(f"{path}: category ids {unknown} are not COCO's 80 detection categories")
+    names = {image["id"]: image.get("file_name", f"image {image['id']}")
+             for image in data["images"]}
     objects: dict[int, list[dict]] = {}
     for annotation in data["annotations"]:
+        name = names.get(annotation["image_id"], f"image {annotation['image_id']}")
+        if annotation["category_id"] not in coco.LABEL_OF_ID:
+            warnings.warn(f"{path}: {name}: annotation {annotation.get('id')} has category id "
+                          f"{annotation['category_id']}, not one of COCO's 80 detection "
+                          "categories: left out")
+            continue
+        width, height = annotation["bbox"][2:]
+        if not annotation.get("iscrowd", 0) and (width < 1 or height < 1):
+            warnings.warn(f"{path}: {name}: annotation {annotation.get('id')} has a "
+                          f"{width}x{height} box (under 1x1 pixel): kept for evaluation, left "
+                          "out of training")
         objects.setdefault(annotation["image_id"], []).append(annotation)
     return sorted(data["images"], key=lambda image: image["id"]), objects
 
