@@ -3,11 +3,13 @@ shapes (no download).
 
     python -m hrnet_jax.main --experiment=inst_synthetic --workdir=/tmp/inst_synthetic
 
-Expected on a 2-core CPU: about MINUTES minutes, eval box AP about BOX and mask AP about MASK (4
-classes: disc, square, triangle, cross); boxes and translucent masks next to the ground truth in
-/tmp/inst_synthetic/pictures. The RPN sees 100 proposals and the heads 64 sampled RoIs an image
-(at most 16 positive, the mask head's): a picture holds at most three shapes. `:smoke` runs 4
-steps of a tiny model, for tests.
+Expected on a 2-core CPU: about 8 minutes (8.6 seen while other work shared the cores), eval box
+AP about 0.88 and mask AP about 0.89 (AP50 0.98 both; 4 classes: disc, square, triangle,
+cross; at 300 steps both were still near 0.55); boxes and translucent masks next to the ground
+truth in /tmp/inst_synthetic/pictures. The RPN keeps 100 proposals and the heads sample 64 RoIs
+an image (at most 16 positive, the mask head's): a picture holds at most three shapes. Head
+width 32 (neck, RPN, mask head): the mask head's four convs on 14x14 RoIs cost the most here.
+`:smoke` runs 4 steps of a tiny model, for tests.
 """
 
 from hrnet_jax.config import ExperimentConfig

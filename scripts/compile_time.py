@@ -4,7 +4,8 @@ median time of the compiled step.
     python scripts/compile_time.py --experiment seg_synthetic --set model.arch=hrnet_w48 \
         --set data.batch_size=1 --set data.image_size=128,256 [--set model.scan_modules=false]
 
-Prints one JSON line. The persistent compilation cache is off, so the figure is a cold compile.
+Prints one JSON line (with the compiled step's temporary memory, XLA's memory_analysis). The
+persistent compilation cache is off, so the figure is a cold compile.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
+    memory = compiled.memory_analysis()
     real_state = trainer.init_fn()
     step_times = []
     for _ in range(args.repeats + 1):
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"experiment": args.experiment, "overrides": args.overrides,
                       "trace_lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
                       "hlo_lines": lowered.as_text().count("\n"),
-                      "step_s": round(statistics.median(step_times[1:]), 3)}))
+                      "step_s": round(statistics.median(step_times[1:]), 3),
+                      "temp_gib": round(memory.temp_size_in_bytes / 2**30, 2) if memory else None}))
 
 
 if __name__ == "__main__":

@@ -396,6 +396,47 @@ def test_predict_draws_captioned_boxes(smoke_run, shared_data, tmp_path):
     assert (below == PREDICTION_COLOUR).all(-1).sum() > 200
 
 
+def test_instance_masks_are_drawn_translucent_in_shades_of_the_colour():
+    from hrnet_jax.tasks.detection import MASK_OPACITY, PREDICTION_COLOUR, overlay_masks
+
+    image = np.full((20, 30, 3), 100, np.uint8)
+    masks = np.zeros((2, 20, 30), bool)
+    masks[0, 2:8, 2:8], masks[1, 10:15, 20:25] = True, True
+    drawn = overlay_masks(image, masks, PREDICTION_COLOUR)
+    expected = (1 - MASK_OPACITY) * 100 + MASK_OPACITY * np.asarray(PREDICTION_COLOUR)
+    np.testing.assert_allclose(drawn[4, 4], expected, atol=0.5)
+    assert (drawn[12, 22] != drawn[4, 4]).any() and (drawn[12, 22] > 0).all()  # another shade
+    assert (drawn[~masks.any(0)] == 100).all() and (image == 100).all()  # the rest untouched
+
+
+def test_mask_rcnn_pictures_paste_each_mask_into_its_box_in_the_images_pixels():
+    """What `--mode=predict` draws for Mask R-CNN, from the device's outputs (faked here: one
+    detection with a 28x28 mask filling its left half): the box mapped back to the image's
+    pixels, the mask pasted inside it, translucent, the rest of the picture untouched."""
+    from hrnet_jax.tasks.detection import PREDICTION_COLOUR
+
+    config = load("inst_synthetic:smoke")
+    task = make_task(config)
+    image = np.full((32, 32, 3), 100, np.uint8)  # resized x2 onto the 64x64 canvas
+    half = np.zeros((1, 1, 28, 28), np.float32)
+    half[..., :14] = 0.9
+
+    def predict(images):
+        assert images.shape == (1, 64, 64, 3)
+        return {"boxes": np.array([[[16, 8, 48, 40]]], np.float32), "scores": np.array([[0.8]]),
+                "classes": np.array([[2]]), "valid": np.array([[True]]), "masks": half}
+
+    found = task.detect(predict, image)
+    np.testing.assert_allclose(found["boxes"], [[8, 4, 24, 20]])
+    assert found["masks"].shape == (1, 32, 32)
+    assert found["masks"][0, 4:20, 8:16].all() and not found["masks"][0, :, 16:].any()
+    picture = task.predicted_picture(predict, image)  # enlarged x8 for the captions
+    assert picture.shape == (256, 256, 3)
+    tinted = picture[12 * 8, 12 * 8]  # inside the mask: half-way to the colour
+    np.testing.assert_allclose(tinted, 0.5 * 100 + 0.5 * np.asarray(PREDICTION_COLOUR), atol=1)
+    assert (picture[12 * 8, 20 * 8] == 100).all() and (picture[28 * 8, 28 * 8] == 100).all()
+
+
 def test_mask_rcnn_train_step_learns_a_batch_and_inference_masks_its_detections():
     """The real train step of Mask R-CNN (Faster R-CNN plus the mask head: one code path) on
     generated shapes with their masks (Task.model_inputs hands the boxes to the forward, which
@@ -436,17 +477,20 @@ def test_mask_rcnn_train_step_learns_a_batch_and_inference_masks_its_detections(
 
 
 @pytest.mark.slow
-def test_faster_rcnn_smoke_trains_both_stages_and_reports_box_ap(prepared, tmp_path):
-    """det_coco_faster_rcnn_w18_1x:smoke on the real sample: the RPN's and the R-CNN's losses,
-    mmdet's warmup from 0.02 x 0.001, COCO box AP from the detections."""
+@pytest.mark.parametrize("experiment", ["det_coco_faster_rcnn_w18_1x", "det_coco_mask_rcnn_w18_1x"])
+def test_rcnn_smoke_trains_both_stages_and_reports_ap(prepared, tmp_path, experiment):
+    """The R-CNNs' smokes on the real sample: the RPN's and the R-CNN's losses (and Mask R-CNN's
+    mask loss on the sample's real outlines), mmdet's warmup from 0.02 x 0.001, COCO box (and
+    mask) AP from the detections, pictures with masks."""
     from hrnet_jax import main
 
-    assert main.main(["--experiment=det_coco_faster_rcnn_w18_1x:smoke", f"--workdir={tmp_path}",
-                      f"--set=data.data_dir={prepared}", "--set=loop.num_steps=2",
-                      "--set=eval.num_pictures=0"]) == 0
+    assert main.main([f"--experiment={experiment}:smoke", f"--workdir={tmp_path}",
+                      f"--set=data.data_dir={prepared}", "--set=loop.num_steps=2"]) == 0
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     [train] = [l for l in lines if l["split"] == "train"]
-    parts = ("loss_rpn_cls", "loss_rpn_box", "loss_rcnn_cls", "loss_rcnn_box")
+    masks = "mask_rcnn" in experiment
+    parts = ("loss_rpn_cls", "loss_rpn_box", "loss_rcnn_cls", "loss_rcnn_box") + (
+        ("loss_mask",) if masks else ())
     assert all(np.isfinite(train[k]) and train[k] > 0 for k in parts)
     assert train["loss"] == pytest.approx(sum(train[k] for k in parts), rel=1e-5)
     # step 2's lr, halfway through the 2-step warmup from 0.02 x 0.001 to 0.02
@@ -454,6 +498,8 @@ def test_faster_rcnn_smoke_trains_both_stages_and_reports_box_ap(prepared, tmp_p
     evaluation = [l for l in lines if l["split"] == "eval"][-1]
     # (2 steps from the initialisation: 81-way softmax scores near 1/81 stay under 0.05)
     assert set(coco.BOX_STATS) <= set(evaluation) and "detections" in evaluation
+    assert masks == ({f"mask_{k}" for k in coco.BOX_STATS} <= set(evaluation))
+    assert len(list((tmp_path / "pictures").glob("*.png"))) == 1
 
 
 def test_ground_truth_masks_as_detections_score_mask_ap_one(prepared):
@@ -495,3 +541,51 @@ def test_ground_truth_masks_as_detections_score_mask_ap_one(prepared):
 
     assert coco.mask_ap(truth, results(exact))["ap"] == pytest.approx(1.0)
     assert coco.mask_ap(truth, results(pasted))["ap50"] == pytest.approx(1.0)
+
+
+def test_mask_targets_of_the_real_sample_pasted_back_score_mask_ap50_one(prepared):
+    """The Mask R-CNN training path on the sample's real outlines: `prepare` (box-relative
+    masks of the boxes that train), the device's 28x28 targets of RoIs equal to those boxes,
+    pasted back into each image as evaluation does: every instance keeps IoU >= 0.8 with its
+    true mask, and as detections they score mask AP50 1.0."""
+    from hrnet_jax.tasks import rcnn
+
+    config = load("det_coco_mask_rcnn_w18_1x:smoke")
+    config.data.data_dir = str(prepared)
+    task = make_task(config)
+    source = records(prepared)
+    images, truth_rows, result_rows = [], [], []
+    for index in range(len(source)):
+        record = dict(source[index])
+        objects = detection.object_arrays(record)
+        height, width = record["image"].shape[:2]
+        image_id = int(record["image_id"])
+        images.append({"id": image_id, "height": height, "width": width})
+        ids = np.asarray(coco_categories.CATEGORY_IDS)[objects["label"]]
+        truth_rows.append({"image_id": np.full(len(ids), image_id), "bbox": objects["bbox"],
+                           "category_id": ids, "area": objects["area"],
+                           "iscrowd": objects["iscrowd"], "mask": objects["mask"]})
+        example = task.prepare(record)
+        count = int(example["box_mask"].sum())
+        assert count == int((objects["iscrowd"] == 0).sum()) > 0
+        boxes = example["boxes"][:count]
+        targets = np.asarray(rcnn.mask_targets(boxes, boxes, example["box_masks"][:count],
+                                               np.arange(count)))
+        scale = detection.resize_scale(height, width, task.eval_short_side,
+                                       config.data.max_long_side)
+        pasted = coco.paste_masks(targets, boxes / scale, height, width)
+        full = detection.decode_masks(objects["mask"][objects["iscrowd"] == 0], height, width) > 0
+        for truth_mask, mask in zip(full, pasted):
+            assert (truth_mask & mask).sum() / (truth_mask | mask).sum() >= 0.8
+        result_rows.append({"image_id": np.full(count, image_id), "mask": coco.encode_masks(pasted),
+                            "size": np.tile([height, width], (count, 1)),
+                            "category_id": ids[objects["iscrowd"] == 0]})
+    truth = coco.box_ground_truth(
+        images, {k: np.concatenate([r[k] for r in truth_rows]) for k in truth_rows[0]},
+        coco_categories.CATEGORIES)
+    results = coco.mask_results(np.concatenate([r["image_id"] for r in result_rows]),
+                                [m for r in result_rows for m in r["mask"]],
+                                np.concatenate([r["size"] for r in result_rows]),
+                                np.ones(sum(len(r["mask"]) for r in result_rows)),
+                                np.concatenate([r["category_id"] for r in result_rows]))
+    assert coco.mask_ap(truth, results)["ap50"] == pytest.approx(1.0)
