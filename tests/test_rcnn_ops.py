@@ -504,3 +504,29 @@ def test_mask_loss_known_answers():
     logits[0, ..., 0] = 20.0  # RoI 0 certain of its class's mask: only RoI 1 costs
     np.testing.assert_allclose(rcnn.mask_loss(logits, targets, np.array([0, 1, 0]), positive),
                                np.log(2) / 2, rtol=1e-4)
+
+
+def test_roi_align_speed_script_times_both_forms_which_agree_where_the_window_fits(capsys):
+    """scripts/roi_align_speed.py at tiny sizes: every case prints its JSON with both forms'
+    times, and the windowed matrix-product form equals the library's gathers on the RoIs that
+    fit its window."""
+    import importlib.util
+    import json
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "roi_align_speed.py"
+    spec = importlib.util.spec_from_file_location("roi_align_speed", path)
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script
+    spec.loader.exec_module(script)
+    results = script.main(["--image", "128,192", "--channels", "4", "--repeats", "1"])
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == results
+    assert [(r["head"], r["phase"]) for r in results] == [
+        ("box", "forward"), ("box", "forward_backward"), ("mask", "forward"),
+        ("mask", "forward_backward")]
+    for result in results:
+        assert result["gather_ms"] > 0 and result["window_ms"] > 0
+        assert result["max_difference_on_fitting_rois"] < 1e-5
+        assert 0 <= result["rois_beyond_window"] < 1
+    assert results[0]["rois_beyond_window"] > 0  # elongated boxes outgrow the 7x7 window
