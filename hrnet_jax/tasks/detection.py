@@ -94,7 +94,7 @@ class Detection(Task):
         image, objects = example["image"], object_arrays(example)
         if data.flip and rng.uniform() < 0.5:
             objects["bbox"] = flip_boxes(objects["bbox"], image.shape[1])
-            if self.masks:
+            if self.masks and "mask" in objects:  # (without masks prepare says what is wrong)
                 objects["mask"] = flip_masks(objects["mask"], *image.shape[:2])
             image = image[:, ::-1]
         return {"image": image, "objects": objects,
