@@ -68,10 +68,11 @@ def windowed_roi_align(features, strides, boxes, output_size, max_samples=4, fin
 
     rows, origin_y = axis_matrix(y0, height, heights[levels], padded_h[levels], grid_y)
     cols, origin_x = axis_matrix(x0, width, widths[levels], padded_w[levels], grid_x)
-    offsets_in_window = jnp.arange(window)
+    steps = jnp.arange(window)
+    row_length = padded_w[levels][..., None, None]
     index = (offsets[levels][..., None, None]
-             + (origin_y[..., None, None] + offsets_in_window[:, None]) * padded_w[levels][..., None, None]
-             + origin_x[..., None, None] + offsets_in_window[None, :])  # (N, R, W, W)
+             + (origin_y[..., None, None] + steps[:, None]) * row_length
+             + origin_x[..., None, None] + steps[None, :])  # (N, R, W, W)
     r = boxes.shape[1]
     values = jnp.take_along_axis(table, index.reshape(n, -1)[..., None], axis=1)
     values = values.reshape(n, r, window, window, channels)
@@ -121,8 +122,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         check = random_boxes(rng, 300, image, fit_window=window)[None]
         beyond = 1 - len(random_boxes(rng, 10_000, image, fit_window=window)) / 10_000
         first = [f[:1] for f in features]
-        difference = float(jnp.abs(windowed_roi_align(first, STRIDES, jnp.asarray(check), output_size)
-                                   - roi_align(first, STRIDES, jnp.asarray(check), output_size)).max())
+        check = jnp.asarray(check)
+        difference = float(jnp.abs(windowed_roi_align(first, STRIDES, check, output_size)
+                                   - roi_align(first, STRIDES, check, output_size)).max())
         for phase, count in (("forward", test_rois), ("forward_backward", train_rois)):
             boxes = jnp.asarray(np.stack([random_boxes(rng, count, image)
                                           for _ in range(args.batch)]))

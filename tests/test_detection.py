@@ -543,12 +543,17 @@ def test_ground_truth_masks_as_detections_score_mask_ap_one(prepared):
     assert coco.mask_ap(truth, results(pasted))["ap50"] == pytest.approx(1.0)
 
 
-def test_mask_targets_of_the_real_sample_pasted_back_score_mask_ap50_one(prepared):
-    """The Mask R-CNN training path on the sample's real outlines: `prepare` (box-relative
-    masks of the boxes that train), the device's 28x28 targets of RoIs equal to those boxes,
-    pasted back into each image as evaluation does: every instance keeps IoU >= 0.8 with its
-    true mask, and as detections they score mask AP50 1.0."""
+def test_rcnn_targets_of_the_real_sample_decode_back_to_the_truth(prepared):
+    """The R-CNN training path on the sample's real boxes and outlines: `prepare` (boxes and
+    box-relative masks of the boxes that train), `sample_rois` on proposals jittered around
+    them, its positives' box targets decoded back onto their RoIs: their ground truth; the device's
+    28x28 mask targets of RoIs equal to the boxes, pasted back into each image as evaluation
+    does: every instance keeps IoU >= 0.8 with its true mask (the 28x28 grid's loss), and as
+    detections they score mask AP50 1.0."""
+    import jax.numpy as jnp
+
     from hrnet_jax.tasks import rcnn
+    from hrnet_jax.tasks.boxes import decode_deltas
 
     config = load("det_coco_mask_rcnn_w18_1x:smoke")
     config.data.data_dir = str(prepared)
@@ -574,6 +579,17 @@ def test_mask_targets_of_the_real_sample_pasted_back_score_mask_ap50_one(prepare
         scale = detection.resize_scale(height, width, task.eval_short_side,
                                        config.data.max_long_side)
         pasted = coco.paste_masks(targets, boxes / scale, height, width)
+        jitter = np.random.default_rng(index).uniform(-0.1, 0.1, (20, count, 4))
+        sides = np.tile(boxes[:, 2:] - boxes[:, :2], 2)
+        proposals = (boxes[None] + jitter * sides[None]).reshape(-1, 4)
+        samples = rcnn.sample_rois(jnp.asarray(proposals), jnp.ones(len(proposals)),
+                                   jnp.asarray(example["boxes"]), jnp.asarray(example["labels"]),
+                                   jnp.asarray(example["box_mask"]), jax.random.key(index), 1, 64)
+        positive = np.asarray(samples["positive"])
+        assert positive.sum() == 16  # the quota: a quarter of 64
+        decoded = np.asarray(decode_deltas(samples["rois"], samples["deltas"], rcnn.RCNN_STDS))
+        np.testing.assert_allclose(decoded[positive], boxes[np.asarray(samples["matched"])[positive]],
+                                   atol=1e-3)
         full = detection.decode_masks(objects["mask"][objects["iscrowd"] == 0], height, width) > 0
         for truth_mask, mask in zip(full, pasted):
             assert (truth_mask & mask).sum() / (truth_mask | mask).sum() >= 0.8

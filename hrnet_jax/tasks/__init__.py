@@ -105,7 +105,8 @@ def task_classes() -> dict[str, Callable[[Any, Any], Task]]:
 
 # The model head each task trains.
 TASK_HEADS = {"segmentation": ("segmentation", "segmentation_ocr"), "pose": ("pose",), "landmarks": ("landmarks",),
-              "classification": ("classification",), "detection": ("detection", "faster_rcnn", "mask_rcnn")}
+              "classification": ("classification",),
+              "detection": ("detection", "faster_rcnn", "mask_rcnn")}
 
 
 def check_pairing(config: Any) -> Any:
