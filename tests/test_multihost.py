@@ -113,3 +113,24 @@ def test_pose_evaluation_rows_from_two_hosts_add_up_to_one_process(tmp_path, sha
     one, two = evals(tmp_path / "pose")
     assert one["persons"] == two["persons"] > 40  # the 48 detections, minus OKS-NMS duplicates
     assert one == two
+
+
+@pytest.mark.slow
+def test_mask_rcnn_evaluation_rows_with_rle_text_from_two_hosts_equal_one_process(tmp_path):
+    """Mask R-CNN's evaluation rows carry RLE strings (detections' and ground truth's masks),
+    which gather_rows sends between the hosts as padded bytes: the evaluation set split over
+    two real processes gives the box and mask figures of one process (the trained demo
+    checkpoint is not needed: the initialisation detects with score threshold 0)."""
+    overrides = ["data.num_eval=5", "eval.score_threshold=0.0", "eval.max_detections=10",
+                 "eval.num_pictures=0"]
+    run = dict(extra=["--mode=eval", "--from_init"], experiment="inst_synthetic:smoke")
+    single = launch(tmp_path / "inst", 1, overrides, **run)
+    out, _ = single.communicate(timeout=600)
+    assert single.returncode == 0, out[-3000:]
+    port = free_port()
+    hosts = [launch(tmp_path / "inst", 1, overrides, (port, 2, i), **run) for i in (0, 1)]
+    outputs = [h.communicate(timeout=600)[0] for h in hosts]
+    assert [h.returncode for h in hosts] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    one, two = evals(tmp_path / "inst")
+    assert one["detections"] == two["detections"] == 50 and "mask_ap" in one  # hosts: 3 + 2
+    assert one == two
