@@ -93,6 +93,22 @@ def test_a_dead_process_stops_the_other_with_an_error(tmp_path):
     assert hosts[0].returncode != 0, out[-3000:]
 
 
+def evaluations_on_one_and_on_two_hosts(workdir, experiment: str, overrides,
+                                        single_devices: int = 1) -> tuple[dict, dict]:
+    """`--mode=eval --from_init` of `experiment` in one process (`single_devices` devices),
+    then split over two processes of one device each: the two evaluation lines."""
+    run = dict(extra=["--mode=eval", "--from_init"], experiment=experiment)
+    single = launch(workdir, single_devices, overrides, **run)
+    out, _ = single.communicate(timeout=600)
+    assert single.returncode == 0, out[-3000:]
+    port = free_port()
+    hosts = [launch(workdir, 1, overrides, (port, 2, i), **run) for i in (0, 1)]
+    outputs = [h.communicate(timeout=600)[0] for h in hosts]
+    assert [h.returncode for h in hosts] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    one, two = evals(workdir)
+    return one, two
+
+
 def test_pose_evaluation_rows_from_two_hosts_add_up_to_one_process(tmp_path, shared_data):
     """Top-down evaluation gathers a variable number of rows (persons) from each host: the two
     sample images split over two hosts give the COCO figures of one process."""
@@ -102,15 +118,8 @@ def test_pose_evaluation_rows_from_two_hosts_add_up_to_one_process(tmp_path, sha
     detections = shared_data / "coco_mini/person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
     overrides = [f"data.data_dir={tmp_path / 'tfds'}", f"data.person_boxes={detections}",
                  "eval.flip=true"]
-    run = dict(extra=["--mode=eval", "--from_init"], experiment="pose_coco_w32_256x192:smoke")
-    single = launch(tmp_path / "pose", 2, overrides, **run)
-    out, _ = single.communicate(timeout=600)
-    assert single.returncode == 0, out[-3000:]
-    port = free_port()
-    hosts = [launch(tmp_path / "pose", 1, overrides, (port, 2, i), **run) for i in (0, 1)]
-    outputs = [h.communicate(timeout=600)[0] for h in hosts]
-    assert [h.returncode for h in hosts] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    one, two = evals(tmp_path / "pose")
+    one, two = evaluations_on_one_and_on_two_hosts(tmp_path / "pose", "pose_coco_w32_256x192:smoke",
+                                                   overrides, single_devices=2)
     assert one["persons"] == two["persons"] > 40  # the 48 detections, minus OKS-NMS duplicates
     assert one == two
 
@@ -123,14 +132,7 @@ def test_mask_rcnn_evaluation_rows_with_rle_text_from_two_hosts_equal_one_proces
     checkpoint is not needed: the initialisation detects with score threshold 0)."""
     overrides = ["data.num_eval=5", "eval.score_threshold=0.0", "eval.max_detections=10",
                  "eval.num_pictures=0"]
-    run = dict(extra=["--mode=eval", "--from_init"], experiment="inst_synthetic:smoke")
-    single = launch(tmp_path / "inst", 1, overrides, **run)
-    out, _ = single.communicate(timeout=600)
-    assert single.returncode == 0, out[-3000:]
-    port = free_port()
-    hosts = [launch(tmp_path / "inst", 1, overrides, (port, 2, i), **run) for i in (0, 1)]
-    outputs = [h.communicate(timeout=600)[0] for h in hosts]
-    assert [h.returncode for h in hosts] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    one, two = evals(tmp_path / "inst")
+    one, two = evaluations_on_one_and_on_two_hosts(tmp_path / "inst", "inst_synthetic:smoke",
+                                                   overrides)
     assert one["detections"] == two["detections"] == 50 and "mask_ap" in one  # hosts: 3 + 2
     assert one == two
