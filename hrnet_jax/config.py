@@ -33,8 +33,8 @@ class ModelConfig:
     # detection: "improved" (centre sampling, centerness on the regression tower, GIoU, distances
     # x stride) or "mmdet" (mmdet's plain FCOS, the README's quoted APs): models/fcos_head.py
     fcos_style: str = "improved"
-    # faster_rcnn: proposals kept an image (mmdet: 1000) and RoIs sampled an image in training
-    # (mmdet: 512); smaller for quick tests
+    # faster_rcnn, mask_rcnn: proposals kept an image (mmdet: 1000) and RoIs sampled an image
+    # in training (mmdet: 512); smaller for quick tests
     rcnn_proposals: int = 1000
     rcnn_rois: int = 512
     # ImageNet (or other) weights for the backbone at the start of a run: an official or timm

@@ -162,17 +162,20 @@ def decode_masks(rles: Any, height: int, width: int) -> np.ndarray:
     return masks
 
 
-def flip_masks(rles: Any, height: int, width: int) -> np.ndarray:
-    """Compressed RLE strings of a height x width image, mirrored left-right (re-encoded)."""
+def encode_masks(masks: np.ndarray) -> list[str]:
+    """(M, H, W) binary masks -> compressed RLE strings (pycocotools), the inverse of
+    decode_masks."""
     from pycocotools import mask as mask_utils
 
-    flipped = []
-    for counts in rles:
-        counts = counts.decode() if isinstance(counts, bytes) else counts
-        if counts:
-            mask = decode_masks([counts], height, width)[0][:, ::-1]
-            counts = mask_utils.encode(np.asfortranarray(mask))["counts"].decode()
-        flipped.append(counts)
+    return [mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+            for mask in masks]
+
+
+def flip_masks(rles: Any, height: int, width: int) -> np.ndarray:
+    """Compressed RLE strings of a height x width image, mirrored left-right (re-encoded; an
+    empty string stays empty)."""
+    flipped = [encode_masks(decode_masks([counts], height, width)[:, :, ::-1])[0]
+               if len(counts) else "" for counts in rles]
     return np.asarray(flipped, object).reshape(len(flipped))
 
 

@@ -18,7 +18,8 @@ import dataclasses
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from hrnet_jax.data.detection import encode_masks
 
 SEGMENTATION_CLASSES = ("background", "red", "green", "blue", "yellow")
 _CLASS_COLOURS = np.array([[200, 60, 60], [60, 190, 70], [60, 80, 210], [215, 205, 60]], np.float32)
@@ -166,12 +167,12 @@ class SyntheticDetection(_Source):
             ys, xs = np.nonzero(mask)
             boxes.append([xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()])
             labels.append(cls)
-            masks.append(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"])
+            masks.append(mask)
         image += rng.normal(0, 8, image.shape)
         boxes = np.array(boxes, np.float32).reshape(-1, 4)
         return {"image": np.clip(image, 0, 255).astype(np.uint8), "image_id": np.int64(index),
                 "objects": {"bbox": boxes, "label": np.array(labels, np.int64),
                             "area": boxes[:, 2] * boxes[:, 3],
                             "iscrowd": np.zeros(len(boxes), np.int32),
-                            "mask": [m.decode() for m in masks]}}
+                            "mask": encode_masks(np.asarray(masks, np.uint8).reshape(-1, h, w))}}
 

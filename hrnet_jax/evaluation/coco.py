@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from hrnet_jax.data.detection import encode_masks  # (the RLE coder, with decode_masks)
+
 BOX_STATS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar1", "ar10", "ar100", "ar_s", "ar_m",
              "ar_l")
 
@@ -105,14 +107,6 @@ def paste_masks(probabilities: np.ndarray, boxes: np.ndarray, height: int, width
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         out[index] = spread >= threshold
     return out
-
-
-def encode_masks(masks: np.ndarray) -> list[str]:
-    """(D, H, W) binary masks -> compressed RLE strings (pycocotools)."""
-    from pycocotools import mask as mask_utils
-
-    return [_text(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"])
-            for mask in masks]
 
 
 def _empty_rle(height: int, width: int) -> str:
