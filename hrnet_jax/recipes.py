@@ -271,7 +271,7 @@ def faster_rcnn_coco(arch: str) -> ExperimentConfig:
     0.5, 100 detections an image."""
     config = fcos_coco(arch)
     config.model.head, config.model.strides = "faster_rcnn", (4, 8, 16, 32, 64)
-    config.model.fcos_style = "improved"  # (FCOS's option: unused here, the default)
+    config.model.fcos_style = "improved"  # (the default: an FCOS option the R-CNNs do not read)
     config.optim.learning_rate, config.optim.warmup_start = 0.02, 0.001
     config.optim.decay_norm_and_bias, config.optim.clip_grad_norm = True, 0.0
     config.eval.nms_threshold = 0.5

@@ -121,5 +121,11 @@ def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int
                  tuple(strides), head_channels, fcos_style, tuple(sorted((rcnn or {}).items())))
 
 
+def trained_on_bgr(model: HRNet) -> bool:
+    """Whether the released PyTorch checkpoints of this model were trained on BGR images: mmdet's
+    FCOS (its style says so); its Faster / Mask R-CNN and every other head took RGB."""
+    return model.head == "detection" and style_named(model.fcos_style).bgr_checkpoints
+
+
 __all__ = ["ARCHS", "ArchSpec", "HEADS", "HRNet", "LayerConfig", "StageSpec", "create_model",
-           "tiny_arch"]
+           "tiny_arch", "trained_on_bgr"]

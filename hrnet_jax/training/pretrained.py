@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from hrnet_jax import surgery, weights
-from hrnet_jax.models.fcos_head import style_named
+from hrnet_jax.models import trained_on_bgr
 from hrnet_jax.training.checkpoint import Checkpointer
 
 # The classification head in the official and timm state_dicts.
@@ -53,7 +53,7 @@ def load_whole(state_dict: dict, model: Any, path: str) -> tuple[dict, weights.L
     # The model's own head options (those the head does not use change nothing).
     variables, report = weights.from_torch(
         model.arch, model.head, state_dict, model.num_classes, strict=False,
-        bgr=style_named(model.fcos_style).bgr_checkpoints, strides=model.strides,
+        bgr=trained_on_bgr(model), strides=model.strides,
         head_channels=model.head_channels, fcos_style=model.fcos_style)
     if not report.ok:
         raise weights.WeightLoadError(report, source=path)
