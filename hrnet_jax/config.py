@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import types
 import typing
 from typing import Any
@@ -293,8 +292,13 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"data.batch_size={config.data.batch_size} does not split into "
                           f"optim.grad_accum_steps={config.optim.grad_accum_steps} micro-batches")
     pretrained = config.model.pretrained
-    if pretrained and not os.path.exists(os.path.expanduser(pretrained)):
-        raise ConfigError(f"model.pretrained={pretrained}: no such file or folder")
+    if pretrained:
+        from hrnet_jax import storage
+
+        with storage.errors_named(pretrained, "read"):
+            found = storage.path(pretrained).exists()
+        if not found:
+            raise ConfigError(f"model.pretrained={pretrained}: no such file or folder")
     return config
 
 
@@ -337,6 +341,8 @@ def from_dict(data: dict[str, Any]) -> ExperimentConfig:
 
 
 def save_json(config: ExperimentConfig, path: str) -> None:
-    with open(path + ".tmp", "w") as f:  # whole or not at all: other hosts may be reading it
-        f.write(to_json(config))
-    os.replace(path + ".tmp", path)
+    """The config as JSON at `path` (local or in a bucket), whole or not at all: other hosts
+    may be reading it."""
+    from hrnet_jax import storage
+
+    storage.write_atomic(path, to_json(config))

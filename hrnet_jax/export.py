@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from hrnet_jax import surgery
+from hrnet_jax import storage, surgery
 from hrnet_jax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -62,8 +62,8 @@ def export_run(trainer: Any, path: str, platforms: tuple[str, ...] = PLATFORMS
     exported = surgery.export_inference(model, variables,
                                         tuple(trainer.config.data.image_size), np.float32,
                                         trainer.task.postprocess, platforms)
-    with open(path, "wb") as f:
-        f.write(exported.serialize())
-    with open(path + ".json", "w") as f:
-        json.dump(describe(trainer, exported, step), f, indent=2)
+    with storage.errors_named(path, "write"):  # FILE may be in a bucket
+        storage.write_atomic(path, bytes(exported.serialize()))
+        storage.write_atomic(path + ".json", json.dumps(describe(trainer, exported, step),
+                                                        indent=2))
     return path, path + ".json"

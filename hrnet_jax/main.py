@@ -12,7 +12,6 @@ where jax.distributed finds them itself).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import jax
@@ -78,20 +77,21 @@ def main(argv: list[str] | None = None) -> int:
         jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
                                    heartbeat_timeout_seconds=args.heartbeat_timeout)
 
+    from hrnet_jax import storage
     from hrnet_jax.predict import predict_files
     from hrnet_jax.training.checkpoint import RestoreError, saved_steps
     from hrnet_jax.training.loop import Trainer, TrainingDiverged
 
-    checkpoints = os.path.join(args.workdir, "checkpoints")
-    if args.mode != "train" and not saved_steps(checkpoints) and not (
-            args.from_init or config.model.pretrained):
-        print(f"error: no checkpoint in {checkpoints} to {args.mode} with (is --workdir right?); "
-              "pass --from_init to use the initialisation, or --set model.pretrained=FILE",
-              file=sys.stderr)
-        return 2
-    try:  # what is checked before anything compiles: the saved config, the mesh, the batch
+    checkpoints = storage.join(args.workdir, "checkpoints")
+    try:  # what is checked before anything compiles: the workdir, the saved config, the mesh
+        if args.mode != "train" and not saved_steps(checkpoints) and not (
+                args.from_init or config.model.pretrained):
+            print(f"error: no checkpoint in {checkpoints} to {args.mode} with (is --workdir "
+                  "right?); pass --from_init to use the initialisation, or --set "
+                  "model.pretrained=FILE", file=sys.stderr)
+            return 2
         trainer = Trainer(config, args.workdir)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, storage.StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.mode == "export":
             from hrnet_jax.export import export_run
 
-            written = export_run(trainer, args.output or f"{args.workdir}/model.jax")
+            written = export_run(trainer, args.output or storage.join(args.workdir, "model.jax"))
             print(f"wrote {written[0]} (StableHLO with the weights) and {written[1]}")
         elif args.input:
-            output = args.output or f"{args.workdir}/predictions"
+            output = args.output or storage.join(args.workdir, "predictions")
             try:
                 written, failures = predict_files(trainer, args.input, output, args.boxes)
-            except (FileNotFoundError, ValueError) as error:  # the input or the boxes file
+            except (FileNotFoundError, ValueError, storage.StorageError) as error:  # the input or the boxes
                 print(f"error: {error}", file=sys.stderr)
                 return 2
             print(f"wrote {len(written)} pictures to {output}")
@@ -121,9 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"error: training diverged: {error}", file=sys.stderr)
         return 1
+    except storage.StorageError as error:  # a bucket gone, a full disk: the last checkpoint kept
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, RestoreError, NotImplementedError, config_lib.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        trainer.tensorboard.close()  # in a bucket, the event files are uploaded now
     # Process 0 alone draws pictures: everyone waits here, not at the shutdown barrier.
     from hrnet_jax.training.sharding import barrier
     barrier("hrnet_jax.main done")

@@ -1,16 +1,19 @@
 """`--mode=predict --input=IMAGE_OR_DIR`: the task's pictures of any image files (segmentation's
-colour mask and overlay, pose's skeletons, detection's boxes, classification's top 5)."""
+colour mask and overlay, pose's skeletons, detection's boxes, classification's top 5). The input,
+the boxes file and the output folder may each be local or in a bucket (hrnet_jax.storage)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
+
+from hrnet_jax import storage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -19,8 +22,9 @@ def read_boxes(path: str) -> np.ndarray:
     """Person boxes (N, 4) as x, y, w, h from a JSON list of boxes or of COCO detections; boxes
     without area are said and skipped."""
     try:
-        with open(path) as f:
-            entries = json.load(f)
+        with storage.errors_named(path, "read"):
+            text = storage.path(path).read_text()
+        entries = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not JSON ({error}); expected a list of [x, y, w, h] boxes or "
                          "of COCO detections") from None
@@ -43,8 +47,10 @@ def read_image(path: str) -> np.ndarray:
     a truncated or corrupt file is a ValueError naming it, never grey pixels."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    with storage.errors_named(path, "read"):
+        data = storage.path(path).read_bytes()
     try:
-        with Image.open(path) as opened:
+        with Image.open(io.BytesIO(data)) as opened:
             opened.load()  # raises on truncated data (Pillow's LOAD_TRUNCATED_IMAGES is off)
             return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
     except (OSError, UnidentifiedImageError, SyntaxError) as error:
@@ -53,15 +59,16 @@ def read_image(path: str) -> np.ndarray:
 
 def image_files(path: str) -> list[str]:
     """`path` itself, or the images in the folder `path` (sorted)."""
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                       if f.lower().endswith(IMAGE_SUFFIXES))
-        if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
-        return files
-    if not os.path.exists(path):
+    location = storage.path(path)
+    with storage.errors_named(path, "read"):
+        folder, exists = location.is_dir(), location.exists()
+        files = sorted(os.fspath(child) for child in location.iterdir()
+                       if child.name.lower().endswith(IMAGE_SUFFIXES)) if folder else []
+    if folder and not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+    if not exists:
         raise FileNotFoundError(f"{path} does not exist")
-    return [path]
+    return files or [os.fspath(location)]
 
 
 def predict_files(trainer: Any, path: str, output: str, boxes_file: str | None = None
@@ -74,7 +81,6 @@ def predict_files(trainer: Any, path: str, output: str, boxes_file: str | None =
     files = image_files(path)
     boxes = read_boxes(boxes_file) if boxes_file else None
     predict = trainer.predict_fn(trainer.restore_or_init())
-    os.makedirs(output, exist_ok=True)
     written, failures = [], []
     for file in tqdm(files, desc="predict", unit="image", disable=len(files) < 2):
         try:
@@ -82,9 +88,10 @@ def predict_files(trainer: Any, path: str, output: str, boxes_file: str | None =
         except ValueError as error:
             failures.append(str(error))
             continue
-        stem = os.path.splitext(os.path.basename(file))[0]
+        stem = storage.path(file).stem
         for suffix, picture in trainer.task.render(predict, image, boxes).items():
-            target = os.path.join(output, f"{stem}_{suffix}.png")
-            cv2.imwrite(target, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            target = storage.join(output, f"{stem}_{suffix}.png")
+            with storage.errors_named(target, "write"):
+                storage.write_png(target, picture)
             written.append(target)
     return written, failures

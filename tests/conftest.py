@@ -17,6 +17,10 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # cache (JAX_COMPILATION_CACHE_DIR, set by .ci/run) keeps by default: keep them all, so that the
 # many processes of the CLI and multi-host tests load what another test compiled.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# gs:// paths go through fsspec (gcsfs), which the GCS emulator of the bucket tests speaks to,
+# rather than tf.io.gfile, which etils.epath would pick with TensorFlow installed. Set before
+# any path is touched: etils reads it once.
+os.environ.setdefault("EPATH_USE_TF", "false")
 
 
 def shared_data_dir() -> pathlib.Path:
@@ -33,6 +37,24 @@ def shared_data() -> pathlib.Path:
             pytest.fail(f"CI must have the real fixture data at {path}")
         pytest.skip(f"real fixture data not found at {path} (set HRNET_FIXTURES)")
     return path
+
+
+@pytest.fixture(scope="session")
+def bucket():
+    """`gs://hrnet-test` on a GCS emulator of this machine (tests/gcs_emulator.py), its client
+    settings in the environment of this process and of the processes it starts."""
+    import gcs_emulator
+
+    saved = {k: os.environ.get(k) for k in gcs_emulator.environment("")}
+    server = gcs_emulator.start("hrnet-test")
+    os.environ.update(gcs_emulator.environment(server.url))
+    yield "gs://hrnet-test"
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def relative_error(actual, expected) -> float:

@@ -1,6 +1,7 @@
 """Prepare a dataset once into ArrayRecord files that training reads through `tfds.data_source`.
 
     python -m hrnet_jax.data.prepare cityscapes --manual_dir DIR [--data_dir ~/tensorflow_datasets]
+    python -m hrnet_jax.data.prepare cityscapes --manual_dir DIR --data_dir gs://BUCKET/tfds
     python -m hrnet_jax.data.prepare lip --manual_dir LIP_ROOT
     python -m hrnet_jax.data.prepare pascal_context --manual_dir VOCdevkit/VOC2010
     python -m hrnet_jax.data.prepare coco_keypoints --manual_dir COCO_ROOT
@@ -10,7 +11,8 @@
     python -m hrnet_jax.data.prepare imagenet2012 --manual_dir ILSVRC2012_TARS
 
 Needs TensorFlow (`pip install -e ".[test]"` or `pip install tensorflow-cpu`). Each dataset's
-builder is named in its file under hrnet_jax/data/datasets/.
+builder is named in its file under hrnet_jax/data/datasets/. A `--data_dir` in a bucket is
+built on local disk (under ~/.cache/hrnet_jax, or $HRNET_JAX_CACHE), then uploaded.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import os
 from typing import Any
 
+from hrnet_jax import storage
 from hrnet_jax.data import datasets
 
 DEFAULT_DATA_DIR = os.path.expanduser(datasets.DEFAULT_DATA_DIR)
@@ -37,8 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
     args = parser.parse_args(argv)
     builder = prepare(args.dataset, args.manual_dir, args.data_dir)
+    where = args.data_dir if storage.is_remote(args.data_dir) else builder.data_dir
     for split, info in builder.info.splits.items():
-        print(f"{args.dataset} {split}: {info.num_examples} examples in {builder.data_dir}")
+        print(f"{args.dataset} {split}: {info.num_examples} examples in {where}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """orbax checkpoints of the train state, the grain iterator state and the config, together.
 
 Restoring goes through abstract targets that carry the current mesh's shardings, so a run saved
-on 8 devices resumes on 4 (or on another host count) unchanged.
+on 8 devices resumes on 4 (or on another host count) unchanged. The folder may be in a bucket
+(orbax writes arrays with TensorStore, which reads `gs://` and `s3://` itself).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from hrnet_jax import storage
+
 
 class RestoreError(ValueError):
     """A checkpoint that does not fit the model: the mismatched arrays are named."""
@@ -26,10 +29,12 @@ class RestoreError(ValueError):
 def saved_steps(directory: str) -> list[int]:
     """The steps saved in a checkpoints folder (orbax names each step's folder by its number),
     without opening or creating anything."""
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(name) for name in os.listdir(directory)
-                  if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
+    folder = storage.path(directory)
+    with storage.errors_named(directory, "read"):
+        if not folder.is_dir():
+            return []
+        return sorted(int(child.name) for child in folder.iterdir()
+                      if child.name.isdigit() and child.is_dir())
 
 
 @contextlib.contextmanager
@@ -50,8 +55,9 @@ def _storage_noise_held_back():
 
 class Checkpointer:
     def __init__(self, directory: str, every_steps: int, keep: int):
+        local = not storage.is_remote(directory)
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
+            os.path.abspath(os.path.expanduser(directory)) if local else directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps))
 
     def latest_step(self) -> int | None:
@@ -108,7 +114,7 @@ class Checkpointer:
         level = absl_logger.level
         absl_logger.setLevel(logging.ERROR)  # orbax warns of the step's own metadata file here
         try:
-            folder = os.path.join(str(self.manager.directory), str(step), "state")
+            folder = self.manager.directory / str(step) / "state"
             saved = ocp.StandardCheckpointer().metadata(folder).item_metadata
             saved = {c: saved[c] for c in ("params", "batch_stats")}
         except Exception:  # unreadable metadata: the restore itself says what is wrong
@@ -141,10 +147,10 @@ class Checkpointer:
         if not steps:
             return
         if jax.process_index() == 0:
-            for step in steps:
-                folder = os.path.join(str(self.manager.directory), str(step))
-                if os.path.isdir(folder):
-                    os.replace(folder, folder + ".unrestorable")
+            for step in steps:  # on a bucket a copy, then a deletion (there is no rename)
+                folder = storage.join(self.manager.directory, str(step))
+                if storage.path(folder).is_dir():
+                    storage.move(folder, folder + ".unrestorable")
                     self._say(f"kept the unrestorable checkpoint aside as {folder}.unrestorable")
         self.manager.reload()
 

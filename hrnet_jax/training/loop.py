@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import signal
 import time
 from typing import Any, Callable
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from hrnet_jax import config as config_lib
+from hrnet_jax import config as config_lib, storage
 from hrnet_jax.data import pipeline
 from hrnet_jax.models import create_model, tiny_arch
 from hrnet_jax.tasks import Predict, Record, Task, make_task
@@ -67,7 +65,8 @@ class Trainer:
                 f"data.batch_size={config.data.batch_size} does not split over the "
                 f"{self.mesh.size} devices of the mesh (data={self.mesh.shape['data']} x "
                 f"fsdp={self.mesh.shape['fsdp']}): use a multiple of {self.mesh.size}")
-        os.makedirs(workdir, exist_ok=True)
+        # A bucket that does not exist or may not be written is said now, in one line.
+        storage.check_writable(workdir)
         self.task: Task = make_task(config)
         self.model = build_model(config)
         num_steps = config.loop.num_steps
@@ -89,7 +88,7 @@ class Trainer:
             in_shardings=(self.state_shardings, batch_sharding), out_shardings=replicated),
             "eval_step")
         self.predict = jax.jit(step_lib.make_predict(self.model, self.task.postprocess))
-        self.checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"),
+        self.checkpoints = Checkpointer(storage.join(workdir, "checkpoints"),
                                         config.checkpoint.every_steps, config.checkpoint.keep)
         self.metrics = MetricsWriter(workdir)
         self.tensorboard = TensorBoard(workdir)
@@ -119,8 +118,8 @@ class Trainer:
     def with_pretrained(self, state: dict) -> dict:
         """The state with its backbone from `model.pretrained` (strictly accounted)."""
         fresh = {"params": state["params"], "batch_stats": state["batch_stats"]}
-        variables, account = pretrained.initialise_from(
-            os.path.expanduser(self.config.model.pretrained), self.model, fresh)
+        variables, account = pretrained.initialise_from(self.config.model.pretrained,
+                                                        self.model, fresh)
         if jax.process_index() == 0:
             print(account)
         for collection in ("params", "batch_stats"):
@@ -129,8 +128,13 @@ class Trainer:
         return state
 
     def save(self, state: dict, data_iterator: Any, force: bool = False) -> None:
+        """Start saving `state` (in the background); a failed save (a bucket gone, a full disk)
+        is a StorageError naming the folder, the checkpoints already there left as they are."""
         step = int(jax.device_get(state["step"]))
-        self.checkpoints.save(step, state, data_iterator, config_lib.to_dict(self.config), force)
+        with storage.errors_named(self.checkpoints.manager.directory,
+                                  f"save the step {step} checkpoint to"):
+            self.checkpoints.save(step, state, data_iterator, config_lib.to_dict(self.config),
+                                  force)
 
     # -- training ---------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
@@ -193,13 +197,15 @@ class Trainer:
                                    else f"{error}; no checkpoint had been saved yet") from None
         finally:
             data_iterator.close()
-            self.checkpoints.wait()
+            with storage.errors_named(self.checkpoints.manager.directory,
+                                      "finish saving the checkpoints to"):
+                self.checkpoints.wait()
         progress.close()
         result = self.evaluate(state) if not stop.raised else {}
         if not stop.raised:
             pictures = self.draw_pictures(state)
             if pictures:
-                print(f"pictures: {os.path.dirname(pictures[0])} ({len(pictures)} new); "
+                print(f"pictures: {storage.path(pictures[0]).parent} ({len(pictures)} new); "
                       f"figures: {self.metrics.path} and {self.tensorboard.folder}; "
                       f"checkpoints: {self.checkpoints.manager.directory}")
         self.tensorboard.close()
@@ -237,15 +243,14 @@ class Trainer:
         if jax.process_index() != 0:
             return []
         count = min(self.config.eval.num_pictures, len(self.eval_source))
-        folder = os.path.join(self.workdir, "pictures")
-        os.makedirs(folder, exist_ok=True)
+        folder = storage.join(self.workdir, "pictures")
         step = int(jax.device_get(state["step"]))
         predict = self.predict_fn(state)
         paths = []
         for index in range(count):
             picture = self.task.draw(predict, dict(self.eval_source[index]))
-            path = os.path.join(folder, f"step{step:06d}_{index}.png")
-            cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            path = storage.join(folder, f"step{step:06d}_{index}.png")
+            storage.write_png(path, picture)
             self.tensorboard.picture(step, str(index), picture)
             paths.append(path)
         return paths

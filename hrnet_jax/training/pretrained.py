@@ -2,7 +2,8 @@
 evaluate a whole model trained elsewhere.
 
 The checkpoint (official / timm / mmdet `.pth`, `.pt` or `.safetensors`, or the workdir /
-checkpoints folder of one of our runs, e.g. a cls_imagenet experiment) must hold a whole
+checkpoints folder of one of our runs, e.g. a cls_imagenet experiment; local or in a bucket)
+must hold a whole
 backbone of the configured arch: any missing, unexpected or mis-shaped backbone key is an error
 that names it. A PyTorch file that holds the configured head too (an official segmentation
 model, an mmdet detector) is loaded whole, strictly; otherwise the classification head's keys
@@ -11,10 +12,9 @@ are the expected leftovers, reported as such, and the task head starts from its 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from hrnet_jax import surgery, weights
+from hrnet_jax import storage, surgery, weights
 from hrnet_jax.models import trained_on_bgr
 from hrnet_jax.training.checkpoint import Checkpointer
 
@@ -34,7 +34,8 @@ def load_backbone(state_dict: dict, arch: Any, path: str) -> tuple[dict, weights
 
 def load_run(path: str) -> dict:
     """The backbone variables of the latest checkpoint of one of our runs."""
-    folder = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
+    inner = storage.join(path, "checkpoints")
+    folder = inner if storage.path(inner).is_dir() else path
     variables = Checkpointer(folder, every_steps=1, keep=1).restore_variables()
     return {c: {"backbone": tree["backbone"]} for c, tree in variables.items()}
 
@@ -64,14 +65,20 @@ def initialise_from(path: str, model: Any, fresh: dict) -> tuple[dict, str]:
     """`fresh` variables ({'params', 'batch_stats'}) with the backbone (or the whole model)
     taken from `path`, and a one-paragraph account of what was loaded, left over and newly
     initialised."""
-    state_dict = None if os.path.isdir(path) else weights.load_state_dict_file(path)
+    with storage.errors_named(path, "read"):
+        is_run = storage.path(path).is_dir()
+    if not is_run:
+        with storage.local_file(path) as local:  # torch.load and safetensors open local files
+            state_dict = weights.load_state_dict_file(local)
+    else:
+        state_dict = None
     whole = None if state_dict is None else load_whole(state_dict, model, path)
     if whole is not None:
         variables, report = whole
         return variables, (f"pretrained {path}: the whole model, {len(report.loaded)} tensors "
                            f"loaded, {len(report.ignored)} known leftovers")
     arch = model.arch
-    if os.path.isdir(path):
+    if is_run:
         backbone, source = load_run(path), f"run checkpoint {path}"
         leftovers = "its head left over as expected"
     else:

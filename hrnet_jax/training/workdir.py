@@ -1,6 +1,10 @@
 """What a run keeps in its workdir besides checkpoints, and how nothing there is lost: the config
 it was started with (`config.json`, never replaced; later harmless changes recorded beside it)
 and its figures (`metrics.jsonl` and `tensorboard/`, one curve even after a resume).
+
+The workdir may be a bucket (`gs://...`, hrnet_jax.storage), where nothing can be appended to:
+every file here is written whole (`metrics.jsonl` rewritten with its rows held in memory, a few
+hundred kB at most), and TensorBoard's event files are written on local disk and uploaded whole.
 """
 
 from __future__ import annotations
@@ -8,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+import time
 from typing import Any
 
 import jax
 
-from hrnet_jax import config as config_lib
+from hrnet_jax import config as config_lib, storage
 
 # A run resumed with any of these changed would not describe (or not fit) its checkpoints.
 IDENTITY_FIELDS = ("experiment", "task", "model.arch", "model.width", "model.head",
@@ -34,11 +40,11 @@ def config_changes(workdir: str, config: config_lib.ExperimentConfig) -> dict[st
     """{field: (saved, now)} of what differs from the workdir's `config.json` (empty for a new
     run). Raises `ResumeConflict` naming the fields when one of IDENTITY_FIELDS differs; checked
     before anything is built, so that nothing in the workdir is touched."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        saved = _figures(config_lib.from_dict(json.load(f)))
+    path = storage.path(workdir) / "config.json"
+    with storage.errors_named(path, "read"):
+        if not path.exists():
+            return {}
+        saved = _figures(config_lib.from_dict(json.loads(path.read_text())))
     now = _figures(config)
     changes = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v and k != "name"}
     conflicts = [f"{k}: {changes[k][0]!r} there, {changes[k][1]!r} now"
@@ -57,11 +63,11 @@ def record_config(workdir: str, config: config_lib.ExperimentConfig, step: int) 
     if jax.process_index() != 0:
         return None
     changes = config_changes(workdir, config)
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
+    path = storage.join(workdir, "config.json")
+    if storage.path(path).exists():
         if not changes:
             return None
-        path = os.path.join(workdir, f"config.step{step:06d}.json")
+        path = storage.join(workdir, f"config.step{step:06d}.json")
         print(f"resuming at step {step} with " + ", ".join(
             f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()) + f": recorded in {path}")
     config_lib.save_json(config, path)
@@ -69,24 +75,36 @@ def record_config(workdir: str, config: config_lib.ExperimentConfig, step: int) 
 
 
 class MetricsWriter:
-    """Appends JSON lines to DIR/metrics.jsonl (first process only). A file that cannot be
-    written is said once on stderr; the run and its figures on the terminal go on."""
+    """JSON lines in DIR/metrics.jsonl (first process only). The file is rewritten whole at each
+    write from the rows held here (an object store cannot append; a reader sees the old file or
+    the new one). A file that cannot be written is said once on stderr; the run and its figures
+    on the terminal go on."""
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = storage.join(workdir, "metrics.jsonl")
+        self.replayed_path = storage.join(workdir, "metrics.replayed.jsonl")
         self.enabled = jax.process_index() == 0
         self.failed = False
+        self._rows: list[str] | None = None  # read when first needed
+
+    def rows(self) -> list[str]:
+        if self._rows is None:
+            file = storage.path(self.path)
+            self._rows = [line + "\n" for line in file.read_text().splitlines()
+                          if line.strip()] if file.exists() else []
+        return self._rows
 
     def write(self, step: int, split: str, figures: dict[str, float]) -> bool:
         if not self.enabled:
             return False
         try:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": step, "split": split, **figures}) + "\n")
+            rows = self.rows()
+            rows.append(json.dumps({"step": step, "split": split, **figures}) + "\n")
+            storage.write_atomic(self.path, "".join(rows))
         except OSError as error:
             if not self.failed:
-                print(f"warning: could not write {self.path} ({error}); the step {step} "
-                      f"{split} figures are only on the terminal", file=sys.stderr)
+                print(f"warning: could not write {self.path} ({storage.describe(error)}); the "
+                      f"step {step} {split} figures are only on the terminal", file=sys.stderr)
             self.failed = True
             return False
         return True
@@ -94,17 +112,16 @@ class MetricsWriter:
     def drop_replayed(self, step: int) -> int:
         """A run resumed at `step` trains the steps after it again: their earlier rows move to
         metrics.replayed.jsonl, so that metrics.jsonl stays one curve. Returns how many."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled:
             return 0
-        with open(self.path) as f:
-            rows = [line for line in f if line.strip()]
+        rows = self.rows()
         later = [line for line in rows if json.loads(line)["step"] > step]
         if later:
-            with open(os.path.join(os.path.dirname(self.path), "metrics.replayed.jsonl"), "a") as f:
-                f.writelines(later)
-            with open(self.path + ".tmp", "w") as f:
-                f.writelines(line for line in rows if json.loads(line)["step"] <= step)
-            os.replace(self.path + ".tmp", self.path)
+            replayed = storage.path(self.replayed_path)
+            earlier = replayed.read_text() if replayed.exists() else ""
+            storage.write_atomic(self.replayed_path, earlier + "".join(later))
+            self._rows = [line for line in rows if json.loads(line)["step"] <= step]
+            storage.write_atomic(self.path, "".join(self._rows))
         return len(later)
 
 
@@ -113,10 +130,18 @@ class TensorBoard:
     process only), written with tensorboardX (no TensorFlow). Train figures go under `train/`,
     evaluation figures under `eval/`, per-class ones under their own group (`iou/road`, ...),
     pictures under `pictures/`. A run resumed at step S purges the later steps of the earlier
-    files (TensorBoard's purge_step), so its curves carry on without duplicate steps."""
+    files (TensorBoard's purge_step), so its curves carry on without duplicate steps.
+
+    With the workdir in a bucket the writer writes on local disk and the event files are
+    uploaded whole (at most every `UPLOAD_EVERY_S` seconds, and when closed): an object cannot
+    be appended to, and tensorboardX's own bucket writer needs the cloud client libraries."""
+
+    UPLOAD_EVERY_S = 60.0
 
     def __init__(self, workdir: str):
-        self.folder = os.path.join(workdir, "tensorboard")
+        self.folder = storage.join(workdir, "tensorboard")
+        self.local_folder: str | None = None  # where the writer writes, when not self.folder
+        self.uploaded_at = 0.0
         self.writer = None
         if jax.process_index() != 0:
             return
@@ -133,8 +158,24 @@ class TensorBoard:
             return
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(self.folder, purge_step=step + 1 if step else None,
+        folder = self.folder
+        if storage.is_remote(folder):
+            self.local_folder = folder = tempfile.mkdtemp(prefix="hrnet_jax_tensorboard_")
+        self.writer = SummaryWriter(folder, purge_step=step + 1 if step else None,
                                     flush_secs=30)
+
+    def _upload(self, force: bool = False) -> None:
+        """The local event files to the bucket's folder, each object whole."""
+        if self.local_folder is None or (
+                not force and time.monotonic() - self.uploaded_at < self.UPLOAD_EVERY_S):
+            return
+        self.uploaded_at = time.monotonic()
+        try:
+            storage.copy_tree(self.local_folder, self.folder)
+        except OSError as error:
+            print(f"warning: could not upload the TensorBoard files to {self.folder} "
+                  f"({storage.describe(error)}); trying again at the next figures",
+                  file=sys.stderr)
 
     def scalars(self, step: int, split: str, figures: dict[str, float]) -> None:
         if self.writer is None:
@@ -144,6 +185,7 @@ class TensorBoard:
         for key, value in figures.items():
             self.writer.add_scalar(key if "/" in key else f"{split}/{key}", value, step)
         self.writer.flush()
+        self._upload()
 
     def picture(self, step: int, name: str, picture: Any) -> None:
         if self.writer is None:
@@ -151,8 +193,10 @@ class TensorBoard:
         if self.writer is not None:
             self.writer.add_image(f"pictures/{name}", picture, step, dataformats="HWC")
             self.writer.flush()
+            self._upload()
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+            self._upload(force=True)

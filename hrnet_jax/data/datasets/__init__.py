@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hrnet_jax import storage
 from hrnet_jax.data.keypoint_sets import KeypointSet
 
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
@@ -54,6 +55,9 @@ class Dataset:
     eval_split: str = "val"  # where the papers' numbers are measured
 
     # -- preparation --------------------------------------------------------------------------
+    # A data_dir in a bucket: ArrayRecord's reader and writer open local files only, so the
+    # files are built on local disk and uploaded (`prepare`), and each host reading them stages
+    # a copy on its own disk once (`prepared_builder`; hrnet_jax.storage.stage).
     def builder_class(self) -> Any:
         """The tfds builder class; importing it registers it with tfds."""
         module, cls = self.builder
@@ -63,9 +67,20 @@ class Dataset:
         return getattr(importlib.import_module(f"hrnet_jax.data.builders.{module}"), cls)
 
     def prepare(self, manual_dir: str, data_dir: str = DEFAULT_DATA_DIR) -> Any:
-        """Build the ArrayRecord files (skipped when already there); returns the builder."""
+        """Build the ArrayRecord files in `data_dir` (skipped when already there); returns the
+        builder (of this host's local copy when `data_dir` is a bucket)."""
         import tensorflow_datasets as tfds
 
+        if storage.is_remote(data_dir):
+            local_root = storage.cache_folder(data_dir)
+            builder = self.prepare(manual_dir, local_root)
+            remote = storage.join(data_dir, os.path.relpath(builder.data_dir, local_root))
+            with storage.errors_named(remote, "upload the prepared files to"):
+                if not (storage.path(remote) / "dataset_info.json").exists():
+                    # dataset_info.json last: the dataset counts as prepared once it is whole.
+                    storage.copy_tree(builder.data_dir, remote, f"uploading to {remote}",
+                                      last=("dataset_info.json",))
+            return builder
         cls = self.builder_class()
         if not os.path.isdir(os.path.expanduser(manual_dir)):
             raise FileNotFoundError(f"{manual_dir!r} does not exist.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
@@ -80,6 +95,17 @@ class Dataset:
         import tensorflow_datasets as tfds
 
         cls = self.builder_class()
+        if storage.is_remote(data_dir):
+            local_root = storage.cache_folder(data_dir)
+            relative = os.path.relpath(tfds.builder(self.tfds_name, data_dir=local_root).data_dir,
+                                       local_root)
+            remote = storage.join(data_dir, relative)
+            with storage.errors_named(remote, "read"):
+                prepared = (storage.path(remote) / "dataset_info.json").exists()
+            if prepared:
+                storage.stage(remote, os.path.join(local_root, relative),
+                              f"staging {self.name} from {data_dir}")
+                return tfds.builder(self.tfds_name, data_dir=local_root)
         data_dir = os.path.expanduser(data_dir)
         builder = tfds.builder(self.tfds_name, data_dir=data_dir)
         if not builder.is_prepared():

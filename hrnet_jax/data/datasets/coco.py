@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 from typing import Any
 
 import numpy as np
@@ -71,13 +70,17 @@ DETECTION_TRAIN_IMAGES = 117266  # train2017 images with a box (FCOS's training 
 @functools.lru_cache(maxsize=4)
 def load_detections(path: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """A COCO detection results file -> image id -> (person boxes (N, 4), scores (N,))."""
-    path = os.path.expanduser(path)
-    if not os.path.exists(path):
+    from hrnet_jax import storage
+
+    location = storage.path(path)
+    with storage.errors_named(path, "read"):
+        exists = location.exists()
+    if not exists:
         raise FileNotFoundError(f"person detections {path} do not exist; pass the detection "
                                 "results file as --set data.person_boxes=FILE, or evaluate on "
                                 "ground-truth boxes with --set data.person_boxes=ground_truth")
-    with open(path) as f:
-        detections = json.load(f)
+    with storage.errors_named(path, "read"):
+        detections = json.loads(location.read_text())
     by_image: dict[int, list] = {}
     for detection in detections:
         x, y, w, h = detection["bbox"]
