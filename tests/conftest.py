@@ -21,6 +21,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # rather than tf.io.gfile, which etils.epath would pick with TensorFlow installed. Set before
 # any path is touched: etils reads it once.
 os.environ.setdefault("EPATH_USE_TF", "false")
+# gcsfs reads this when imported: the plain JSON API, which the emulator serves (see
+# tests/gcs_emulator.py).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 def shared_data_dir() -> pathlib.Path:
