@@ -86,3 +86,38 @@ def start(bucket: str) -> Emulator:
     server = Emulator()
     create_bucket(server.url, bucket)
     return server
+
+
+class Refusing:
+    """A GCS endpoint on 127.0.0.1 that answers every request 403 Forbidden with GCS's own error
+    body, as GCS answers a caller whose credentials lack the permission (fake-gcs-server has no
+    access control). Point `environment(refusing.url)` at it."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def refuse(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                body = json.dumps({"error": {"code": 403, "message": (
+                    "caller does not have storage.objects.create access to the bucket")}}).encode()
+                self.send_response(403)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = refuse
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -69,6 +69,26 @@ def test_a_bucket_that_does_not_exist_is_one_line_and_nothing_is_written(bucket,
             storage.write_png("gs://no-such-bucket/x.png", np.zeros((2, 2, 3), np.uint8))
 
 
+def test_a_bucket_without_permission_is_one_line_and_nothing_is_written(tmp_path):
+    import gcs_emulator
+
+    refusing = gcs_emulator.Refusing()
+    try:
+        env = {**os.environ, **gcs_emulator.environment(refusing.url), "PYTHONPATH": str(ROOT)}
+        result = subprocess.run([sys.executable, "-m", "hrnet_jax.main",
+                                 "--experiment=seg_synthetic:smoke", "--workdir=gs://locked/run"],
+                                env=env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        refusing.stop()
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "gs://locked/run" in errors[0], result.stderr[-3000:]
+    assert "Forbidden" in errors[0] and "credentials may read and write it" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 # -- a Cityscapes run in the bucket ---------------------------------------------------------
 STEPS = ("loop.num_steps=40", "loop.log_every=1", "checkpoint.every_steps=4",
          "checkpoint.keep=20")
