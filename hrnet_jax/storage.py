@@ -25,8 +25,8 @@ import numpy as np
 from etils import epath
 
 REMOTE_SCHEMES = ("gs://", "s3://", "az://", "hf://")
-# Staged copies of bucket datasets (and other remote files needed as local files) go here.
-CACHE_DIR = os.environ.get("HRNET_JAX_CACHE", os.path.join("~", ".cache", "hrnet_jax"))
+# Staged copies of bucket datasets go below $HRNET_JAX_CACHE (read at each use), else here.
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "hrnet_jax")
 
 
 class StorageError(OSError):
@@ -182,7 +182,8 @@ def cache_folder(location: str | os.PathLike) -> str:
     text = os.fspath(location).rstrip("/")
     scheme, _, rest = text.partition("://")
     digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-    return os.path.join(os.path.expanduser(CACHE_DIR), "staged", scheme,
+    root = os.environ.get("HRNET_JAX_CACHE") or DEFAULT_CACHE_DIR
+    return os.path.join(os.path.expanduser(root), "staged", scheme,
                         rest.replace("/", "_")[:120] + "-" + digest)
 
 

@@ -43,6 +43,24 @@ def test_a_run_starts_from_the_checkpoint_backbone(classification_checkpoint, tm
     assert "classification-head tensors left over as expected" in out
 
 
+def test_a_checkpoint_file_in_a_bucket_starts_a_run(classification_checkpoint, bucket, tmp_path,
+                                                    capsys):
+    """model.pretrained=gs://...: the file is read through a local copy (safetensors and
+    torch.load open local files), the same backbone as from local disk."""
+    from hrnet_jax import storage
+
+    path, variables, _ = classification_checkpoint
+    remote = f"{bucket}/weights/{path.name}"
+    storage.copy_file(path, remote)
+    state = Trainer(smoke_config(remote), str(tmp_path)).restore_or_init()
+    expected = surgery.flatten(variables["params"]["backbone"])
+    got = surgery.flatten(jax.device_get(state["params"]["backbone"]))
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, key)
+    assert f"pretrained {remote}: " in capsys.readouterr().out
+
+
 def test_missing_or_misshapen_backbone_keys_are_named(classification_checkpoint, tmp_path):
     _, _, state_dict = classification_checkpoint
     broken = {k: v for k, v in state_dict.items() if k != "stage2.0.fuse_layers.0.1.0.weight"}

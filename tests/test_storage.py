@@ -49,6 +49,11 @@ def test_files_on_a_bucket_are_written_whole_copied_moved_and_staged(bucket, tmp
     assert not list(local.rglob(".partial-*"))  # only whole files
     with storage.local_file(f"{bucket}/moved/a.json") as copy:
         assert pathlib.Path(copy).name == "a.json" and pathlib.Path(copy).read_text() == '{"a": 2}'
+    # Person boxes for --mode=predict read from the bucket.
+    from hrnet_jax.predict import read_boxes
+
+    storage.write_atomic(f"{bucket}/boxes.json", json.dumps([{"bbox": [1, 2, 30, 40]}]))
+    np.testing.assert_array_equal(read_boxes(f"{bucket}/boxes.json"), [[1, 2, 30, 40]])
     storage.check_writable(f"{bucket}/new/folder")
     assert not storage.path(f"{bucket}/new/folder").exists() or not storage.files_under(
         f"{bucket}/new/folder")  # the probe is deleted
@@ -115,7 +120,8 @@ def bucket_runs(bucket, shared_data, tmp_path_factory):
     same run SIGKILLed after its step-4 checkpoint, then rerun to the end."""
     from hrnet_jax.data import prepare
 
-    os.environ["HRNET_JAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # this host's disk
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("HRNET_JAX_CACHE", str(tmp_path_factory.mktemp("cache")))  # this disk
     data_dir = f"{bucket}/tfds"
     prepare.prepare("cityscapes", str(shared_data / "cityscapes_mini"), data_dir)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -137,8 +143,9 @@ def bucket_runs(bucket, shared_data, tmp_path_factory):
     resumed = subprocess.run(command(killed, data_dir), env=env, capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return {"data_dir": data_dir, "straight": f"{bucket}/straight", "killed": killed,
-            "resumed_output": resumed.stdout + resumed.stderr}
+    yield {"data_dir": data_dir, "straight": f"{bucket}/straight", "killed": killed,
+           "resumed_output": resumed.stdout + resumed.stderr}
+    monkeypatch.undo()
 
 
 def test_a_run_killed_in_a_bucket_resumes_bit_exact(bucket_runs):
