@@ -109,6 +109,10 @@ def evaluations_on_one_and_on_two_hosts(workdir, experiment: str, overrides,
     return one, two
 
 
+# Slow tier: CI's two-process tests are the training one above and a shared bucket workdir
+# (test_storage); evaluation rows gathered over hosts are in CI by threads
+# (test_gathered_rows_carry_text_columns_between_hosts) and here over real processes.
+@pytest.mark.slow
 def test_pose_evaluation_rows_from_two_hosts_add_up_to_one_process(tmp_path, shared_data):
     """Top-down evaluation gathers a variable number of rows (persons) from each host: the two
     sample images split over two hosts give the COCO figures of one process."""
