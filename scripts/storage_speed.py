@@ -68,7 +68,7 @@ def read_rate(data_dir: str, passes: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", default="hrnet_w48")
+    parser.add_argument("--arch", default="hrnet_w48", help="an arch, or tiny (for tests)")
     parser.add_argument("--bucket", help="gs://BUCKET/PREFIX (default: a local emulator)")
     parser.add_argument("--cityscapes", default=str(ROOT.parent / "shared" / "data" /
                                                    "cityscapes_mini"))
@@ -83,17 +83,20 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ.update(gcs_emulator.environment(emulator.url))
         args.bucket = "gs://storage-speed/run"
     local = tempfile.mkdtemp(prefix="storage_speed_")
-    os.environ.setdefault("HRNET_JAX_CACHE", os.path.join(local, "cache"))
+    saved_cache = os.environ.get("HRNET_JAX_CACHE")
+    os.environ["HRNET_JAX_CACHE"] = os.path.join(local, "cache")  # staging measured afresh
     try:
         import jax
         import optax
 
         from hrnet_jax import storage
         from hrnet_jax.data import prepare
-        from hrnet_jax.models import create_model
+        from hrnet_jax.models import create_model, tiny_arch
         from hrnet_jax.training import step
 
-        model = create_model(args.arch, "segmentation", 19)
+        # "tiny": the tests' width-4 model, to check the script itself in seconds.
+        model = create_model(tiny_arch(4) if args.arch == "tiny" else args.arch,
+                             "segmentation", 19)
         state = jax.jit(lambda: step.init_state(model, optax.sgd(0.01, momentum=0.9),
                                                 (64, 64, 3), 0))()
         size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
@@ -112,6 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
         return report
     finally:
         shutil.rmtree(local, ignore_errors=True)
+        if saved_cache is None:
+            os.environ.pop("HRNET_JAX_CACHE", None)
+        else:
+            os.environ["HRNET_JAX_CACHE"] = saved_cache
         if emulator is not None:
             emulator.stop()
 

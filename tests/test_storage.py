@@ -255,3 +255,22 @@ def test_a_bucket_that_vanishes_mid_run_stops_with_one_line(bucket, tmp_path):
     assert "check that the bucket exists" in errors[0]
     # (orbax's background save thread logs its own traceback before this line: its logging.)
     assert not list(tmp_path.iterdir())  # nothing written locally instead
+
+
+def test_storage_speed_script_reports_local_and_bucket_figures(bucket, shared_data):
+    """scripts/storage_speed.py at the tests' tiny size against the test bucket: the figures of
+    its note, each measured."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("storage_speed", ROOT / "scripts" /
+                                                  "storage_speed.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    report = script.main(["--arch=tiny", f"--bucket={bucket}/speed", "--passes=2",
+                          f"--cityscapes={shared_data / 'cityscapes_mini'}"])
+    assert report["state_mb"] > 0
+    for where in ("checkpoint_local", "checkpoint_bucket"):
+        assert report[where]["save_s"] > 0 and report[where]["restore_s"] > 0
+    for where in ("read_local", "read_bucket_first", "read_bucket_staged"):
+        assert report[where]["records_per_s"] > 0
+    assert storage.path(f"{bucket}/speed/ckpt").is_dir()
