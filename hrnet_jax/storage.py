@@ -9,7 +9,7 @@ An object store is not a disk, and the run is built for what it cannot do:
 - listings may lag on some stores: the newest checkpoint is orbax's to find;
 - ArrayRecord's reader opens local files only: a dataset prepared into a bucket is copied to
   each host's local disk once (`stage`) and read there, and `prepare` into a bucket builds on
-  local disk, then uploads (`upload`).
+  local disk, then uploads (`copy_tree`).
 Errors of the storage layers become one `StorageError` line naming the path and what to check.
 """
 
@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 from etils import epath
@@ -85,19 +85,38 @@ def check_writable(folder: str | os.PathLike) -> None:
         probe.unlink()
 
 
-def write_atomic(location: str | os.PathLike, data: bytes | str) -> None:
-    """Write a whole file so that a reader sees the old one or the new one, never a part: a
-    temporary file renamed over it locally; one object upload on a bucket (which is atomic)."""
-    payload = data.encode() if isinstance(data, str) else data
-    if is_remote(location):
-        path(location).write_bytes(payload)
+@contextlib.contextmanager
+def _written_whole(target: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write `target` through, which appears whole or not at all: locally a
+    temporary file renamed over it at the end; on a bucket one object upload, discarded if the
+    writing fails (closing would commit a part)."""
+    if is_remote(target):
+        writer = path(target).open("wb")
+        try:
+            yield writer
+        except BaseException:
+            getattr(writer, "discard", lambda: None)()
+            raise
+        writer.close()
         return
-    target = os.path.expanduser(os.fspath(location))
+    target = os.path.expanduser(os.fspath(target))
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    temporary = f"{target}.tmp{os.getpid()}"
-    with open(temporary, "wb") as f:
-        f.write(payload)
-    os.replace(temporary, target)
+    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(target) or ".",
+                                             prefix=".partial-")
+    try:
+        with os.fdopen(descriptor, "wb") as writer:
+            yield writer
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_atomic(location: str | os.PathLike, data: bytes | str) -> None:
+    """Write a whole file so that a reader sees the old one or the new one, never a part."""
+    with _written_whole(location) as writer:
+        writer.write(data.encode() if isinstance(data, str) else data)
 
 
 def write_png(location: str | os.PathLike, rgb: np.ndarray) -> None:
@@ -112,26 +131,10 @@ def write_png(location: str | os.PathLike, rgb: np.ndarray) -> None:
 
 
 def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Stream one file to another place, either local or in a bucket, whole or not at all (a
-    local target is written under a temporary name, then renamed; an object upload is atomic)."""
-    if is_remote(target):
-        with path(source).open("rb") as reader, path(target).open("wb") as writer:
-            while chunk := reader.read(16 << 20):
-                writer.write(chunk)
-        return
-    target = os.path.expanduser(os.fspath(target))
-    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(target) or ".",
-                                             prefix=".partial-")
-    try:
-        with os.fdopen(descriptor, "wb") as writer, path(source).open("rb") as reader:
-            while chunk := reader.read(16 << 20):
-                writer.write(chunk)
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Stream one file to another place, either local or in a bucket, whole or not at all."""
+    with path(source).open("rb") as reader, _written_whole(target) as writer:
+        while chunk := reader.read(16 << 20):
+            writer.write(chunk)
 
 
 def files_under(folder: str | os.PathLike) -> list[epath.Path]:
@@ -157,10 +160,7 @@ def copy_tree(source: str | os.PathLike, target: str | os.PathLike,
     with tqdm(total=sum(sizes), desc=progress, unit="B", unit_scale=True,
               disable=progress is None, leave=False) as bar:
         for file, size in zip(files, sizes):
-            destination = target_path / os.fspath(file.relative_to(source_path))
-            if not is_remote(destination):
-                destination.parent.mkdir(parents=True, exist_ok=True)
-            copy_file(file, destination)
+            copy_file(file, target_path / os.fspath(file.relative_to(source_path)))
             copied += size
             bar.update(size)
     return copied
