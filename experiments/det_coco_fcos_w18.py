@@ -5,8 +5,8 @@ r"""FCOS on HRNetV2p-W18, COCO 2017 detection, 1x schedule (FCOS / mmdet's HRNet
         --set model.pretrained=hrnetv2_w18_imagenet_pretrained.pth
 
 Expected: val2017 box AP 35.3 (mmdet's HRNetV2p-W18 FCOS with GroupNorm heads, 1x; 38.2 at 2x),
-from ImageNet weights, with mmdet's plain FCOS (`model.fcos_style=mmdet`: IoU loss, no centre
-sampling, centerness on the classification tower, NMS 0.5). `--set model.fcos_style=improved`
+from ImageNet weights, with mmdet's plain FCOS (`model.detector.style=mmdet`: IoU loss, no centre
+sampling, centerness on the classification tower, NMS 0.5). `--set model.detector.style=improved`
 adds centre sampling, GIoU and centerness on the regression tower (FCOS reports about +1 AP).
 Not yet reproduced with this code. mmdet's released checkpoint evaluates as it is:
 `--mode=eval --set model.pretrained=fcos_hrnetv2p_w18_gn-head_4x4_1x_coco.pth` (its BGR

@@ -15,7 +15,7 @@ from hrnet_jax.recipes import smoke, synthetic_demo
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
     config = synthetic_demo("detection", "detection", num_classes=4, dataset="synthetic_detection")
-    config.model.strides, config.model.head_channels = (4, 8, 16, 32, 64), 64
+    config.model.detector.strides, config.model.detector.channels = (4, 8, 16, 32, 64), 64
     config.data.short_sides, config.data.max_long_side, config.data.max_boxes = (64,), 64, 4
     config.data.flip = True
     return with_variant(config, variant, smoke=smoke)

@@ -19,8 +19,9 @@ from hrnet_jax.recipes import smoke, synthetic_demo
 
 def get_config(variant: str | None = None) -> ExperimentConfig:
     config = synthetic_demo("detection", "mask_rcnn", num_classes=4, dataset="synthetic_detection")
-    config.model.head_channels = 32
-    config.model.rcnn_proposals, config.model.rcnn_rois = 100, 64
+    detector = config.model.detector
+    detector.channels, detector.rois = 32, 64
+    detector.proposals, detector.train_proposals, detector.train_pre_nms = 100, 100, 200
     config.data.short_sides, config.data.max_long_side, config.data.max_boxes = (64,), 64, 4
     config.data.flip = True
     return with_variant(config, variant, smoke=smoke)

@@ -27,18 +27,17 @@ class ModelConfig:
     # Off by default: XLA:CPU runs the scanned backward ~7x slower. For TPU pods.
     scan_modules: bool = False
     norm_eval: bool = False  # backbone BatchNorm frozen in inference mode (mmdet's norm_eval)
-    strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # detection: pyramid levels (or 4..64)
-    head_channels: int = 256  # detection: the pyramid's and the FCOS towers' width
-    # detection: "improved" (centre sampling, centerness on the regression tower, GIoU, distances
-    # x stride) or "mmdet" (mmdet's plain FCOS, the README's quoted APs): models/fcos_head.py
-    fcos_style: str = "improved"
-    # faster_rcnn, mask_rcnn: proposals kept an image (mmdet: 1000) and RoIs sampled an image
-    # in training (mmdet: 512); smaller for quick tests
-    rcnn_proposals: int = 1000
-    rcnn_rois: int = 512
+    # A detector head's options, chosen by the head as the data options by the task
+    # (hrnet_jax.models.detectors): FCOS's strides / channels / style, the R-CNNs' proposals,
+    # sampled RoIs and per-stage IoUs, stds and loss weights. `--set model.detector.rois=64`.
+    detector: Any = None
     # ImageNet (or other) weights for the backbone at the start of a run: an official or timm
     # .pth / .safetensors file (hrnet_jax.training.pretrained). Empty: random initialisation.
     pretrained: str = ""
+
+    def __post_init__(self):
+        if self.detector is None:
+            self.detector = detector_options(self.head)
 
 
 @dataclasses.dataclass
@@ -262,10 +261,17 @@ def apply_override(config: Any, assignment: str) -> None:
     for part in path:
         node = getattr(node, part, None) if dataclasses.is_dataclass(node) else None
     fields = {f.name for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else set()
+    if path == ["model", "detector"] and target not in fields:
+        valid = ", ".join(sorted(fields)) or "none"
+        raise ConfigError(f"--set {key}: the head {config.model.head!r} has no option "
+                          f"{target!r}; its options: {valid}")
     if target not in fields or dataclasses.is_dataclass(getattr(node, target)):
         raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys(config))}")
     hints = typing.get_type_hints(type(node))
-    setattr(node, target, _parse_value(text.strip(), hints[target], key))
+    value = _parse_value(text.strip(), hints[target], key)
+    if key == "model.head" and value != node.head:  # the new head's own detector options
+        node.detector = detector_options(value)
+    setattr(node, target, value)
 
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:
@@ -291,6 +297,16 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     if config.data.batch_size % config.optim.grad_accum_steps:
         raise ConfigError(f"data.batch_size={config.data.batch_size} does not split into "
                           f"optim.grad_accum_steps={config.optim.grad_accum_steps} micro-batches")
+    from hrnet_jax.models.detectors import options_class
+
+    detector = config.model.detector
+    if type(detector) is not options_class(config.model.head):
+        raise ConfigError(f"model.detector holds {type(detector).__name__}, the options of "
+                          f"another head than model.head={config.model.head!r}")
+    try:
+        detector.check()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     pretrained = config.model.pretrained
     if pretrained:
         from hrnet_jax import storage
@@ -323,15 +339,59 @@ def flat(tree: dict[str, Any] | ExperimentConfig, prefix: str = "") -> dict[str,
     return out
 
 
+# ModelConfig's detector options before they were the head's own (config.json of older runs):
+# old key -> (new key, FCOS head only, R-CNN heads only).
+_OLD_DETECTOR_KEYS = {"strides": "strides", "fcos_style": "style", "head_channels": "channels",
+                      "rcnn_proposals": "proposals", "rcnn_rois": "rois"}
+
+
+def _migrated_model(values: dict[str, Any]) -> dict[str, Any]:
+    """A model section as written before `model.detector` existed, with its detector options
+    moved into it (those the head reads) and the rest dropped."""
+    from hrnet_jax.models.detectors import options_class
+
+    values = dict(values)
+    old = {k: values.pop(k) for k in list(values) if k in _OLD_DETECTOR_KEYS}
+    if "detector" in values or not old:
+        return values
+    fields = {f.name for f in dataclasses.fields(options_class(values.get("head")))}
+    detector = {_OLD_DETECTOR_KEYS[k]: v for k, v in old.items() if _OLD_DETECTOR_KEYS[k] in fields}
+    if "rcnn_proposals" in old and "proposals" in fields:  # kept in training, 2x before NMS
+        detector.update(train_proposals=old["rcnn_proposals"],
+                        train_pre_nms=2 * old["rcnn_proposals"])
+    values["detector"] = detector
+    return values
+
+
+def detector_options(head: str | None, values: dict[str, Any] | None = None) -> Any:
+    """The options dataclass of a head (models.detectors) with `values` over its defaults."""
+    from hrnet_jax.models.detectors import default_options
+
+    options = default_options(head)
+    hints = typing.get_type_hints(type(options))
+    for name, value in (values or {}).items():
+        if name not in hints:
+            valid = ", ".join(f.name for f in dataclasses.fields(options)) or "none"
+            raise ConfigError(f"model.detector.{name}: the head {head!r} has no such option; "
+                              f"its options: {valid}")
+        setattr(options, name, tuple(value) if isinstance(value, list) else value)
+    return options
+
+
 def from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Inverse of `to_dict` (tuples come back from JSON lists)."""
     def build(cls, values):
         hints = typing.get_type_hints(cls)
         hints["data"] = DATA_CONFIGS.get(values.get("task"), hints.get("data"))
+        if cls is ModelConfig:
+            values = _migrated_model(values)
+            values["detector"] = detector_options(values.get("head"), values.get("detector"))
         kwargs = {}
         for name, value in values.items():
             hint = hints[name]
-            if dataclasses.is_dataclass(hint):
+            if dataclasses.is_dataclass(value):
+                pass
+            elif dataclasses.is_dataclass(hint):
                 value = build(hint, value)
             elif isinstance(value, list):
                 value = tuple(value)

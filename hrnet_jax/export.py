@@ -42,6 +42,11 @@ def describe(trainer: Any, exported: jax.export.Exported, step: int) -> dict[str
                   "normalise": "(pixel - mean) / std, pixels 0..255",
                   "mean": [round(float(v), 4) for v in IMAGENET_MEAN],
                   "std": [round(float(v), 4) for v in IMAGENET_STD]},
+        **({"image_sizes": {"shape": "(batch, 2)", "dtype": "int32",
+                            "meaning": "each image's height and width inside the padded "
+                                       "input, where its boxes are clipped; the second "
+                                       "argument of exported.call"}}
+           if len(exported.in_avals) > 1 else {}),
         "outputs": {"tree": str(exported.out_tree),
                     "arrays": [f"{a.dtype}{list(a.shape)}" for a in exported.out_avals]},
         "platforms": list(exported.platforms),

@@ -9,6 +9,8 @@ from hrnet_jax.config import (CheckpointConfig, ClassificationData, DetectionDat
 from hrnet_jax.data import datasets
 from hrnet_jax.data.datasets import cityscapes as cityscapes_dataset
 from hrnet_jax.data.transforms import scale_steps
+from hrnet_jax.models.fcos_head import FCOSOptions
+from hrnet_jax.models.two_stage import RCNNOptions
 
 
 def synthetic_demo(task: str, head: str, num_classes: int, dataset: str) -> ExperimentConfig:
@@ -247,7 +249,8 @@ def fcos_coco(arch: str, style: str = "mmdet") -> ExperimentConfig:
     the biases' learning rate."""
     config = ExperimentConfig(task="detection")
     config.model = ModelConfig(arch=arch, head="detection", num_classes=80, norm_eval=True,
-                               fcos_style=style)
+                               detector=FCOSOptions(strides=(8, 16, 32, 64, 128), channels=256,
+                                                    style=style))
     config.data = DetectionData(name="coco_detection", image_size=(800, 1344), batch_size=16,
                              eval_batch_size=1, worker_count=16, train_split="train",
                              eval_split="val", flip=True, short_sides=(800,), max_long_side=1333)
@@ -270,8 +273,10 @@ def faster_rcnn_coco(arch: str) -> ExperimentConfig:
     frozen (mmdet's HRNet norm_eval); evaluation at short side 800: score 0.05, class-wise NMS
     0.5, 100 detections an image."""
     config = fcos_coco(arch)
-    config.model.head, config.model.strides = "faster_rcnn", (4, 8, 16, 32, 64)
-    config.model.fcos_style = "improved"  # (the default: an FCOS option the R-CNNs do not read)
+    config.model.head = "faster_rcnn"
+    config.model.detector = RCNNOptions(proposals=1000, train_pre_nms=2000, train_proposals=1000,
+                                        rois=512, positive_fraction=0.25, stage_ious=(0.5,),
+                                        stage_stds=(0.1, 0.1, 0.2, 0.2), stage_weights=(1.0,))
     config.optim.learning_rate, config.optim.warmup_start = 0.02, 0.001
     config.optim.decay_norm_and_bias, config.optim.clip_grad_norm = True, 0.0
     config.eval.nms_threshold = 0.5
@@ -288,11 +293,42 @@ def mask_rcnn_coco(arch: str) -> ExperimentConfig:
     return config
 
 
+def cascade_coco(arch: str, head: str = "cascade_rcnn") -> ExperimentConfig:
+    """The cascades on HRNetV2p, mmdet's 20e recipes (cascade_rcnn_hrnetv2p_w*_20e_coco,
+    cascade_mask_rcnn_..., htc_...): Faster R-CNN's data, neck, RPN and test settings (above),
+    and three R-CNN stages at IoU 0.5 / 0.6 / 0.7 (no low-quality matches), coder stds
+    (0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067), losses
+    weighted 1 / 0.5 / 0.25, class-agnostic deltas, smooth-L1 box losses (beta 1/9 for the
+    RPN, 1 for the stages), 2000 proposals kept in training, 512 RoIs a stage a quarter
+    positive; at test the stages' class scores averaged and the last stage's boxes (and the
+    stages' masks averaged). HTC adds the interleaved mask branch, its information flow and
+    the semantic branch (COCO-stuff's 183 classes at 1/8, loss weight 0.2; the dataset option
+    data.semantic_labels), and tests at score 0.001. SGD 0.02 for batch 16, warm-up 500
+    iterations from lr x 0.001, x0.1 after epochs 16 and 19 of 20."""
+    config = faster_rcnn_coco(arch)
+    config.model.head = head
+    config.model.detector = RCNNOptions(
+        proposals=1000, train_pre_nms=2000, train_proposals=2000, rois=512,
+        positive_fraction=0.25, stage_ious=(0.5, 0.6, 0.7),
+        stage_stds=(0.1, 0.1, 0.2, 0.2, 0.05, 0.05, 0.1, 0.1, 0.033, 0.033, 0.067, 0.067),
+        stage_weights=(1.0, 0.5, 0.25), class_agnostic=True, rpn_beta=1 / 9, box_beta=1.0,
+        interleaved=head == "htc", mask_info_flow=head == "htc",
+        semantic_classes=183 if head == "htc" else 0, semantic_weight=0.2)
+    config.optim.milestones = (16 / 20, 19 / 20)
+    schedule_in_epochs(config, datasets.get("coco_detection").train_examples, 20, eval_every=4,
+                       log_every=50, checkpoints_per_epoch=2)
+    if head == "htc":
+        config.eval.score_threshold = 0.001
+        config.data.semantic_labels = "stuffthingmaps"
+    return config
+
+
 def faster_rcnn_smoke(config: ExperimentConfig) -> ExperimentConfig:
     """FCOS's smoke (a tiny model on the real sample), with 100 proposals and 64 RoIs an
     image."""
     config = fcos_smoke(config)
-    config.model.rcnn_proposals, config.model.rcnn_rois = 100, 64
+    config.model.detector.proposals, config.model.detector.rois = 100, 64
+    config.model.detector.train_pre_nms, config.model.detector.train_proposals = 200, 100
     return config
 
 
@@ -301,7 +337,7 @@ def fcos_smoke(config: ExperimentConfig) -> ExperimentConfig:
     `python -m hrnet_jax.data.prepare coco_detection`, its person boxes), training and
     evaluating on its only split: short side 96 or 128, long side <= 192, canvas 128x192,
     64-channel towers."""
-    config.model.arch, config.model.width, config.model.head_channels = "tiny", 4, 64
+    config.model.arch, config.model.width, config.model.detector.channels = "tiny", 4, 64
     config.data.train_split = config.data.eval_split = "val"
     config.data.image_size, config.data.short_sides, config.data.max_long_side = (128, 192), (96, 128), 192
     config.data.batch_size, config.data.worker_count = 2, 0

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from hrnet_jax.models import HRNet
+from hrnet_jax.models import DETECTORS, HRNet
 from hrnet_jax.models.hrnet import ArchSpec
 
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
@@ -259,17 +259,21 @@ def export_inference(model: HRNet, variables: Variables, image_size: tuple[int, 
                      dtype: Any = jnp.float32, postprocess: Any = None,
                      platforms: Sequence[str] | None = None) -> jax.export.Exported:
     """The model's inference function with its weights, serialisable StableHLO
-    (`exported.serialize()`), for any batch size: input (b, H, W, 3) normalised images.
-    `postprocess` (a task's, e.g. detection's decoding and NMS) runs in the same program;
-    `platforms` (e.g. ("cpu", "cuda")): where it may run (default: this machine's)."""
+    (`exported.serialize()`), for any batch size: input (b, H, W, 3) normalised images, and
+    for a detector also (b, 2) int32 image sizes (each image's height and width in its padded
+    canvas, where the boxes are clipped). `postprocess` (a task's, e.g. detection's decoding
+    and NMS) runs in the same program; `platforms` (e.g. ("cpu", "cuda")): where it may run
+    (default: this machine's)."""
     batch = jax.export.symbolic_shape("b")[0]
-    spec = jax.ShapeDtypeStruct((batch, *image_size, 3), dtype)
+    specs = [jax.ShapeDtypeStruct((batch, *image_size, 3), dtype)]
+    if model.head in DETECTORS:
+        specs.append(jax.ShapeDtypeStruct((batch, 2), jnp.int32))
 
-    def infer(images):
-        outputs = model.apply(variables, images, train=False)
+    def infer(images, image_sizes=None):
+        outputs = model.apply(variables, images, train=False, image_sizes=image_sizes)
         return outputs if postprocess is None else postprocess(outputs)
 
-    return jax.export.export(jax.jit(infer), platforms=platforms)(spec)
+    return jax.export.export(jax.jit(infer), platforms=platforms)(*specs)
 
 
 def fold_batchnorm(model: HRNet, variables: Variables) -> tuple[HRNet, Variables]:

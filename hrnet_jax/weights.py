@@ -10,7 +10,10 @@ segmentation `last_layer.{0,1,3}`, HRNet-OCR `conv3x3_ocr` / `aux_head` / `ocr_d
 (`neck.*` HRFPN, `bbox_head.{cls,reg}_convs.K.{conv,gn}`, `conv_cls`, `conv_reg`,
 `conv_centerness`, `scales.K.scale`), faster_rcnn mmdet's HRNetV2p Faster R-CNN (`neck.*`,
 `rpn_head.rpn_{conv,cls,reg}`, `roi_head.bbox_head.{shared_fcs.0,shared_fcs.1,fc_cls,fc_reg}`),
-mask_rcnn its Mask R-CNN (those, and `roi_head.mask_head.{convs.K.conv,upsample,conv_logits}`).
+mask_rcnn its Mask R-CNN (those, and `roi_head.mask_head.{convs.K.conv,upsample,conv_logits}`),
+the cascades theirs a stage (`roi_head.bbox_head.I.*`, `roi_head.mask_head.I.*` with HTC's
+`conv_res`, `roi_head.semantic_head.*`): each detector's rules are in its description
+(models.detectors).
 Wrapper prefixes (`module.`, `model.`, `backbone.`,
 `neck.`) are stripped on reading; detector weights are written with mmdet's `backbone.` and
 `neck.` prefixes.
@@ -35,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from hrnet_jax.models import ArchSpec, create_model
+from hrnet_jax.models import DETECTORS, ArchSpec, HRNet, create_model, trained_on_bgr
 
 Variables = dict[str, Any]
 
@@ -57,21 +60,6 @@ _BACKBONE_RULES = [
 ]
 
 
-def _hrfpn_rules(scope: str) -> list[tuple[str, str]]:
-    """HRFPN's convs (mmdet's `neck.*`, the prefix stripped), under the Flax `scope`."""
-    return [(rf"^{scope}reduction$", "reduction_conv.conv"),
-            (rf"^{scope}fpn(\d+)$", r"fpn_convs.\1.conv")]
-
-
-_FASTER_RCNN_RULES = [*_hrfpn_rules("neck/"),
-                      (r"^rpn/shared$", "rpn_head.rpn_conv"),
-                      (r"^rpn/objectness$", "rpn_head.rpn_cls"),
-                      (r"^rpn/deltas$", "rpn_head.rpn_reg"),
-                      (r"^box_head/fc1$", "roi_head.bbox_head.shared_fcs.0"),
-                      (r"^box_head/fc2$", "roi_head.bbox_head.shared_fcs.1"),
-                      (r"^box_head/classifier$", "roi_head.bbox_head.fc_cls"),
-                      (r"^box_head/deltas$", "roi_head.bbox_head.fc_reg")]
-
 _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
     "classification": [(r"^incre(\d+)/", r"incre_modules.\1.0."),
                        (r"^downsamp(\d+)/", r"downsamp_modules.\1."),
@@ -92,24 +80,9 @@ _HEAD_RULES: dict[str, list[tuple[str, str]]] = {
         (r"^fuse/1$", "ocr_distri_head.conv_bn_dropout.1.0")],
     "landmarks": [(r"^proj/", "head."), (r"^classifier$", "head.3")],
     "pose": [(r"^classifier$", "final_layer")],
-    "pyramid": _hrfpn_rules(""),
-    "detection": [*_hrfpn_rules("neck/"),
-                  (r"^fcos/cls_tower/conv(\d+)$", r"bbox_head.cls_convs.\1.conv"),
-                  (r"^fcos/cls_tower/norm(\d+)$", r"bbox_head.cls_convs.\1.gn"),
-                  (r"^fcos/box_tower/conv(\d+)$", r"bbox_head.reg_convs.\1.conv"),
-                  (r"^fcos/box_tower/norm(\d+)$", r"bbox_head.reg_convs.\1.gn"),
-                  (r"^fcos/cls_logits$", "bbox_head.conv_cls"),
-                  (r"^fcos/box_pred$", "bbox_head.conv_reg"),
-                  (r"^fcos/centerness$", "bbox_head.conv_centerness"),
-                  (r"^fcos$", "bbox_head")],
-    "faster_rcnn": _FASTER_RCNN_RULES,
-    "mask_rcnn": [*_FASTER_RCNN_RULES,
-                  (r"^mask_head/conv(\d+)$", r"roi_head.mask_head.convs.\1.conv"),
-                  (r"^mask_head/upsample$", "roi_head.mask_head.upsample"),
-                  (r"^mask_head/classifier$", "roi_head.mask_head.conv_logits")],
+    "pyramid": [(r"^reduction$", "reduction_conv.conv"), (r"^fpn(\d+)$", r"fpn_convs.\1.conv")],
 }
 # mmdet's full names of a detector's parts (written by to_torch; stripped on reading).
-_MMDET_HEADS = ("detection", "faster_rcnn", "mask_rcnn")
 _MMDET_SCOPES = (("bbox_head.", ""), ("rpn_head.", ""), ("roi_head.", ""),
                  ("reduction_conv.", "neck."), ("fpn_convs.", "neck."), ("", "backbone."))
 _STEM_KERNEL = ("params", "backbone", "stem", "conv1", "kernel")
@@ -122,13 +95,21 @@ _PARAM_NAMES = {("params", "kernel"): "weight", ("params", "bias"): "bias",
                 ("batch_stats", "var"): "running_var"}
 
 
+def head_rules(head: str | None) -> list[tuple[str, str]]:
+    """Flax module path in the head -> PyTorch module name, by pattern (a detector's from its
+    description, models.detectors)."""
+    if head in DETECTORS:
+        return list(DETECTORS[head].weight_rules)
+    return _HEAD_RULES.get(head or "", [])
+
+
 def torch_module_name(path: str, head: str | None) -> str:
     """Map a Flax module path ('backbone/stage2/module0/fuse/to0_from1/conv') to its PyTorch
     module name ('stage2.0.fuse_layers.0.1.0')."""
     scope, _, rest = path.partition("/")
     prefix, _, last = rest.rpartition("/")
     rest = f"{prefix}/{_LEAF_MODULES.get(last, last)}" if prefix else _LEAF_MODULES.get(last, last)
-    rules = _BACKBONE_RULES if scope == "backbone" else _HEAD_RULES.get(head or "", [])
+    rules = _BACKBONE_RULES if scope == "backbone" else head_rules(head)
     for pattern, replacement in rules:
         rest, n = re.subn(pattern, replacement, rest)
         if n:
@@ -152,7 +133,8 @@ _TORCH_MODULE_ORDER = {name: rank for rank, name in enumerate((
     "conv_bn_dropout", "cls_head", "aux_head", "head", "reduction_conv", "fpn_convs",
     "bbox_head", "cls_convs", "reg_convs", "conv_cls", "conv_reg", "conv_centerness", "scales",
     "rpn_head", "rpn_conv", "rpn_cls", "rpn_reg", "roi_head", "shared_fcs", "fc_cls", "fc_reg",
-    "mask_head", "convs", "upsample", "conv_logits",
+    "mask_head", "semantic_head", "lateral_convs", "convs", "conv_res", "upsample",
+    "conv_logits", "conv_embedding",
     "conv", "gn", "scale", "weight", "bias", "running_mean", "running_var",
     "num_batches_tracked"))}
 
@@ -208,6 +190,12 @@ class LoadReport:
 
     def __str__(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors, ignored {len(self.ignored)}"]
+        stages = sorted({found.group(0) for key in self.missing
+                         if (found := re.match(r"roi_head\.(bbox|mask)_head\.\d+", key))})
+        whole = [stage for stage in stages
+                 if not any(key.startswith(stage + ".") for key in self.loaded)]
+        if whole:
+            lines.append("missing whole cascade stage(s): " + ", ".join(whole))
         for title, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
             if keys:
                 lines.append(f"{len(keys)} {title}: " + ", ".join(keys))
@@ -241,12 +229,13 @@ def stripped_names(state_dict: Mapping[str, Any]) -> list[str]:
 
 
 def _infer_num_classes(head: str | None, state_dict: Mapping[str, Any]) -> int | None:
-    weight_key = {"classification": "classifier.weight", "segmentation": "last_layer.3.weight",
-                  "segmentation_ocr": "cls_head.weight", "detection": "bbox_head.conv_cls.weight",
-                  "faster_rcnn": "roi_head.bbox_head.fc_cls.weight",
-                  "mask_rcnn": "roi_head.bbox_head.fc_cls.weight",
-                  "landmarks": "head.3.weight", "pose": "final_layer.weight"}.get(head or "")
-    background = int(head in ("faster_rcnn", "mask_rcnn"))  # a background row in fc_cls
+    if head in DETECTORS:
+        weight_key, background = DETECTORS[head].classes_key, DETECTORS[head].background
+    else:
+        weight_key = {"classification": "classifier.weight", "segmentation": "last_layer.3.weight",
+                      "segmentation_ocr": "cls_head.weight", "landmarks": "head.3.weight",
+                      "pose": "final_layer.weight"}.get(head or "")
+        background = 0
     for name, key in _strip_wrappers(state_dict).items():
         if name == weight_key:
             return int(np.shape(state_dict[key])[0]) - background
@@ -259,23 +248,34 @@ def abstract_variables(model: Any, size: int = 64) -> Variables:
                                               train=False))
 
 
-def from_torch(arch: str | ArchSpec, head: str | None, state_dict: Mapping[str, Any],
-               num_classes: int | None = None, strict: bool = True,
-               ignore: Sequence[str] = (), bgr: bool = False, **model_options: Any) -> Any:
-    """Convert a PyTorch HRNet state_dict (numpy arrays or tensors) to Flax variables.
-
-    `num_classes` defaults to what the checkpoint's classifier holds. `ignore` lists glob
-    patterns of keys the caller expects to be left over (e.g. 'incre_modules.*' when taking a
-    backbone from a classification checkpoint); they are reported, not fatal. `bgr`: the
-    checkpoint was trained on BGR images (mmdet's FCOS). `model_options`: create_model's
-    (e.g. fcos_style="mmdet", whose towers have no biases).
-    Returns the variables; raises `WeightLoadError` naming every missing, unexpected or
-    shape-mismatched key. With `strict=False` returns `(variables, report)` instead, the
-    variables holding only what loaded.
-    """
+def convert(arch: str | ArchSpec, head: str | None, state_dict: Mapping[str, Any],
+            num_classes: int | None = None, strict: bool = True, ignore: Sequence[str] = (),
+            bgr: bool | None = None, **model_options: Any) -> Any:
+    """`from_torch` into the model of a preset: `create_model(arch, head, num_classes,
+    **model_options)` (e.g. detector=dict(style="mmdet")), `num_classes` defaulting to what
+    the checkpoint's classifier holds."""
     if num_classes is None and head not in (None, "pyramid"):
         num_classes = _infer_num_classes(head, state_dict)
     model = create_model(arch, head, num_classes, **model_options)
+    return from_torch(model, state_dict, strict=strict, ignore=ignore, bgr=bgr)
+
+
+def from_torch(model: HRNet, state_dict: Mapping[str, Any], strict: bool = True,
+               ignore: Sequence[str] = (), bgr: bool | None = None) -> Any:
+    """Convert a PyTorch HRNet state_dict (numpy arrays or tensors) to the Flax variables of
+    the built `model`.
+
+    `ignore` lists glob patterns of keys the caller expects to be left over (e.g.
+    'incre_modules.*' when taking a backbone from a classification checkpoint); they are
+    reported, not fatal. `bgr`: the checkpoint was trained on BGR images (default: as the
+    model's released checkpoints were, `models.trained_on_bgr`: mmdet's FCOS).
+    Returns the variables; raises `WeightLoadError` naming every missing, unexpected or
+    shape-mismatched key (and any stage of a cascade missing whole). With `strict=False`
+    returns `(variables, report)` instead, the variables holding only what loaded.
+    """
+    head = model.head
+    if bgr is None:
+        bgr = trained_on_bgr(model)
     expected = abstract_variables(model)
     targets = key_map(expected, head)
     shapes = traverse_util.flatten_dict(expected)
@@ -325,7 +325,7 @@ def to_torch(variables: Variables, head: str | None,
     state_dict = {}
     for torch_key, flax_path in key_map(variables, head).items():
         value = np.asarray(_to_torch(np.asarray(flat[flax_path], np.float32)))
-        if head in _MMDET_HEADS:
+        if head in DETECTORS:
             torch_key = next(scope + torch_key for start, scope in _MMDET_SCOPES
                              if torch_key.startswith(start))
         state_dict[torch_key] = value

@@ -7,8 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from hrnet_jax.models import roi_align
-from hrnet_jax.tasks import boxes as boxes_lib
+from hrnet_jax.detection import anchors as anchors_lib, boxes as boxes_lib, coder, nms, roi_align
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -52,29 +51,52 @@ def torchvision_pooled(features, boxes, levels, output_size, sampling_ratio):
     return out
 
 
+def inside_canvas(boxes, size=(96, 128)):
+    """The boxes clipped to the canvas, as the detectors pool them (proposals and detections
+    are clipped to the image, the ground truth lies in it); the zero-width one stays."""
+    return np.clip(boxes, 0, [size[1], size[0]] * 2).astype(np.float32)
+
+
 @pytest.mark.parametrize("sampling_ratio,output_size", [(2, 7), (0, 7), (0, 14)])
 def test_roi_align_equals_torchvision_at_every_level(sampling_ratio, output_size):
-    features, boxes = pyramid(), random_boxes()
+    features, boxes = pyramid(), inside_canvas(random_boxes())
     levels = np.asarray(roi_align.map_levels(boxes, len(STRIDES)))
     assert set(levels.ravel()) == {0, 1, 2, 3}  # every level is exercised
-    # max_samples covers the largest adaptive grid of these boxes (10 a side): exact.
-    ours = jax.jit(lambda f, b: roi_align.roi_align(f, STRIDES, b, output_size, sampling_ratio,
-                                                    max_samples=10))(features, boxes)
+    ours = jax.jit(lambda f, b: roi_align.roi_align(f, STRIDES, b, output_size,
+                                                    sampling_ratio))(features, boxes)
     expected = torchvision_pooled(features, boxes, levels, output_size, sampling_ratio)
     assert np.abs(np.asarray(ours) - expected).max() <= 1e-4
 
 
-def test_adaptive_sampling_beyond_its_cap_takes_the_cap_per_side():
-    """A RoI wider than output_size x max_samples feature pixels is sampled max_samples times a
-    side: torchvision's result with sampling_ratio = max_samples."""
-    features = pyramid(size=(128, 256))
-    boxes = np.array([[[4.0, 8.0, 250.0, 120.0]]], np.float32).repeat(2, 0)  # 61 px at stride 4
-    levels = np.zeros((2, 1), np.int32)
-    ours = roi_align.roi_align(features, STRIDES, boxes, 7, 0, max_samples=4, levels=levels)
-    expected = torchvision_pooled(features, boxes, levels, 7, 4)
-    assert np.abs(np.asarray(ours) - expected).max() <= 1e-4
-    wider = torchvision_pooled(features, boxes, levels, 7, 0)
-    assert np.abs(wider - expected).max() > 1e-3  # the cap does change such a RoI
+def test_adaptive_sampling_is_exact_for_rois_that_need_large_grids():
+    """RoIs the level mapping sends to the finest level although long and thin (a 10-pixel
+    high box across the canvas: 61 feature pixels, 9 samples a bin side), boxes at the image
+    edge, the largest square of each level, and a box over the whole canvas: torchvision's
+    adaptive grid (sampling_ratio=0) exactly, however many samples a side it takes."""
+    size = (128, 256)
+    features = pyramid(size=size)
+    boxes = np.array([[4.0, 8.0, 250.0, 18.0], [0.0, 0.0, 256.0, 6.0], [250.0, 0.0, 256.0, 128.0],
+                      [0.0, 0.0, 111.0, 111.0], [30.0, 10.0, 250.0, 120.0],
+                      [0.0, 0.0, 256.0, 128.0], [100.5, 60.25, 101.0, 61.0]], np.float32)
+    boxes = np.stack([boxes, boxes[::-1]])
+    levels = np.asarray(roi_align.map_levels(boxes, len(STRIDES)))
+    assert levels[0, 0] == 0 and levels[0, 1] == 0  # long and thin, on the finest level
+    grid = np.ceil((boxes[0, 0, 2] - boxes[0, 0, 0]) / 4 / 7)
+    assert grid >= 9  # far past the old cap of 4 samples a side
+    for output_size in (7, 14):
+        ours = roi_align.roi_align(features, STRIDES, boxes, output_size, 0)
+        expected = torchvision_pooled(features, boxes, levels, output_size, 0)
+        assert np.abs(np.asarray(ours) - expected).max() <= 1e-4
+
+
+def test_roi_align_window_bounds_what_the_level_mapping_allows():
+    """The gathered window is the touched rectangle's bound: the whole map for the last level
+    and for explicit levels; on the finer levels the mapping's area bound keeps it smaller than
+    the finest map."""
+    shapes = [(200, 336), (100, 168), (50, 84), (25, 42)]
+    mapped = roi_align.window_size(shapes, STRIDES)
+    assert 25 * 42 <= mapped < 200 * 336 // 20
+    assert roi_align.window_size(shapes, STRIDES, mapped=False) == 200 * 336
 
 
 def test_level_mapping_is_mmdets():
@@ -101,7 +123,7 @@ def test_class_wise_nms_keeps_what_torchvisions_batched_nms_keeps_in_its_order()
         kept = torchvision.ops.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
                                            torch.from_numpy(classes), threshold).numpy()
         assert 50 < len(kept) < 400
-        out = jax.jit(boxes_lib.class_wise_nms, static_argnums=(3, 4))(
+        out = jax.jit(nms.class_wise_nms, static_argnums=(3, 4))(
             boxes, scores, classes, threshold, 400)
         assert int(np.asarray(out["valid"]).sum()) == len(kept)
         np.testing.assert_array_equal(np.asarray(out["boxes"])[:len(kept)], boxes[kept])
@@ -119,34 +141,34 @@ def test_delta_coder_equals_torchvisions_and_round_trips(stds):
     targets = anchors + rng.normal(0, 8, anchors.shape).astype(np.float32)
     targets[:, 2:] = np.maximum(targets[:, 2:], targets[:, :2] + 1)
     coder = BoxCoder(weights=tuple(1.0 / s for s in stds))
-    deltas = np.asarray(boxes_lib.encode_deltas(anchors, targets, stds))
+    deltas = np.asarray(coder.encode_deltas(anchors, targets, stds))
     expected = coder.encode_single(torch.from_numpy(targets), torch.from_numpy(anchors)).numpy()
     np.testing.assert_allclose(deltas, expected, rtol=1e-4, atol=1e-4)
-    decoded = np.asarray(boxes_lib.decode_deltas(anchors, deltas, stds))
+    decoded = np.asarray(coder.decode_deltas(anchors, deltas, stds))
     np.testing.assert_allclose(decoded, targets, rtol=1e-5, atol=1e-3)  # round trip
     # Beyond the size clamp: mmdet clamps log ratios on both sides, torchvision above only.
     limit = abs(np.log(16 / 1000))
     wild = rng.normal(0, 3, deltas.shape).astype(np.float32)
     wild[:, 2:] = np.maximum(wild[:, 2:], -limit / np.asarray(stds[2:])).astype(np.float32)
-    shrunk = np.asarray(boxes_lib.decode_deltas(anchors[:1], np.array([[0, 0, -99, -99]],
+    shrunk = np.asarray(coder.decode_deltas(anchors[:1], np.array([[0, 0, -99, -99]],
                                                                       np.float32), stds))
     np.testing.assert_allclose(shrunk[0, 2:] - shrunk[0, :2],
                                (anchors[0, 2:] - anchors[0, :2]) * 16 / 1000, rtol=1e-4)
     expected = coder.decode_single(torch.from_numpy(wild), torch.from_numpy(anchors)).numpy()
-    np.testing.assert_allclose(np.asarray(boxes_lib.decode_deltas(anchors, wild, stds)),
+    np.testing.assert_allclose(np.asarray(coder.decode_deltas(anchors, wild, stds)),
                                expected, rtol=1e-5, atol=1e-2)
-    clipped = np.asarray(boxes_lib.decode_deltas(anchors, wild, stds, image_shape=(50, 70)))
+    clipped = np.asarray(coder.decode_deltas(anchors, wild, stds, image_shape=(50, 70)))
     assert clipped.min() >= 0 and clipped[:, [0, 2]].max() <= 70 and clipped[:, [1, 3]].max() <= 50
 
 
 def test_anchors_are_mmdets():
     """Scale 8, ratios 0.5 / 1 / 2 (height / width) on stride 4: 32x32 area, centred on the
     cell corner; cells row-major, the 3 anchors of a cell together."""
-    base = boxes_lib.base_anchors(4)
+    base = anchors_lib.base_anchors(4)
     side = 32 / np.sqrt(2)
     np.testing.assert_allclose(base, [[-side, -side / 2, side, side / 2], [-16, -16, 16, 16],
                                       [-side / 2, -side, side / 2, side]], rtol=1e-6)
-    grid = boxes_lib.grid_anchors((2, 3), 4)
+    grid = anchors_lib.grid_anchors((2, 3), 4)
     assert grid.shape == (18, 4)
     np.testing.assert_allclose(grid[3 * 1 + 1], [4 - 16, -16, 4 + 16, 16])  # row 0, column 1
     np.testing.assert_allclose(grid[3 * 3 + 1], [-16, 4 - 16, 16, 4 + 16])  # row 1, column 0
@@ -173,8 +195,8 @@ def test_assignment_is_mmdets_max_iou_assigner(thresholds):
     anchors and ground truths that overlap at every level, padded ground truths ignored."""
     from hrnet_jax.tasks import rcnn
 
-    anchors = np.concatenate([boxes_lib.grid_anchors((24, 32), 4),
-                              boxes_lib.grid_anchors((12, 16), 8)])
+    anchors = np.concatenate([anchors_lib.grid_anchors((24, 32), 4),
+                              anchors_lib.grid_anchors((12, 16), 8)])
     rng = np.random.default_rng(8)
     corner = rng.uniform(0, 80, (6, 2))
     truth = np.concatenate([corner, corner + rng.uniform(28, 70, (6, 2))], 1).astype(np.float32)
@@ -217,7 +239,7 @@ def test_proposals_are_mmdets_per_level_nms_of_the_best_anchors():
 
     rng = np.random.default_rng(9)
     shapes, strides, image = [(16, 24), (8, 12), (4, 6)], (4, 8, 16), (64, 96)
-    anchors = [boxes_lib.grid_anchors(s, stride) for s, stride in zip(shapes, strides)]
+    anchors = [anchors_lib.grid_anchors(s, stride) for s, stride in zip(shapes, strides)]
     objectness = [rng.normal(size=len(a)).astype(np.float32) for a in anchors]
     deltas = [rng.normal(0, 0.3, (len(a), 4)).astype(np.float32) for a in anchors]
     found = jax.device_get(jax.jit(rcnn.propose, static_argnums=(3, 4, 5, 6))(
@@ -266,7 +288,7 @@ def test_rpn_head_lays_out_anchors_as_mmdets_rpn_head():
         expected_reg = reg.permute(0, 2, 3, 1).reshape(2, -1, 4).numpy()
         np.testing.assert_allclose(np.asarray(objectness[level]), expected_cls, atol=1e-5)
         np.testing.assert_allclose(np.asarray(deltas[level]), expected_reg, atol=1e-5)
-        assert objectness[level].shape[1] == len(boxes_lib.grid_anchors(x.shape[1:3], 4))
+        assert objectness[level].shape[1] == len(anchors_lib.grid_anchors(x.shape[1:3], 4))
 
 
 def test_box_head_equals_torchvisions_two_mlp_head_and_predictor():
@@ -391,12 +413,12 @@ def test_losses_known_answers():
     sampled."""
     from hrnet_jax.tasks import rcnn
 
-    anchors = boxes_lib.grid_anchors((8, 8), 8)
+    anchors = anchors_lib.grid_anchors((8, 8), 8)
     truth = np.array([[[8, 8, 60, 50], [0, 0, 0, 0]]], np.float32)
     mask = np.array([[1, 0]], np.float32)
     zeros = np.zeros((1, len(anchors)), np.float32)
     assigned = rcnn.assign(anchors, truth[0], mask[0], 0.7, 0.3, 0.3, True)
-    targets = np.asarray(boxes_lib.encode_deltas(anchors, truth[0][np.maximum(assigned - 1, 0)]))
+    targets = np.asarray(coder.encode_deltas(anchors, truth[0][np.maximum(assigned - 1, 0)]))
     deltas = np.where((np.asarray(assigned) > 0)[:, None], targets, 0.0)[None].astype(np.float32)
     loss, figures = rcnn.rpn_loss(zeros, deltas, anchors, truth, mask, jax.random.key(0))
     np.testing.assert_allclose(figures["loss_rpn_cls"], np.log(2), rtol=1e-6)

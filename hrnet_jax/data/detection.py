@@ -194,3 +194,32 @@ def box_relative_masks(masks: np.ndarray, boxes: np.ndarray, size: int = BOX_MAS
                                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out
+
+
+# -- semantic labels (HTC) -------------------------------------------------------------------
+# COCO-stuff's `stuffthingmaps` PNGs: one label a pixel, 0..181 (things and stuff), 255
+# unlabelled; HTC's semantic head predicts them at 1/8 of the padded canvas.
+SEMANTIC_STRIDE = 8
+UNLABELLED = 255
+MISSING_SEMANTIC = (f"its COCO-stuff labels were not found when the dataset was prepared: "
+                    "HTC's semantic branch trains on them. Extract stuffthingmaps_trainval2017.zip "
+                    "into the manual folder (stuffthingmaps/train2017/*.png beside "
+                    "annotations/) and prepare again")
+
+
+def semantic_target(example: dict[str, Any], size: np.ndarray, canvas: tuple[int, int],
+                    name: str) -> np.ndarray:
+    """An example's label map resized with its image to `size` (height, width; nearest),
+    padded with 255 to the `canvas`, then taken at 1/8 (nearest, as mmdet's SegRescale):
+    (canvas / 8) uint8."""
+    labels = np.asarray(example.get("semantic", np.zeros((0, 0), np.uint8)))
+    labels = labels.reshape(labels.shape[:2])
+    if labels.shape[:2] != example["image"].shape[:2]:
+        raise ValueError(f"{name}: {MISSING_SEMANTIC}" if labels.size <= 1 else
+                         f"{name}: its semantic label map is {labels.shape[1]}x{labels.shape[0]}, "
+                         f"its image {example['image'].shape[1]}x{example['image'].shape[0]}")
+    padded = np.full(canvas, UNLABELLED, np.uint8)
+    padded[:size[0], :size[1]] = cv2.resize(labels, (int(size[1]), int(size[0])),
+                                            interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(padded, (canvas[1] // SEMANTIC_STRIDE, canvas[0] // SEMANTIC_STRIDE),
+                      interpolation=cv2.INTER_NEAREST)

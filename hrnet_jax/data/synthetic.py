@@ -154,6 +154,7 @@ class SyntheticDetection(_Source):
         image = _background(rng, (h, w))
         taken = np.zeros((h, w), bool)
         boxes, labels, masks = [], [], []
+        scene = np.zeros((h, w), np.uint8)  # semantic labels: 0 background, 1 + the shape's class
         for _ in range(rng.integers(1, self.max_objects + 1)):
             cls = int(rng.integers(self.num_classes))
             radius = int(rng.uniform(0.1, 0.25) * min(h, w))
@@ -162,6 +163,7 @@ class SyntheticDetection(_Source):
             if (mask & taken).any():  # objects never hide each other
                 continue
             taken |= mask
+            scene[mask] = cls + 1
             hue = np.array([[[rng.integers(180), 255, 255]]], np.uint8)
             image[mask] = cv2.cvtColor(hue, cv2.COLOR_HSV2RGB)[0, 0]
             ys, xs = np.nonzero(mask)
@@ -171,6 +173,7 @@ class SyntheticDetection(_Source):
         image += rng.normal(0, 8, image.shape)
         boxes = np.array(boxes, np.float32).reshape(-1, 4)
         return {"image": np.clip(image, 0, 255).astype(np.uint8), "image_id": np.int64(index),
+                "semantic": scene,
                 "objects": {"bbox": boxes, "label": np.array(labels, np.int64),
                             "area": boxes[:, 2] * boxes[:, 3],
                             "iscrowd": np.zeros(len(boxes), np.int32),

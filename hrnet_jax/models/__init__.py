@@ -12,15 +12,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hrnet_jax.models.fcos_head import PYRAMID_STRIDES, DetectionHead, style_named
+from hrnet_jax.models.detectors import DETECTORS, default_options, options_class
 from hrnet_jax.models.heads import ClassificationHead, PoseHead, PyramidNeck, RepresentationHead
 from hrnet_jax.models.hrnet import ARCHS, ArchSpec, HRNetBackbone, StageSpec, tiny_arch
 from hrnet_jax.models.layers import LayerConfig
 from hrnet_jax.models.ocr_head import OCRHead
-from hrnet_jax.models.rcnn_heads import FasterRCNNHead
 
 HEADS = (None, "classification", "segmentation", "segmentation_ocr", "pose", "landmarks", "pyramid",
-         "detection", "faster_rcnn", "mask_rcnn")
+         *DETECTORS)
 
 # The papers' per-task defaults. bn_momentum is Flax's: PyTorch 0.1 -> 0.9, 0.01 -> 0.99.
 HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
@@ -33,9 +32,7 @@ HEAD_DEFAULTS: dict[str | None, dict[str, Any]] = {
     "pose": dict(upsample="nearest", bn_momentum=0.9, num_classes=17),
     "landmarks": dict(upsample="bilinear", align_corners=False, bn_momentum=0.99, num_classes=98),
     "pyramid": dict(upsample="nearest", bn_momentum=0.9),
-    "detection": dict(upsample="nearest", bn_momentum=0.9, num_classes=80),
-    "faster_rcnn": dict(upsample="nearest", bn_momentum=0.9, num_classes=80),
-    "mask_rcnn": dict(upsample="nearest", bn_momentum=0.9, num_classes=80),
+    **{name: dict(upsample="nearest", bn_momentum=0.9, num_classes=80) for name in DETECTORS},
 }
 
 LAYER_OPTIONS = tuple(f.name for f in dataclasses.fields(LayerConfig))
@@ -48,20 +45,28 @@ class HRNet(nn.Module):
     layers: LayerConfig
     head: str | None = None
     num_classes: int | None = None
-    strides: tuple[int, ...] = PYRAMID_STRIDES[1]  # detection's pyramid levels
-    head_channels: int = 256  # detection's pyramid and FCOS towers
-    fcos_style: str = "improved"  # detection: hrnet_jax.models.fcos_head.FCOS_STYLES
-    rcnn: tuple[tuple[str, Any], ...] = ()  # faster/mask_rcnn: FasterRCNNHead's options, as pairs
+    # A detector's options (models.detectors: FCOSOptions, RCNNOptions), and the inference
+    # settings of those that detect inside the model (score_threshold, nms_threshold,
+    # detections, pre_nms) as pairs.
+    detector: Any = None
+    inference: tuple[tuple[str, Any], ...] = ()
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False, targets: dict | None = None) -> Any:
+    def __call__(self, x: jnp.ndarray, train: bool = False, targets: dict | None = None,
+                 image_sizes: jnp.ndarray | None = None) -> Any:
         """`targets`: what a head trains on inside its forward (the R-CNNs' ground truth,
-        Task.model_inputs); the other heads take none."""
+        Task.model_inputs); `image_sizes` (N, 2): each image's height and width inside the
+        padded canvas, where a detector clips its boxes (default: the whole canvas). The other
+        heads take neither."""
         # HRNetV1 for pose: the last module fuses into branch 0 only; the other heads use all.
         xs = HRNetBackbone(self.arch, self.layers, multi_scale_output=self.head != "pose",
                            name="backbone")(x, train and not self.layers.norm_eval)
         if self.head is None:
             return xs
+        if self.head in DETECTORS:
+            detector = DETECTORS[self.head]
+            return detector.build(self.num_classes, self.layers, self.detector,
+                                  dict(self.inference))(xs, train, targets, image_sizes)
         if self.head == "classification":
             return ClassificationHead(self.num_classes, self.layers, name="head")(xs, train)
         if self.head in ("segmentation", "landmarks"):
@@ -70,28 +75,18 @@ class HRNet(nn.Module):
             return OCRHead(self.num_classes, self.layers, name="head")(xs, train)
         if self.head == "pose":
             return PoseHead(self.num_classes, self.layers, name="head")(xs, train)
-        if self.head == "detection":
-            return DetectionHead(self.num_classes, self.layers, self.strides, self.head_channels,
-                                 self.fcos_style, name="head")(xs, train)
-        if self.head in ("faster_rcnn", "mask_rcnn"):
-            return FasterRCNNHead(self.num_classes, self.layers, self.head_channels,
-                                  masks=self.head == "mask_rcnn", **dict(self.rcnn),
-                                  name="head")(xs, train, targets)
         return PyramidNeck(self.layers, name="head")(xs, train)
 
 
 def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int | None = None,
-                 strides: tuple[int, ...] = PYRAMID_STRIDES[1], head_channels: int = 256,
-                 fcos_style: str = "improved", rcnn: dict[str, Any] | None = None,
+                 detector: Any = None, inference: dict[str, Any] | None = None,
                  **overrides: Any) -> HRNet:
     """Build an HRNet. `arch` names a preset (see `ARCHS`) or is an `ArchSpec`.
 
-    strides: the detection head's pyramid levels, (8, ..., 128) as mmdet's HRNet-FCOS or the
-    neck's own (4, ..., 64); head_channels: its pyramid's and towers' width (256 in FCOS; a
-    multiple of 32, the GroupNorm groups); fcos_style: "improved" or "mmdet" (FCOS_STYLES);
-    rcnn: the R-CNNs' options (FasterRCNNHead's fields): `proposals` kept and `rois` sampled an
-    image (1000, 512), and the detection settings of inference (`score_threshold`,
-    `nms_threshold`, `detections`, `pre_nms`).
+    detector: a detector head's options (models.detectors.DETECTORS[head].options, e.g.
+    FCOSOptions(strides=(4, 8, 16, 32, 64)) or RCNNOptions), or a dict of changes to the head's
+    defaults; inference: the R-CNNs' detection settings (`score_threshold`, `nms_threshold`,
+    `detections`, `pre_nms`).
     overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype,
     scan_modules, norm_eval);
     the head picks the papers' defaults for the rest.
@@ -110,22 +105,41 @@ def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int
     if head in ("pyramid", None) and num_classes is not None:
         raise ValueError(f"head {head!r} has no classes; do not pass num_classes")
     layers = LayerConfig(**{**defaults, **overrides})
-    if tuple(strides) not in PYRAMID_STRIDES:
-        raise ValueError(f"pyramid strides {tuple(strides)}: choose "
-                         f"{' or '.join(map(str, PYRAMID_STRIDES))}")
-    if head_channels % 32:
-        raise ValueError(f"head_channels {head_channels}: the FCOS towers' GroupNorm needs a "
-                         "multiple of 32")
-    style_named(fcos_style)  # an unknown style names the known ones
+    options = detector_options(head, detector)
     return HRNet(arch, layers, head, num_classes if num_classes is not None else default_classes,
-                 tuple(strides), head_channels, fcos_style, tuple(sorted((rcnn or {}).items())))
+                 options, tuple(sorted((inference or {}).items())))
+
+
+def detector_options(head: str | None, detector: Any = None) -> Any:
+    """The head's options: `detector` itself (of the head's options class), or the head's
+    defaults changed by a dict; checked. A head that is not a detector takes none."""
+    if head not in DETECTORS:
+        if detector:
+            raise ValueError(f"head {head!r} is not a detector: it takes no detector options")
+        return None
+    kind = options_class(head)
+    if detector is None or isinstance(detector, dict):
+        changes = detector or {}
+        valid = [f.name for f in dataclasses.fields(kind)]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise ValueError(f"the {head} head has no option(s) {unknown}; its options: "
+                             f"{', '.join(valid)}")
+        options = dataclasses.replace(default_options(head), **changes)
+    elif isinstance(detector, kind):
+        options = detector
+    else:
+        raise ValueError(f"the {head} head takes {kind.__name__}, not "
+                         f"{type(detector).__name__}")
+    options.check()
+    return options
 
 
 def trained_on_bgr(model: HRNet) -> bool:
     """Whether the released PyTorch checkpoints of this model were trained on BGR images: mmdet's
-    FCOS (its style says so); its Faster / Mask R-CNN and every other head took RGB."""
-    return model.head == "detection" and style_named(model.fcos_style).bgr_checkpoints
+    FCOS (its style says so); its R-CNNs and every other head took RGB."""
+    return model.head in DETECTORS and DETECTORS[model.head].bgr_checkpoints(model.detector)
 
 
-__all__ = ["ARCHS", "ArchSpec", "HEADS", "HRNet", "LayerConfig", "StageSpec", "create_model",
-           "tiny_arch", "trained_on_bgr"]
+__all__ = ["ARCHS", "ArchSpec", "DETECTORS", "HEADS", "HRNet", "LayerConfig", "StageSpec",
+           "create_model", "detector_options", "tiny_arch", "trained_on_bgr"]

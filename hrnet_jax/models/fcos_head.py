@@ -111,18 +111,37 @@ class FCOSHead(nn.Module):
         return out
 
 
+@dataclasses.dataclass(unsafe_hash=True)
+class FCOSOptions:
+    """`model.detector` of FCOS (`--set model.detector.style=mmdet`)."""
+
+    strides: tuple[int, ...] = PYRAMID_STRIDES[1]  # the pyramid's levels: 8..128 or 4..64
+    channels: int = 256  # the pyramid's and the towers' width (a multiple of 32: GroupNorm)
+    style: str = "improved"  # FCOS_STYLES
+
+    def check(self) -> None:
+        if tuple(self.strides) not in PYRAMID_STRIDES:
+            raise ValueError(f"pyramid strides {tuple(self.strides)}: choose "
+                             f"{' or '.join(map(str, PYRAMID_STRIDES))}")
+        if self.channels % 32:
+            raise ValueError(f"model.detector.channels={self.channels}: the FCOS towers' "
+                             "GroupNorm needs a multiple of 32")
+        style_named(self.style)  # an unknown style names the known ones
+
+
 class DetectionHead(nn.Module):
     """HRNetV2p neck (strides 4..64 or 8..128) + FCOS head."""
 
     num_classes: int
     layers: LayerConfig
-    strides: tuple[int, ...] = PYRAMID_STRIDES[1]
-    channels: int = 256
-    style: str = "improved"
+    options: FCOSOptions = FCOSOptions()
 
     @nn.compact
-    def __call__(self, xs: list[jnp.ndarray], train: bool) -> dict[str, list[jnp.ndarray]]:
-        levels = PyramidNeck(self.layers, self.channels, stride=self.strides[0] // 4,
+    def __call__(self, xs: list[jnp.ndarray], train: bool, targets: dict | None = None,
+                 image_sizes: jnp.ndarray | None = None) -> dict[str, list[jnp.ndarray]]:
+        del targets, image_sizes  # FCOS assigns its targets in the loss and decodes after
+        o = self.options
+        levels = PyramidNeck(self.layers, o.channels, stride=o.strides[0] // 4,
                              name="neck")(xs, train)
-        return FCOSHead(self.num_classes, self.strides, self.channels, self.style,
+        return FCOSHead(self.num_classes, tuple(o.strides), o.channels, o.style,
                         dtype=self.layers.dtype, name="fcos")(levels)

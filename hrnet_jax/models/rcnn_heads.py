@@ -1,27 +1,25 @@
-"""The heads of the two-stage detectors on HRNetV2p's pyramid (Faster / Mask R-CNN, with
-mmdet's module names in the comments for the weight conversion).
+"""The parts of the two-stage detectors on HRNetV2p's pyramid (Faster / Mask R-CNN, Cascade
+R-CNN, HTC), with mmdet's module names in the comments for the weight conversion.
 
-`RPNHead` (mmdet `rpn_head`): one 3x3 conv + ReLU shared by the levels (`rpn_conv`), then 1x1
+`RPN` (mmdet `rpn_head`): one 3x3 conv + ReLU shared by the levels (`rpn_conv`), then 1x1
 convs to one objectness logit (`rpn_cls`) and 4 box deltas (`rpn_reg`) per anchor, laid out
-cell-major, anchor-minor as `tasks.boxes.grid_anchors`.
-`BoxHead` (mmdet `roi_head.bbox_head`) and `MaskHead` (`roi_head.mask_head`) work on the RoIs
-pooled by `models.roi_align`. `FasterRCNNHead` puts them together on the pyramid neck.
+cell-major, anchor-minor as `detection.anchors.grid_anchors`, and its proposals.
+`BoxHead` (mmdet `roi_head.bbox_head[.i]`) and `MaskHead` (`roi_head.mask_head[.i]`) work on
+the RoIs pooled by `detection.roi_align`; `SemanticHead` (`roi_head.semantic_head`) is HTC's
+semantic branch. `models.two_stage.TwoStageDetector` puts them together on the pyramid neck.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hrnet_jax.models.heads import PyramidNeck
-from hrnet_jax.models.layers import LayerConfig
-from hrnet_jax.models.roi_align import roi_align
-from hrnet_jax.tasks import rcnn
-from hrnet_jax.tasks.boxes import grid_anchors
+from hrnet_jax.detection.anchors import grid_anchors
+from hrnet_jax.detection.proposals import propose
+from hrnet_jax.models.layers import resize_bilinear
 
 PYRAMID_STRIDES = (4, 8, 16, 32, 64)  # the RPN's levels; RoIs are pooled from the first four
 
@@ -29,15 +27,20 @@ PYRAMID_STRIDES = (4, 8, 16, 32, 64)  # the RPN's levels; RoIs are pooled from t
 _NORMAL_001 = nn.initializers.normal(0.01)
 
 
-class RPNHead(nn.Module):
+class RPN(nn.Module):
+    """The region proposal network on the pyramid levels (strides PYRAMID_STRIDES)."""
+
     num_anchors: int = 3
     channels: int = 256
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, levels: list[jnp.ndarray]) -> tuple[list[jnp.ndarray], list[jnp.ndarray]]:
-        """Per level (N, H, W, C) -> objectness logits (N, H*W*A) and deltas (N, H*W*A, 4),
-        float32."""
+    def __call__(self, levels: list[jnp.ndarray], image_sizes: jnp.ndarray, pre_nms: int,
+                 keep: int) -> dict[str, jnp.ndarray]:
+        """Per level (N, H, W, C) and each image's size (N, 2) (height, width) -> `objectness`
+        logits (N, A) and `deltas` (N, A, 4) of all levels' `anchors` (A, 4), float32, and
+        each image's `proposals` (N, keep, 4) with `proposal_valid` (N, keep): per level the
+        `pre_nms` best, NMS 0.7, the `keep` best; not differentiated through, as mmdet."""
         shared = nn.Conv(self.channels, (3, 3), padding=1, kernel_init=_NORMAL_001,
                          dtype=self.dtype, name="shared")
         objectness_conv = nn.Conv(self.num_anchors, (1, 1), kernel_init=_NORMAL_001,
@@ -50,17 +53,27 @@ class RPNHead(nn.Module):
             n = x.shape[0]
             objectness.append(objectness_conv(features).astype(jnp.float32).reshape(n, -1))
             deltas.append(delta_conv(features).astype(jnp.float32).reshape(n, -1, 4))
-        return objectness, deltas
+        anchors = [jnp.asarray(grid_anchors(level.shape[1:3], stride))
+                   for level, stride in zip(levels, PYRAMID_STRIDES)]
+        proposals = jax.vmap(functools.partial(propose, anchors=anchors, pre_nms=pre_nms,
+                                               keep=keep))(
+            jax.lax.stop_gradient(objectness), jax.lax.stop_gradient(deltas),
+            image_size=image_sizes)
+        return {"objectness": jnp.concatenate(objectness, 1),
+                "deltas": jnp.concatenate(deltas, 1), "anchors": jnp.concatenate(anchors),
+                "proposals": proposals["boxes"], "proposal_valid": proposals["valid"]}
 
 
 class BoxHead(nn.Module):
     """mmdet's Shared2FCBBoxHead / torchvision's TwoMLPHead + FastRCNNPredictor: RoI features
     (..., 7, 7, C) flattened channel-major as PyTorch does (so `fc1`'s weights convert by a
     transposition alone), two FC + ReLU of `hidden` width, then class logits (`num_classes` + 1,
-    background last as mmdet) and class-specific deltas (`num_classes` x 4)."""
+    background last as mmdet) and class-specific deltas (`num_classes` x 4), or one set of 4
+    when `class_agnostic` (a cascade's stages)."""
 
     num_classes: int
     hidden: int = 1024
+    class_agnostic: bool = False
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -70,33 +83,52 @@ class BoxHead(nn.Module):
             x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=name)(x))
         logits = nn.Dense(self.num_classes + 1, dtype=self.dtype, name="classifier",
                           kernel_init=_NORMAL_001)(x)
-        deltas = nn.Dense(self.num_classes * 4, dtype=self.dtype, name="deltas",
-                          kernel_init=nn.initializers.normal(0.001))(x)
-        return (logits.astype(jnp.float32),
-                deltas.astype(jnp.float32).reshape(*deltas.shape[:-1], self.num_classes, 4))
+        sets = 1 if self.class_agnostic else self.num_classes
+        deltas = nn.Dense(sets * 4, dtype=self.dtype, name="deltas",
+                          kernel_init=nn.initializers.normal(0.001))(x).astype(jnp.float32)
+        if self.class_agnostic:
+            return logits.astype(jnp.float32), deltas
+        return logits.astype(jnp.float32), deltas.reshape(*deltas.shape[:-1], sets, 4)
 
 
 class MaskHead(nn.Module):
     """mmdet's FCNMaskHead / torchvision's MaskRCNNHeads + MaskRCNNPredictor: 4 x (3x3 conv +
     ReLU), a 2x2 stride-2 transposed conv + ReLU (14x14 -> 28x28), a 1x1 conv to one mask logit
-    map a class."""
+    map a class. With `residual` (HTC's HTCMaskHead after the first stage, its mask information
+    flow) the previous stage's features pass a 1x1 conv + ReLU (`conv_res`) and are added to
+    the RoI features first."""
 
     num_classes: int
     channels: int = 256
     num_convs: int = 4
+    residual: bool = False
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, rois: jnp.ndarray) -> jnp.ndarray:
-        """(..., S, S, C) -> (..., 2S, 2S, num_classes) float32 logits."""
+    def __call__(self, rois: jnp.ndarray, previous: jnp.ndarray | None = None,
+                 outputs: str = "logits") -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+        """(..., S, S, C) -> (..., 2S, 2S, num_classes) float32 logits (`outputs` "logits"),
+        the features after the convs (..., S, S, C) that HTC passes to the next stage
+        ("features"), or both ("both"). `previous`: the last stage's features (residual
+        heads; None for the first stage)."""
         batch_shape = rois.shape[:-3]
         x = rois.reshape(-1, *rois.shape[-3:])
+        if self.residual:
+            conv_res = nn.Conv(self.channels, (1, 1), dtype=self.dtype, name="conv_res")
+            if previous is not None:
+                x = x + nn.relu(conv_res(previous.reshape(x.shape)))
+            elif self.is_initializing():
+                conv_res(x)  # created with the first call, used from the second stage on
         for index in range(self.num_convs):
             x = nn.relu(nn.Conv(self.channels, (3, 3), padding=1, dtype=self.dtype,
                                 name=f"conv{index}")(x))
+        features = x.reshape(*batch_shape, *x.shape[1:])
+        if outputs == "features" and not self.is_initializing():
+            return features
         x = nn.relu(Upsample2x(self.channels, dtype=self.dtype, name="upsample")(x))
-        logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
-        return logits.astype(jnp.float32).reshape(*batch_shape, *logits.shape[1:])
+        out = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+        out = out.astype(jnp.float32).reshape(*batch_shape, *out.shape[1:])
+        return {"logits": out, "features": features, "both": (out, features)}[outputs]
 
 
 class Upsample2x(nn.Module):
@@ -119,85 +151,31 @@ class Upsample2x(nn.Module):
         return out.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
 
 
-class FasterRCNNHead(nn.Module):
-    """Faster R-CNN on HRNetV2p (mmdet's faster_rcnn_hrnetv2p configs), and with `masks` Mask
-    R-CNN (mask_rcnn_hrnetv2p): the pyramid neck (strides 4..64), the RPN on every level, its
-    proposals (per level the best 2 x `proposals` anchors in training, `proposals` in
-    inference, NMS 0.7 per level, the best `proposals` kept), RoIAlign 7x7 (adaptive sampling)
-    from the first four levels, the box head; RoIAlign 14x14 and the mask head.
+class SemanticHead(nn.Module):
+    """HTC's semantic branch (mmdet's FusedSemanticHead): every pyramid level resized
+    (bilinear, corners aligned) to the `fusion_level`'s size and passed through its own 1x1
+    conv + ReLU (`lateral_convs`), summed; 4 x (3x3 conv + ReLU) (`convs`); a 1x1 conv to the
+    stuff-and-thing class logits (`conv_logits`) and a 1x1 conv + ReLU to the features that are
+    pooled into the RoI features (`conv_embedding`)."""
 
-    Training (`targets`: the batch's `boxes`, `labels`, `box_mask`): the RoIs are the proposals
-    plus the ground truth, sampled (`rois` an image, at most a quarter positive, positives in
-    the first slots); the sampling keys come from the 'dropout' stream. Proposals are not
-    differentiated through, as mmdet. Returns `rpn_objectness` (N, A), `rpn_deltas` (N, A, 4),
-    `anchors` (A, 4), `rpn_key`, `logits` (N, R, K + 1), `deltas` (N, R, K, 4), `samples`
-    (rcnn.sample_rois' targets) and with masks `mask_logits` (N, P, 28, 28, K) of the first
-    P = rois x positive_fraction slots, where the positives are.
-
-    Inference returns the detections, decoded here as mmdet's test_cfg (score above
-    `score_threshold`, the `pre_nms` best (RoI, class) pairs, class-wise NMS at
-    `nms_threshold`, `detections` kept): `boxes` (N, D, 4) in input pixels, `scores`,
-    `classes`, `valid`, and with masks `masks` (N, D, 28, 28), each detection's mask
-    probabilities for its class from the mask head run on the final boxes (as mmdet)."""
-
-    num_classes: int
-    layers: LayerConfig
+    num_classes: int = 183
     channels: int = 256
-    proposals: int = 1000  # kept an image, after NMS
-    rois: int = 512  # sampled an image in training
-    positive_fraction: float = 0.25
-    masks: bool = False
-    score_threshold: float = 0.05
-    nms_threshold: float = 0.5
-    detections: int = 100
-    pre_nms: int = 1000
+    num_convs: int = 4
+    fusion_level: int = 1
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, xs: list[jnp.ndarray], train: bool, targets: dict | None = None
-                 ) -> dict[str, Any]:
-        levels = PyramidNeck(self.layers, self.channels, stride=1, name="neck")(xs, train)
-        objectness, deltas = RPNHead(3, self.channels, self.layers.dtype, name="rpn")(levels)
-        image_shape = (xs[0].shape[1] * 4, xs[0].shape[2] * 4)
-        anchors = [jnp.asarray(grid_anchors(level.shape[1:3], stride))
-                   for level, stride in zip(levels, PYRAMID_STRIDES)]
-        # mmdet: the best 2000 anchors a level in training, 1000 in inference
-        propose = functools.partial(rcnn.propose, anchors=anchors, image_shape=image_shape,
-                                    pre_nms=2 * self.proposals if train else self.proposals,
-                                    keep=self.proposals)
-        proposals = jax.vmap(propose)(jax.lax.stop_gradient(objectness),
-                                      jax.lax.stop_gradient(deltas))
-        rois, roi_valid = proposals["boxes"], proposals["valid"]
-        pool = functools.partial(roi_align, levels[:4], PYRAMID_STRIDES[:4])
-        box_head = BoxHead(self.num_classes, dtype=self.layers.dtype, name="box_head")
-        mask_head = (MaskHead(self.num_classes, self.channels, dtype=self.layers.dtype,
-                              name="mask_head") if self.masks else None)
-        if not train:
-            logits, box_deltas = box_head(pool(rois, 7))
-            detect = functools.partial(rcnn.detect, image_shape=image_shape,
-                                       score_threshold=self.score_threshold,
-                                       iou_threshold=self.nms_threshold, keep=self.detections,
-                                       pre_nms=self.pre_nms)
-            found = jax.vmap(detect)(logits, box_deltas, rois, roi_valid)
-            if mask_head is not None:
-                mask_logits = mask_head(pool(found["boxes"], 14))
-                own = jnp.take_along_axis(
-                    mask_logits, jnp.maximum(found["classes"], 0)[..., None, None, None], -1)
-                found["masks"] = jax.nn.sigmoid(own[..., 0])
-            return found
-        if targets is None:
-            raise ValueError("the two-stage detectors train on their targets: call them with "
-                             "targets={'boxes', 'labels', 'box_mask'}")
-        key = self.make_rng("dropout")
-        sample = functools.partial(rcnn.sample_rois, num_classes=self.num_classes,
-                                   count=self.rois, positive_fraction=self.positive_fraction)
-        samples = jax.vmap(sample)(rois, roi_valid, targets["boxes"], targets["labels"],
-                                   targets["box_mask"],
-                                   jax.random.split(jax.random.fold_in(key, 0), xs[0].shape[0]))
-        out = {"rpn_objectness": jnp.concatenate(objectness, 1),
-               "rpn_deltas": jnp.concatenate(deltas, 1), "anchors": jnp.concatenate(anchors),
-               "rpn_key": jax.random.fold_in(key, 1), "samples": samples}
-        out["logits"], out["deltas"] = box_head(pool(samples["rois"], 7))
-        if mask_head is not None:  # the positives are in the first slots
-            positive_slots = int(self.rois * self.positive_fraction)
-            out["mask_logits"] = mask_head(pool(samples["rois"][:, :positive_slots], 14))
-        return out
+    def __call__(self, levels: list[jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Pyramid levels (N, H_l, W_l, C) -> logits (N, H, W, num_classes) float32 and
+        features (N, H, W, channels), at the fusion level's size."""
+        conv = functools.partial(nn.Conv, dtype=self.dtype)
+        size = levels[self.fusion_level].shape[1:3]
+        x = 0.0
+        for index, level in enumerate(levels):
+            if index != self.fusion_level:
+                level = resize_bilinear(level, size, align_corners=True)
+            x = x + nn.relu(conv(self.channels, (1, 1), name=f"lateral{index}")(level))
+        for index in range(self.num_convs):
+            x = nn.relu(conv(self.channels, (3, 3), padding=1, name=f"conv{index}")(x))
+        logits = conv(self.num_classes, (1, 1), name="classifier")(x).astype(jnp.float32)
+        return logits, nn.relu(conv(self.channels, (1, 1), name="embedding")(x))

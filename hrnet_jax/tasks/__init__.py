@@ -100,13 +100,14 @@ def task_classes() -> dict[str, Callable[[Any, Any], Task]]:
 
     return {"segmentation": segmentation.Segmentation, "pose": pose.make_pose_task,
             "landmarks": landmarks.Landmarks, "classification": classification.Classification,
-            "detection": detection.Detection}
+            "detection": detection.make_detection_task}
 
 
 # The model head each task trains.
 TASK_HEADS = {"segmentation": ("segmentation", "segmentation_ocr"), "pose": ("pose",), "landmarks": ("landmarks",),
               "classification": ("classification",),
-              "detection": ("detection", "faster_rcnn", "mask_rcnn")}
+              "detection": ("detection", "faster_rcnn", "mask_rcnn", "cascade_rcnn",
+                            "cascade_mask_rcnn", "htc")}
 
 
 def check_pairing(config: Any) -> Any:

@@ -1,14 +1,16 @@
-"""Object detection on HRNetV2p, COCO box AP: FCOS (head "detection", models/fcos_head.py),
-Faster R-CNN (head "faster_rcnn", models/rcnn_heads.py) or Mask R-CNN (head "mask_rcnn", also
-COCO mask AP).
+"""Object detection on HRNetV2p, COCO box AP (and mask AP for the detectors with masks): the
+one-stage FCOS (head "detection", models/fcos_head.py) and the two-stage R-CNN family (heads
+"faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn", "htc": models/two_stage.py),
+each described once in models/detectors.py.
 
 FCOS's loss (hrnet_jax.tasks.fcos): targets assigned on the device from the padded boxes (size
 ranges, centre sampling in the improved style, smallest area wins); sigmoid focal loss per
 positive, (G)IoU weighted by the centerness targets, centerness BCE per positive, positives
-counted over the whole global batch. Faster R-CNN's (hrnet_jax.tasks.rcnn): the RPN's sampled
-objectness and deltas plus the R-CNN's sampled classes and deltas, as mmdet's 1x configs;
-Mask R-CNN adds the positive RoIs' mask BCE (28x28 targets sampled on the device from each
-ground truth's box-relative mask, `box_masks`).
+counted over the whole global batch. The R-CNNs' (hrnet_jax.tasks.rcnn): the RPN's sampled
+objectness and deltas plus each stage's sampled classes and deltas, weighted by the stage's
+loss weight, as mmdet's configs; with masks each stage's positive RoIs' mask BCE (28x28
+targets sampled on the device from each ground truth's box-relative mask, `box_masks`); HTC's
+semantic branch adds its cross-entropy on COCO-stuff's labels at 1/8 scale (`semantic`).
 Training data: flip and (multi-scale) resizing of the short side, padded to the orientation's
 canvas (hrnet_jax.data.detection). Evaluation, image by image: the image resized with the largest
 short side, the head decoded and NMSed on the device (FCOS: `postprocess`; the R-CNNs detect
@@ -26,10 +28,14 @@ import jax
 import numpy as np
 
 from hrnet_jax.data.detection import (decode_masks, flip_boxes, flip_masks, object_arrays,
-                                      resize_and_pad, training_boxes)
+                                      resize_and_pad, semantic_target, training_boxes)
+from hrnet_jax.data.pipeline import normalize
+from hrnet_jax.detection.decode import point_detections
+from hrnet_jax.detection.mask_targets import mask_targets
 from hrnet_jax.evaluation import coco
+from hrnet_jax.models.detectors import DETECTORS
 from hrnet_jax.models.fcos_head import style_named
-from hrnet_jax.tasks import Task, fcos, rcnn, whole_image
+from hrnet_jax.tasks import Task, fcos, rcnn
 
 TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
 DRAW_SCORE = 0.3  # pictures show the detections scoring at least this
@@ -71,18 +77,22 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     return canvas
 
 
+def make_detection_task(config: Any, dataset: Any) -> "Detection":
+    """The detection task of the configured head: one-stage (FCOS) or two-stage (R-CNNs)."""
+    two_stage = DETECTORS[config.model.head].two_stage
+    return (TwoStageDetection if two_stage else OneStageDetection)(config, dataset)
+
+
 class Detection(Task):
+    """What every detector's task shares: data, evaluation and pictures."""
+
     name = "detection"
 
     def __init__(self, config: Any, dataset: Any):
         super().__init__(config, dataset)
         data = config.data
-        self.strides = tuple(config.model.strides)
-        self.style = style_named(config.model.fcos_style)
-        # FCOS (head "detection") or the R-CNNs, which sample their RoIs from the ground truth
-        # inside their forward and detect inside it; Mask R-CNN also segments each instance.
-        self.two_stage = config.model.head in ("faster_rcnn", "mask_rcnn")
-        self.masks = config.model.head == "mask_rcnn"
+        self.options = config.model.detector
+        self.masks = DETECTORS[config.model.head].masks  # also segments each instance
         self.canvas = tuple(data.image_size)
         self.eval_short_side = max(data.short_sides)
         self.category_ids = np.array([category_id for category_id, _ in dataset.categories])
@@ -97,8 +107,10 @@ class Detection(Task):
             if self.masks and "mask" in objects:  # (without masks prepare says what is wrong)
                 objects["mask"] = flip_masks(objects["mask"], *image.shape[:2])
             image = image[:, ::-1]
-        return {"image": image, "objects": objects,
-                "short_side": int(rng.choice(data.short_sides))}
+            if "semantic" in example:
+                example = {**example, "semantic": np.asarray(example["semantic"])[:, ::-1]}
+        return {**{k: v for k, v in example.items() if k == "semantic"},
+                "image": image, "objects": objects, "short_side": int(rng.choice(data.short_sides))}
 
     def prepare(self, example):
         data = self.config.data
@@ -108,51 +120,25 @@ class Detection(Task):
         name = example.get("file_name", b"an image")
         name = name.decode() if isinstance(name, bytes) else str(name)
         mask_image_size = example["image"].shape[:2] if self.masks else None
-        return {"image": picture, **training_boxes(object_arrays(example), scale, data.max_boxes,
-                                                   name, mask_image_size)}
-
-    def model_inputs(self, batch):
-        if not self.two_stage:
-            return {}
-        return {"targets": {k: batch[k] for k in ("boxes", "labels", "box_mask")}}
-
-    def loss(self, outputs, batch):
-        if not self.two_stage:
-            return fcos.batch_loss(outputs, batch["boxes"], batch["labels"], batch["box_mask"],
-                                   self.strides, self.style)
-        rpn, rpn_figures = rcnn.rpn_loss(outputs["rpn_objectness"], outputs["rpn_deltas"],
-                                         outputs["anchors"], batch["boxes"], batch["box_mask"],
-                                         outputs["rpn_key"])
-        head, head_figures = rcnn.rcnn_loss(outputs["logits"], outputs["deltas"],
-                                            outputs["samples"])
-        figures = {**rpn_figures, **head_figures}
-        if self.masks:  # the positives fill the first slots, the mask head's
-            slots = outputs["mask_logits"].shape[1]
-            samples = {k: v[:, :slots] for k, v in outputs["samples"].items()}
-            targets = jax.vmap(rcnn.mask_targets)(samples["rois"], batch["boxes"],
-                                                  batch["box_masks"], samples["matched"])
-            figures["loss_mask"] = rcnn.mask_loss(outputs["mask_logits"], targets,
-                                                  samples["labels"], samples["positive"])
-            head = head + figures["loss_mask"]
-        return rpn + head, figures
-
-    def postprocess(self, outputs):
-        if self.two_stage:  # detected inside the model (models/rcnn_heads.py)
-            return outputs
-        settings = self.config.eval
-        return fcos.detect(outputs, self.strides, settings.score_threshold,
-                           settings.pre_nms_top_k, settings.nms_threshold,
-                           settings.max_detections, self.style.score)
+        height, width = example["image"].shape[:2]
+        size = np.array([int(height * scale + 0.5), int(width * scale + 0.5)], np.int32)
+        out = {"image": picture, "image_size": size,
+               **training_boxes(object_arrays(example), scale, data.max_boxes, name,
+                                mask_image_size)}
+        if getattr(self.options, "semantic_classes", 0):  # HTC: COCO-stuff's labels at 1/8
+            out["semantic"] = semantic_target(example, size, picture.shape[:2], name)
+        return out
 
     def detect(self, predict: Callable, image: np.ndarray) -> dict[str, np.ndarray]:
         """One uint8 image -> `boxes` x0, y0, x1, y1 in its pixels, `scores`, `labels` (best
-        first) and for Mask R-CNN `masks` (D, H, W) bool. Boxes are clipped to the padded
-        canvas on the device (mmdet: to the resized image), then to the image here."""
+        first) and with masks `masks` (D, H, W) bool. The two-stage detectors clip their boxes
+        to the resized image on the device (as mmdet); all are clipped to the image here."""
         picture, scale = resize_and_pad(image, self.eval_short_side,
                                         self.config.data.max_long_side, self.canvas)
-        found = whole_image(predict, picture)
-        valid = np.asarray(found["valid"], bool)
         height, width = image.shape[:2]
+        size = np.array([[int(height * scale + 0.5), int(width * scale + 0.5)]], np.int32)
+        found = jax.tree.map(lambda x: x[0], predict(normalize(picture)[None], size))
+        valid = np.asarray(found["valid"], bool)
         boxes = np.asarray(found["boxes"], np.float32)[valid] / scale
         boxes = np.clip(boxes, 0, [width, height] * 2)
         out = {"boxes": boxes, "scores": np.asarray(found["scores"])[valid],
@@ -225,3 +211,56 @@ class Detection(Task):
     def render(self, predict, image, boxes=None):
         del boxes  # the detector finds its own
         return {"detections": self.predicted_picture(predict, image)}
+
+
+class OneStageDetection(Detection):
+    """FCOS: targets assigned to the pyramid's points in the loss, decoding after the model."""
+
+    def __init__(self, config: Any, dataset: Any):
+        super().__init__(config, dataset)
+        self.strides = tuple(self.options.strides)
+        self.style = style_named(self.options.style)
+
+    def loss(self, outputs, batch):
+        return fcos.batch_loss(outputs, batch["boxes"], batch["labels"], batch["box_mask"],
+                               self.strides, self.style)
+
+    def postprocess(self, outputs):
+        settings = self.config.eval
+        return point_detections(outputs, self.strides, settings.score_threshold,
+                                settings.pre_nms_top_k, settings.nms_threshold,
+                                settings.max_detections, self.style.score)
+
+
+class TwoStageDetection(Detection):
+    """The R-CNNs sample their RoIs from the ground truth inside their forward and detect
+    inside it; the loss adds the RPN's and every stage's, each stage's weighted."""
+
+    def model_inputs(self, batch):
+        return {"targets": {k: batch[k] for k in ("boxes", "labels", "box_mask")},
+                "image_sizes": batch["image_size"]}
+
+    def loss(self, outputs, batch):
+        o = self.options
+        total, figures = rcnn.rpn_loss(outputs["rpn_objectness"], outputs["rpn_deltas"],
+                                       outputs["anchors"], batch["boxes"], batch["box_mask"],
+                                       outputs["rpn_key"], beta=o.rpn_beta)
+        stages = outputs["stages"]
+        for index, (stage, weight) in enumerate(zip(stages, o.stage_weights)):
+            suffix = "" if len(stages) == 1 else f"_s{index}"
+            loss, parts = rcnn.rcnn_loss(stage["logits"], stage["deltas"], stage["samples"],
+                                         beta=o.box_beta)
+            if "mask_logits" in stage:  # on the positives' slots the head returns
+                samples = stage["mask_samples"]
+                targets = jax.vmap(mask_targets)(samples["rois"], batch["boxes"],
+                                                 batch["box_masks"], samples["matched"])
+                parts["loss_mask"] = rcnn.mask_loss(stage["mask_logits"], targets,
+                                                    samples["labels"], samples["positive"])
+                loss = loss + parts["loss_mask"]
+            total = total + weight * loss
+            figures.update({name + suffix: value for name, value in parts.items()})
+        if "semantic_logits" in outputs:
+            figures["loss_semantic"] = rcnn.semantic_loss(outputs["semantic_logits"],
+                                                          batch["semantic"])
+            total = total + o.semantic_weight * figures["loss_semantic"]
+        return total, figures

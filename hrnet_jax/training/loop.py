@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from hrnet_jax import config as config_lib, storage
 from hrnet_jax.data import pipeline
-from hrnet_jax.models import create_model, tiny_arch
+from hrnet_jax.models import DETECTORS, create_model, tiny_arch
 from hrnet_jax.tasks import Predict, Record, Task, make_task
 from hrnet_jax.training import optim, pretrained, sharding, step as step_lib
 from hrnet_jax.training.checkpoint import Checkpointer
@@ -39,15 +39,16 @@ def build_model(config: config_lib.ExperimentConfig):
         overrides["upsample"] = m.upsample
     if m.bn_momentum is not None:
         overrides["bn_momentum"] = m.bn_momentum
-    # The detectors' options; the other heads do not read them. The R-CNNs detect inside the
-    # model (Mask R-CNN's mask head runs on the final boxes), with the evaluation's settings.
-    settings = config.eval
-    rcnn = dict(proposals=m.rcnn_proposals, rois=m.rcnn_rois,
-                score_threshold=settings.score_threshold, nms_threshold=settings.nms_threshold,
-                detections=settings.max_detections, pre_nms=settings.pre_nms_top_k)
-    return create_model(arch, m.head, m.num_classes, strides=tuple(m.strides),
-                        head_channels=m.head_channels, fcos_style=m.fcos_style, rcnn=rcnn,
-                        **overrides)
+    # The R-CNNs detect inside the model (their mask heads run on the final boxes), with the
+    # evaluation's settings.
+    inference = None
+    if m.head in DETECTORS and DETECTORS[m.head].two_stage:
+        settings = config.eval
+        inference = dict(score_threshold=settings.score_threshold,
+                         nms_threshold=settings.nms_threshold,
+                         detections=settings.max_detections, pre_nms=settings.pre_nms_top_k)
+    return create_model(arch, m.head, m.num_classes, detector=m.detector if m.head in DETECTORS else None,
+                        inference=inference, **overrides)
 
 
 class Trainer:
@@ -235,8 +236,12 @@ class Trainer:
         self.tensorboard.scalars(step, "eval", result)
 
     def predict_fn(self, state: dict):
-        """Normalised images -> the network's outputs as numpy (inference mode)."""
-        return lambda images: jax.device_get(self.predict(state, jnp.asarray(images)))
+        """Normalised images (and for detectors each image's size in its canvas) -> the
+        network's outputs as numpy (inference mode)."""
+        def predict(images, image_sizes=None):
+            sizes = None if image_sizes is None else jnp.asarray(image_sizes, jnp.int32)
+            return jax.device_get(self.predict(state, jnp.asarray(images), sizes))
+        return predict
 
     def draw_pictures(self, state: dict) -> list[str]:
         """The first eval examples: prediction next to ground truth, DIR/pictures/*.png."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from hrnet_jax import storage, surgery, weights
-from hrnet_jax.models import trained_on_bgr
 from hrnet_jax.training.checkpoint import Checkpointer
 
 # The classification head in the official and timm state_dicts.
@@ -25,8 +24,8 @@ CLASSIFICATION_HEAD = ("incre_modules.*", "downsamp_modules.*", "final_layer.*",
 def load_backbone(state_dict: dict, arch: Any, path: str) -> tuple[dict, weights.LoadReport]:
     """The backbone variables of a PyTorch state_dict (read from `path`); strict apart from
     the classification head, which is listed in `report.ignored`."""
-    variables, report = weights.from_torch(arch, None, state_dict, strict=False,
-                                           ignore=CLASSIFICATION_HEAD)
+    variables, report = weights.convert(arch, None, state_dict, strict=False,
+                                        ignore=CLASSIFICATION_HEAD)
     if not report.ok:
         raise weights.WeightLoadError(report, source=path)
     return variables, report
@@ -51,11 +50,7 @@ def load_whole(state_dict: dict, model: Any, path: str) -> tuple[dict, weights.L
                                  if "head" in tree}, model.head)
     if not set(head_keys) & set(weights.stripped_names(state_dict)):
         return None
-    # The model's own head options (those the head does not use change nothing).
-    variables, report = weights.from_torch(
-        model.arch, model.head, state_dict, model.num_classes, strict=False,
-        bgr=trained_on_bgr(model), strides=model.strides,
-        head_channels=model.head_channels, fcos_style=model.fcos_style)
+    variables, report = weights.from_torch(model, state_dict, strict=False)
     if not report.ok:
         raise weights.WeightLoadError(report, source=path)
     return variables, report

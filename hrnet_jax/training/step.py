@@ -80,8 +80,11 @@ def make_predict(model: nn.Module, postprocess: Callable[[Any], Any] | None = No
                  ) -> Callable[[State, jnp.ndarray], Any]:
     """Inference; `postprocess` (the task's, e.g. detection's decoding + NMS) runs on the
     device in the same program."""
-    def predict(state: State, images: jnp.ndarray) -> Any:
+    def predict(state: State, images: jnp.ndarray, image_sizes: jnp.ndarray | None = None
+                ) -> Any:
+        """`image_sizes` (N, 2): each image's height and width in its padded canvas (the
+        detectors clip to it)."""
         outputs = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
-                              images, train=False)
+                              images, train=False, image_sizes=image_sizes)
         return outputs if postprocess is None else postprocess(outputs)
     return predict

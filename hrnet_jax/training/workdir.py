@@ -10,7 +10,6 @@ hundred kB at most), and TensorBoard's event files are written on local disk and
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from hrnet_jax import config as config_lib, storage
 
 # A run resumed with any of these changed would not describe (or not fit) its checkpoints.
 IDENTITY_FIELDS = ("experiment", "task", "model.arch", "model.width", "model.head",
-                   "model.num_classes", "model.strides", "model.head_channels",
+                   "model.num_classes", "model.detector.strides", "model.detector.channels",
                    "model.scan_modules", "data.name")
 
 
