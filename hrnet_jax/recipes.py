@@ -302,8 +302,8 @@ def cascade_coco(arch: str, head: str = "cascade_rcnn") -> ExperimentConfig:
     RPN, 1 for the stages), 2000 proposals kept in training, 512 RoIs a stage a quarter
     positive; at test the stages' class scores averaged and the last stage's boxes (and the
     stages' masks averaged). HTC adds the interleaved mask branch, its information flow and
-    the semantic branch (COCO-stuff's 183 classes at 1/8, loss weight 0.2; the dataset option
-    data.semantic_labels), and tests at score 0.001. SGD 0.02 for batch 16, warm-up 500
+    the semantic branch (COCO-stuff's 183 classes at 1/8, loss weight 0.2; the records' label
+    maps, prepared from stuffthingmaps/ beside the instances), and tests at score 0.001. SGD 0.02 for batch 16, warm-up 500
     iterations from lr x 0.001, x0.1 after epochs 16 and 19 of 20."""
     config = faster_rcnn_coco(arch)
     config.model.head = head
@@ -317,9 +317,8 @@ def cascade_coco(arch: str, head: str = "cascade_rcnn") -> ExperimentConfig:
     config.optim.milestones = (16 / 20, 19 / 20)
     schedule_in_epochs(config, datasets.get("coco_detection").train_examples, 20, eval_every=4,
                        log_every=50, checkpoints_per_epoch=2)
-    if head == "htc":
+    if head == "htc":  # mmdet's HTC configs test at score 0.001
         config.eval.score_threshold = 0.001
-        config.data.semantic_labels = "stuffthingmaps"
     return config
 
 

@@ -97,7 +97,7 @@ def perfect_head_outputs(shapes, strides, boxes, labels, box_mask, num_classes
     """FCOS head outputs (batch of one) that a perfect network would give for these boxes:
     probability ~1 for the assigned class at every positive location and ~0 elsewhere, the
     target distances, centerness ~1. `shapes`: each level's (h, w)."""
-    from hrnet_jax.tasks import fcos
+    from hrnet_jax.detection import points as fcos
 
     locations, location_strides, levels = fcos.level_locations(shapes, strides)
     targets = fcos.assign_targets(locations, location_strides, levels, boxes, labels, box_mask)

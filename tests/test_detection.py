@@ -317,14 +317,15 @@ def test_detection_model_is_the_pyramid_plus_the_fcos_head():
     assert detector == pyramid + head == pyramid + 4_920_666
     for strides, sizes in [((8, 16, 32, 64, 128), [8, 4, 2, 1, 1]),
                            ((4, 8, 16, 32, 64), [16, 8, 4, 2, 1])]:
-        model = create_model(tiny_arch(4), "detection", num_classes=3, strides=strides)
+        model = create_model(tiny_arch(4), "detection", num_classes=3,
+                             detector=dict(strides=strides))
         outputs, _ = outputs_and_variables(model)
         assert [x.shape[1] for x in outputs["class_logits"]] == sizes
         assert outputs["class_logits"][0].shape[-1] == 3 and outputs["boxes"][0].shape[-1] == 4
     with pytest.raises(ValueError, match="pyramid strides"):
-        create_model("hrnet_w18", "detection", strides=(16, 32, 64, 128, 256))
+        create_model("hrnet_w18", "detection", detector=dict(strides=(16, 32, 64, 128, 256)))
     with pytest.raises(ValueError, match="multiple of 32"):
-        create_model("hrnet_w18", "detection", head_channels=48)
+        create_model("hrnet_w18", "detection", detector=dict(channels=48))
 
 
 @pytest.mark.slow  # bfloat16 compute is checked for the backbone and heads in test_models
@@ -333,7 +334,8 @@ def test_bfloat16_detector_returns_float32_outputs_close_to_float32():
 
     x = jax.numpy.asarray(np.random.default_rng(1).uniform(-2, 2, (1, 64, 64, 3)), jax.numpy.float32)
     build = lambda **dtype: create_model(tiny_arch(8), "detection", num_classes=4,
-                                         strides=(4, 8, 16, 32, 64), head_channels=64, **dtype)
+                                         detector=dict(strides=(4, 8, 16, 32, 64), channels=64),
+                                         **dtype)
     variables = build().init(jax.random.key(0), x, train=False)
     out32 = build().apply(variables, x, train=False)
     out16 = build(dtype=jax.numpy.bfloat16).apply(variables, x, train=False)
@@ -552,8 +554,11 @@ def test_rcnn_targets_of_the_real_sample_decode_back_to_the_truth(prepared):
     detections they score mask AP50 1.0."""
     import jax.numpy as jnp
 
-    from hrnet_jax.tasks import rcnn
-    from hrnet_jax.tasks.boxes import decode_deltas
+    from hrnet_jax.detection import sampler
+    from hrnet_jax.detection.coder import decode_deltas
+    from hrnet_jax.detection.mask_targets import mask_targets
+
+    STDS = (0.1, 0.1, 0.2, 0.2)  # Faster R-CNN's coder
 
     config = load("det_coco_mask_rcnn_w18_1x:smoke")
     config.data.data_dir = str(prepared)
@@ -574,7 +579,7 @@ def test_rcnn_targets_of_the_real_sample_decode_back_to_the_truth(prepared):
         count = int(example["box_mask"].sum())
         assert count == int((objects["iscrowd"] == 0).sum()) > 0
         boxes = example["boxes"][:count]
-        targets = np.asarray(rcnn.mask_targets(boxes, boxes, example["box_masks"][:count],
+        targets = np.asarray(mask_targets(boxes, boxes, example["box_masks"][:count],
                                                np.arange(count)))
         scale = detection.resize_scale(height, width, task.eval_short_side,
                                        config.data.max_long_side)
@@ -582,12 +587,14 @@ def test_rcnn_targets_of_the_real_sample_decode_back_to_the_truth(prepared):
         jitter = np.random.default_rng(index).uniform(-0.1, 0.1, (20, count, 4))
         sides = np.tile(boxes[:, 2:] - boxes[:, :2], 2)
         proposals = (boxes[None] + jitter * sides[None]).reshape(-1, 4)
-        samples = rcnn.sample_rois(jnp.asarray(proposals), jnp.ones(len(proposals)),
-                                   jnp.asarray(example["boxes"]), jnp.asarray(example["labels"]),
-                                   jnp.asarray(example["box_mask"]), jax.random.key(index), 1, 64)
+        samples = sampler.sample_rois(jnp.asarray(proposals), jnp.ones(len(proposals)),
+                                      jnp.asarray(example["boxes"]),
+                                      jnp.asarray(example["labels"]),
+                                      jnp.asarray(example["box_mask"]), jax.random.key(index), 1,
+                                      STDS, count=64)
         positive = np.asarray(samples["positive"])
         assert positive.sum() == 16  # the quota: a quarter of 64
-        decoded = np.asarray(decode_deltas(samples["rois"], samples["deltas"], rcnn.RCNN_STDS))
+        decoded = np.asarray(decode_deltas(samples["rois"], samples["deltas"], STDS))
         np.testing.assert_allclose(decoded[positive], boxes[np.asarray(samples["matched"])[positive]],
                                    atol=1e-3)
         full = detection.decode_masks(objects["mask"][objects["iscrowd"] == 0], height, width) > 0

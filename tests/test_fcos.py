@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import perfect_head_outputs
-from hrnet_jax.tasks import boxes as boxes_lib, fcos
+from hrnet_jax.detection import nms as boxes_lib, points
+from hrnet_jax.detection.decode import point_detections
+from hrnet_jax.tasks import fcos
 
 BOXES = np.array([[10, 12, 34, 30],      # small: level 0
                   [40, 20, 140, 120],    # medium, overlaps the large one
@@ -20,7 +22,7 @@ LABELS = np.array([3, 1, 0, 2, 0])
 MASK = np.array([1, 1, 1, 1, 0], np.float32)
 
 
-def ceil_shapes(height, width, strides=fcos.STRIDES):
+def ceil_shapes(height, width, strides=points.STRIDES):
     return [(-(-height // s), -(-width // s)) for s in strides]
 
 
@@ -40,7 +42,7 @@ def oracle(locations, strides, levels, boxes, labels, mask, radius):
                 rx0, ry0 = max(cx - radius * stride, x0), max(cy - radius * stride, y0)
                 rx1, ry1 = min(cx + radius * stride, x1), min(cy + radius * stride, y1)
                 inside = min(x - rx0, y - ry0, rx1 - x, ry1 - y) > 0
-            low, high = fcos.SIZE_RANGES[level]
+            low, high = points.SIZE_RANGES[level]
             area = (x1 - x0) * (y1 - y0)
             if inside and low <= max(l, t, r, b) <= high and area < best_area:
                 best, best_area = k, area
@@ -52,9 +54,9 @@ def oracle(locations, strides, levels, boxes, labels, mask, radius):
 
 @pytest.mark.parametrize("radius", [None, 1.5])
 def test_assignment_matches_a_plain_loop(radius):
-    locations, strides, levels = fcos.level_locations(ceil_shapes(128, 160))
+    locations, strides, levels = points.level_locations(ceil_shapes(128, 160))
     assert len(locations) == 16 * 20 + 8 * 10 + 4 * 5 + 2 * 3 + 1 * 2
-    targets = jax.jit(fcos.assign_targets, static_argnames=("radius",))(
+    targets = jax.jit(points.assign_targets, static_argnames=("radius",))(
         locations, strides, levels, BOXES, LABELS, MASK, radius=radius)
     classes, regression = oracle(locations, strides, levels, BOXES, LABELS, MASK, radius)
     np.testing.assert_array_equal(np.asarray(targets["class"]), classes)
@@ -88,8 +90,8 @@ def test_positives_are_counted_over_every_device():
     """Per-device losses divided by the global positive count add up to the loss of the whole
     batch on one device."""
     rng = np.random.default_rng(0)
-    locations, strides, levels = fcos.level_locations(ceil_shapes(64, 64))
-    targets = jax.vmap(lambda b: fcos.assign_targets(locations, strides, levels, b, LABELS, MASK))(
+    locations, strides, levels = points.level_locations(ceil_shapes(64, 64))
+    targets = jax.vmap(lambda b: points.assign_targets(locations, strides, levels, b, LABELS, MASK))(
         jnp.asarray(np.stack([BOXES * 0.4, BOXES * 0.3, BOXES * 0.5, BOXES * 0.2])))
     n, length = targets["class"].shape
     outputs = (jnp.asarray(rng.normal(size=(n, length, 4)), jnp.float32),
@@ -166,8 +168,8 @@ def test_detect_turns_perfect_head_outputs_into_the_boxes():
     """Head outputs built from the assigned targets (probability 1 at positives, the target
     distances, centerness 1) decode to exactly the ground-truth boxes and classes."""
     boxes, labels = BOXES[:4], LABELS[:4]
-    outputs = perfect_head_outputs(ceil_shapes(128, 160), fcos.STRIDES, boxes, labels, MASK[:4], 5)
-    detected = jax.jit(fcos.detect, static_argnums=(1,))(outputs, fcos.STRIDES)
+    outputs = perfect_head_outputs(ceil_shapes(128, 160), points.STRIDES, boxes, labels, MASK[:4], 5)
+    detected = jax.jit(point_detections, static_argnums=(1,))(outputs, points.STRIDES)
     valid = np.asarray(detected["valid"][0])
     assert valid.sum() == 4  # one box per object: the copies at other locations are suppressed
     found = sorted(zip(np.asarray(detected["classes"][0])[valid].tolist(),

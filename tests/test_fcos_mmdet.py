@@ -17,6 +17,7 @@ from torch import nn
 
 from hrnet_jax import weights
 from hrnet_jax.models import create_model
+from hrnet_jax.detection.decode import point_detections
 from hrnet_jax.tasks import fcos
 from test_weights import assert_state_dicts_equal, numpy_state_dict, randomised
 
@@ -102,8 +103,8 @@ def mmdet_fcos():
 
 
 def load(checkpoint, **options):
-    return weights.from_torch("hrnet_w18_small", "detection", checkpoint, bgr=True,
-                              fcos_style="mmdet", head_channels=CHANNELS, **options)
+    return weights.convert("hrnet_w18_small", "detection", checkpoint, bgr=True,
+                           detector=dict(style="mmdet", channels=CHANNELS, **options))
 
 
 def test_mmdet_checkpoint_loads_strictly_and_round_trips(mmdet_fcos):
@@ -113,14 +114,15 @@ def test_mmdet_checkpoint_loads_strictly_and_round_trips(mmdet_fcos):
     assert_state_dicts_equal(weights.to_torch(variables, "detection", bgr=True), checkpoint)
     # The improved style's towers have biases that mmdet's checkpoint lacks: named.
     with pytest.raises(weights.WeightLoadError, match=r"bbox_head\.cls_convs\.0\.conv\.bias"):
-        weights.from_torch("hrnet_w18_small", "detection", checkpoint, head_channels=CHANNELS)
+        weights.convert("hrnet_w18_small", "detection", checkpoint,
+                        detector=dict(channels=CHANNELS))
 
 
 @pytest.fixture(scope="module")
 def both_outputs(mmdet_fcos):
     (backbone, neck, head), checkpoint = mmdet_fcos
-    model = create_model("hrnet_w18_small", "detection", CLASSES, fcos_style="mmdet",
-                         head_channels=CHANNELS)
+    model = create_model("hrnet_w18_small", "detection", CLASSES,
+                         detector=dict(style="mmdet", channels=CHANNELS))
     rgb = np.random.default_rng(0).normal(size=(1, 128, 192, 3)).astype(np.float32)
     ours = jax.jit(lambda v, x: model.apply(v, x, train=False))(load(checkpoint), rgb)
     bgr = torch.from_numpy(rgb[..., ::-1].transpose(0, 3, 1, 2).copy())
@@ -175,7 +177,7 @@ def test_mmdet_style_decoding_keeps_what_mmdet_keeps(both_outputs):
     _, theirs = both_outputs
     # Logits raised so that many (location, class) pairs pass the threshold and NMS has work.
     theirs = {**theirs, "class_logits": [x + 2.0 for x in theirs["class_logits"]]}
-    found = jax.device_get(fcos.detect(theirs, STRIDES, 0.05, 1000, 0.5, 100, score="product"))
+    found = jax.device_get(point_detections(theirs, STRIDES, 0.05, 1000, 0.5, 100, score="product"))
     boxes, scores, labels = mmdet_detections(theirs)
     count = int(found["valid"][0].sum())
     assert count == len(boxes) > 10
@@ -200,8 +202,8 @@ def test_model_pretrained_with_a_whole_mmdet_detector_loads_it_whole(mmdet_fcos,
     path = tmp_path / "fcos_hrnetv2p.pth"
     torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in checkpoint.items()},
                 "meta": {}}, path)
-    model = create_model("hrnet_w18_small", "detection", CLASSES, fcos_style="mmdet",
-                         head_channels=CHANNELS)
+    model = create_model("hrnet_w18_small", "detection", CLASSES,
+                         detector=dict(style="mmdet", channels=CHANNELS))
     fresh = weights.abstract_variables(model)  # (a whole model replaces every variable)
     variables, account = pretrained.initialise_from(str(path), model, dict(fresh))
     assert "the whole model" in account

@@ -104,20 +104,20 @@ def official():
 
 def test_official_checkpoint_loads_strictly_and_round_trips(official):
     _, model, saved = official
-    variables = weights.from_torch("hrnet_w18_small", "segmentation_ocr", saved)
+    variables = weights.convert("hrnet_w18_small", "segmentation_ocr", saved)
     assert variables["params"]["head"]["classifier"]["kernel"].shape == (1, 1, 512, 7)
     assert_state_dicts_equal(weights.to_torch(variables, "segmentation_ocr"), model)
     missing = {k: v for k, v in saved.items()
                if k != "model.ocr_distri_head.object_context_block.f_pixel.1.0.weight"}
     with pytest.raises(weights.WeightLoadError,
                        match=r"ocr_distri_head\.object_context_block\.f_pixel\.1\.0\.weight"):
-        weights.from_torch("hrnet_w18_small", "segmentation_ocr", missing)
+        weights.convert("hrnet_w18_small", "segmentation_ocr", missing)
 
 
 @pytest.mark.parity
 def test_head_matches_the_official_computation_on_the_same_weights(official):
     head, _, saved = official
-    variables = weights.from_torch("hrnet_w18_small", "segmentation_ocr", saved)
+    variables = weights.convert("hrnet_w18_small", "segmentation_ocr", saved)
     model = create_model("hrnet_w18_small", "segmentation_ocr", 7)
     image = jax.random.normal(jax.random.key(0), (2, 64, 96, 3))
     logits = np.asarray(model.apply(variables, image, train=False))

@@ -72,7 +72,7 @@ def test_classification_and_branch_features_match_timm(arch):
         expected_logits = reference(to_nchw(x)).numpy()
         expected_features = [to_nhwc(f) for f in features(to_nchw(x))[1:]]  # [0] is the stem
 
-    variables = weights.from_torch(arch, "classification", state_dict)
+    variables = weights.convert(arch, "classification", state_dict)
     logits, branch_features = run_train_mode(create_model(arch, "classification"), variables, x,
                                              capture_backbone=True)
     assert relative_error(logits, expected_logits) <= TOLERANCE
@@ -92,7 +92,7 @@ def test_eval_mode_uses_converted_running_statistics():
     with torch.no_grad():
         reference.train()(to_nchw(x))
         expected = reference.eval()(to_nchw(x)).numpy()
-    variables = weights.from_torch("hrnet_w18_small", "classification", state_dict_numpy(reference))
+    variables = weights.convert("hrnet_w18_small", "classification", state_dict_numpy(reference))
     model = create_model("hrnet_w18_small", "classification")
     logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.asarray(x))
     assert relative_error(logits, expected) <= TOLERANCE
@@ -128,7 +128,7 @@ def test_segmentation_head_matches_a_torch_oracle(align_corners):
         expected = to_nhwc(last_layer(cat))
     state_dict = {**state_dict_numpy(backbone),
                   **{f"last_layer.{k}": v for k, v in state_dict_numpy(last_layer).items()}}
-    variables = weights.from_torch("hrnet_w18_small", "segmentation", state_dict)
+    variables = weights.convert("hrnet_w18_small", "segmentation", state_dict)
     model = create_model("hrnet_w18_small", "segmentation", align_corners=align_corners)
     assert relative_error(run_train_mode(model, variables, x), expected) <= TOLERANCE
 
@@ -146,8 +146,8 @@ def test_pose_head_matches_a_torch_oracle():
                   **{f"final_layer.{k}": v for k, v in state_dict_numpy(final_layer).items()}}
     # The pose net never builds fuse rows 1-3 of its last module (stage4.1 for w18_small_v2).
     with pytest.raises(weights.WeightLoadError, match=r"stage4\.1\.fuse_layers\.1\.0\.0\.0\.weight"):
-        weights.from_torch("hrnet_w18_small_v2", "pose", state_dict)
-    variables = weights.from_torch("hrnet_w18_small_v2", "pose", state_dict,
+        weights.convert("hrnet_w18_small_v2", "pose", state_dict)
+    variables = weights.convert("hrnet_w18_small_v2", "pose", state_dict,
                                    ignore=["stage4.1.fuse_layers.[123].*"])
     model = create_model("hrnet_w18_small_v2", "pose")
     assert relative_error(run_train_mode(model, variables, x), expected) <= TOLERANCE
@@ -172,7 +172,7 @@ def test_pyramid_neck_matches_a_torch_oracle():
                   **{f"neck.reduction_conv.conv.{k}": v for k, v in state_dict_numpy(reduction).items()},
                   **{f"neck.fpn_convs.{k.split('.')[0]}.conv.{k.split('.', 1)[1]}": v
                      for k, v in state_dict_numpy(fpn_convs).items()}}
-    variables = weights.from_torch("hrnet_w18_small", "pyramid", state_dict)
+    variables = weights.convert("hrnet_w18_small", "pyramid", state_dict)
     levels = run_train_mode(create_model("hrnet_w18_small", "pyramid"), variables, x)
     for ours, theirs in zip(levels, expected, strict=True):
         assert relative_error(ours, theirs) <= TOLERANCE

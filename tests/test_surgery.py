@@ -44,7 +44,7 @@ def timm_classification():
             m.running_var.uniform_(0.5, 1.5)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
     model = create_model("hrnet_w18_small", "classification")
-    return model, weights.from_torch("hrnet_w18_small", "classification", state)
+    return model, weights.convert("hrnet_w18_small", "classification", state)
 
 
 def test_timm_weights_transplanted_into_segmentation_keep_backbone_features_bit_identical(

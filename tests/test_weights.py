@@ -48,13 +48,13 @@ def timm_backbone() -> nn.Module:
 
 def test_timm_classification_round_trip(timm_small):
     state_dict = numpy_state_dict(timm_small)
-    variables = weights.from_torch("hrnet_w18_small", "classification", state_dict)
+    variables = weights.convert("hrnet_w18_small", "classification", state_dict)
     assert_state_dicts_equal(weights.to_torch(variables, "classification"), state_dict)
 
 
 def test_timm_features_round_trip(timm_backbone):
     state_dict = numpy_state_dict(timm_backbone)
-    variables = weights.from_torch("hrnet_w18_small", None, state_dict)
+    variables = weights.convert("hrnet_w18_small", None, state_dict)
     assert set(variables["params"]) == {"backbone"}
     assert_state_dicts_equal(weights.to_torch(variables, None), state_dict)
 
@@ -80,14 +80,14 @@ def test_official_key_names_round_trip(timm_backbone, head, classes):
                     if not k.startswith(("stage4.0.fuse_layers.1", "stage4.0.fuse_layers.2",
                                          "stage4.0.fuse_layers.3"))}
     state_dict = {**backbone, **official_head(head, 240, classes)}
-    variables = weights.from_torch("hrnet_w18_small", head, state_dict)
+    variables = weights.convert("hrnet_w18_small", head, state_dict)
     assert create_model("hrnet_w18_small", head, classes).num_classes == classes
     assert_state_dicts_equal(weights.to_torch(variables, head), state_dict)
 
 
 def test_num_classes_is_read_from_the_checkpoint(timm_backbone):
     state_dict = {**numpy_state_dict(timm_backbone), **official_head("segmentation", 240, 7)}
-    variables = weights.from_torch("hrnet_w18_small", "segmentation", state_dict)
+    variables = weights.convert("hrnet_w18_small", "segmentation", state_dict)
     assert variables["params"]["head"]["classifier"]["kernel"].shape == (1, 1, 240, 7)
 
 
@@ -97,15 +97,15 @@ def test_official_segmentation_checkpoint_loads_strictly_as_saved(timm_backbone)
     model = {**numpy_state_dict(timm_backbone), **official_head("segmentation", 240, 19)}
     saved = {**{f"model.{k}": v for k, v in model.items()},
              "loss.criterion.weight": np.ones(19, np.float32)}
-    variables = weights.from_torch("hrnet_w18_small", "segmentation", saved)
+    variables = weights.convert("hrnet_w18_small", "segmentation", saved)
     assert_state_dicts_equal(weights.to_torch(variables, "segmentation"), model)
-    _, report = weights.from_torch("hrnet_w18_small", "segmentation", saved, strict=False)
+    _, report = weights.convert("hrnet_w18_small", "segmentation", saved, strict=False)
     assert report.ok and "loss.criterion.weight" in report.ignored
 
 
 def test_wrapper_prefixes_are_stripped(timm_small):
     state_dict = numpy_state_dict(timm_small, "module.")
-    variables = weights.from_torch("hrnet_w18_small", "classification", state_dict)
+    variables = weights.convert("hrnet_w18_small", "classification", state_dict)
     assert_state_dicts_equal(weights.to_torch(variables, "classification"),
                              numpy_state_dict(timm_small))
 
@@ -116,13 +116,13 @@ def test_strict_loading_names_every_missing_unexpected_and_mismatched_key(timm_s
     state_dict["extra.weight"] = np.zeros(3, np.float32)
     state_dict["layer1.0.conv2.weight"] = np.zeros((32, 32, 1, 1), np.float32)
     with pytest.raises(weights.WeightLoadError) as error:
-        weights.from_torch("hrnet_w18_small", "classification", state_dict)
+        weights.convert("hrnet_w18_small", "classification", state_dict)
     message = str(error.value)
     assert "1 missing: stage3.0.fuse_layers.2.0.0.0.weight" in message
     assert "1 unexpected: extra.weight" in message
     assert "shape mismatch layer1.0.conv2.weight: file (32, 32, 1, 1), model (32, 32, 3, 3)" in message
 
-    variables, report = weights.from_torch("hrnet_w18_small", "classification", state_dict,
+    variables, report = weights.convert("hrnet_w18_small", "classification", state_dict,
                                            strict=False)
     assert report.missing == ["stage3.0.fuse_layers.2.0.0.0.weight"]
     assert report.unexpected == ["extra.weight"]
@@ -138,9 +138,9 @@ def test_ignore_lists_expected_leftovers(timm_small):
     """A classification checkpoint into a bare backbone: the head keys are the leftovers."""
     state_dict = numpy_state_dict(timm_small)
     with pytest.raises(weights.WeightLoadError, match="incre_modules.0.0.conv1.weight"):
-        weights.from_torch("hrnet_w18_small", None, state_dict)
+        weights.convert("hrnet_w18_small", None, state_dict)
     head_keys = ["incre_modules.*", "downsamp_modules.*", "final_layer.*", "classifier.*"]
-    variables, report = weights.from_torch("hrnet_w18_small", None, state_dict, strict=False,
+    variables, report = weights.convert("hrnet_w18_small", None, state_dict, strict=False,
                                            ignore=head_keys)
     assert report.ok and report.unexpected == []
     assert any(k.startswith("classifier.") for k in report.ignored)
