@@ -287,14 +287,14 @@ def test_ground_truth_through_our_targets_and_decoding_scores_ap_one(prepared):
         shapes = [(-(-height // s), -(-width // s)) for s in strides]
         outputs = perfect_head_outputs(shapes, strides, example["boxes"], example["labels"],
                                        example["box_mask"], 80)
-        predict = lambda images: jax.device_get(task.postprocess(outputs))
+        predict = lambda images, image_sizes=None: jax.device_get(task.postprocess(outputs))
         rows.append(task.evaluate_image(predict, record))
     # an image without boxes (48 in val2017) and without detections adds nothing but itself
     empty = {"image": np.zeros((50, 80, 3), np.uint8), "image_id": 7,
              "objects": {"bbox": [], "label": [], "area": [], "iscrowd": []}}
     nothing = {"boxes": np.zeros((1, 100, 4)), "scores": np.zeros((1, 100)),
                "classes": -np.ones((1, 100), int), "valid": np.zeros((1, 100), bool)}
-    rows.append(task.evaluate_image(lambda images: nothing, empty))
+    rows.append(task.evaluate_image(lambda images, image_sizes=None: nothing, empty))
     assert rows[-1]["image"].tolist() == [[7, 50, 80]] and len(rows[-1]["truth_bbox"]) == 0
     combined = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     assert len(combined["bbox"]) == 4
@@ -423,7 +423,7 @@ def test_mask_rcnn_pictures_paste_each_mask_into_its_box_in_the_images_pixels():
     half = np.zeros((1, 1, 28, 28), np.float32)
     half[..., :14] = 0.9
 
-    def predict(images):
+    def predict(images, image_sizes=None):
         assert images.shape == (1, 64, 64, 3)
         return {"boxes": np.array([[[16, 8, 48, 40]]], np.float32), "scores": np.array([[0.8]]),
                 "classes": np.array([[2]]), "valid": np.array([[True]]), "masks": half}

@@ -13,8 +13,9 @@ import numpy as np
 
 Batch = dict[str, Any]
 Record = dict[str, np.ndarray]
-# The model in inference mode: normalised images (N, H, W, 3) -> outputs as numpy.
-Predict = Callable[[np.ndarray], Any]
+# The model in inference mode: normalised images (N, H, W, 3), and for the detectors each
+# image's size in its padded canvas (N, 2) (optional), -> outputs as numpy.
+Predict = Callable[..., Any]
 
 
 class Evaluation(Protocol):
