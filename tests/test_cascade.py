@@ -104,6 +104,7 @@ def test_stage_sampling_marks_the_ground_truth_and_refinement_drops_it():
     assert (ious[positive] >= 0.6).all() and (ious[valid & ~positive] < 0.6).all()
 
 
+@pytest.mark.slow  # compiles a whole cascade: the fast tier has its weights and rules
 def test_cascade_inference_averages_the_stages_logits_and_masks():
     """mmdet's cascade test: the RoIs refined stage by stage; the class logits averaged over
     the stages (then softmax), the boxes from the last stage; with masks, the three heads'
