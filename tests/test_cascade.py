@@ -142,3 +142,231 @@ def test_cascade_inference_averages_the_stages_logits_and_masks():
                              np.maximum(np.asarray(found["classes"]), 0)[..., None, None, None],
                              -1)[..., 0]
     np.testing.assert_allclose(found["masks"], own, atol=1e-6)
+
+
+@pytest.mark.parametrize("head", [pytest.param("cascade_rcnn", marks=pytest.mark.slow),
+                                  pytest.param("cascade_mask_rcnn", marks=pytest.mark.slow),
+                                  "htc"])
+def test_cascade_train_step_learns_a_batch_and_inference_has_static_shapes(head):
+    """The real train step of each framework on generated shapes (HTC with the generator's
+    scene classes as semantic labels): every part of the model gets gradients, a few steps
+    lower every stage's classification (and mask) loss and the semantic loss; inference
+    returns the detections in static shapes."""
+    from hrnet_jax.data import pipeline
+    from hrnet_jax.experiments import load
+    from hrnet_jax.tasks import make_task
+    from hrnet_jax.training import optim, step as step_lib
+    from hrnet_jax.training.loop import build_model
+
+    config = load(f"inst_synthetic:{head}")
+    config.model.arch, config.model.width = "tiny", 4
+    config.optim.optimizer, config.optim.learning_rate, config.optim.warmup_steps = "sgd", 0.002, 0
+    config.eval.max_detections, config.eval.score_threshold = 20, 0.0
+    task, model = make_task(config), build_model(config)
+    source, _ = task.dataset.sources(config.data)
+    batch = next(iter(pipeline.train_loader(source, task.prepare, 2, 0)))
+    if head == "htc":
+        assert batch["semantic"].shape == (2, 8, 8) and set(np.unique(batch["semantic"])) <= {
+            0, 1, 2, 3, 4, 255}
+        assert batch["semantic"].max() > 0  # the shapes are labelled
+    tx = optim.make_optimizer(config.optim, 100)
+    state = jax.jit(lambda: step_lib.init_state(model, tx, (64, 64, 3), 0))()
+    train_step = jax.jit(step_lib.make_train_step(model, tx, task))
+    figures = []
+    first = state["params"]
+    for _ in range(4):
+        state, logged = train_step(state, batch)
+        figures.append(jax.device_get(logged))
+    moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                         first, state["params"])
+    parts = ["neck", "rpn", *[f"box_head{i}" for i in range(3)]]
+    if DETECTORS[head].masks:
+        parts += [f"mask_head{i}" for i in range(3)]
+    if head == "htc":
+        parts.append("semantic_head")
+    assert sorted(moved["head"]) == sorted(parts)
+    for part in parts:
+        assert max(jax.tree.leaves(moved["head"][part])) > 0, part
+    assert max(jax.tree.leaves(moved["backbone"])) > 0
+    losses = ["loss_rpn_cls", *[f"loss_rcnn_cls_s{i}" for i in range(3)]]
+    if DETECTORS[head].masks:
+        losses += [f"loss_mask_s{i}" for i in range(3)]
+    if head == "htc":
+        losses.append("loss_semantic")
+    for key in losses:
+        assert figures[-1][key] < figures[0][key], (key, [f[key] for f in figures])
+    predict = jax.jit(step_lib.make_predict(model))
+    found = predict(state, batch["image"], batch["image_size"])
+    assert found["boxes"].shape == (2, 20, 4) and found["valid"].shape == (2, 20)
+    if DETECTORS[head].masks:
+        assert found["masks"].shape == (2, 20, 28, 28)
+    sizes = np.asarray(batch["image_size"])
+    assert (np.asarray(found["boxes"])[..., 2] <= sizes[:, 1:2] + 1e-3).all()
+    assert (np.asarray(found["boxes"])[..., 3] <= sizes[:, :1] + 1e-3).all()
+
+
+@pytest.mark.parity
+def test_semantic_head_equals_mmdets_fused_semantic_head():
+    """HTC's semantic branch against a PyTorch module written from mmdet's FusedSemanticHead
+    (lateral 1x1 conv + ReLU a level after bilinear resizing with aligned corners to the
+    fusion level, summed; 4 x 3x3 conv + ReLU; conv_logits; conv_embedding + ReLU), with the
+    same weights."""
+    torch = pytest.importorskip("torch")
+    from hrnet_jax.models.rcnn_heads import SemanticHead
+
+    rng = np.random.default_rng(5)
+    levels = [rng.normal(size=(1, 32 // 2 ** k, 48 // 2 ** k, 8)).astype(np.float32)
+              for k in range(5)]
+    head = SemanticHead(num_classes=7, channels=16)
+    variables = head.init(jax.random.key(1), levels)
+    params = jax.tree.map(lambda x: np.asarray(x) + 0.01, variables["params"])  # nonzero biases
+    logits, embedding = head.apply({"params": params}, levels)
+
+    def conv(name, x, padding=0):
+        weight = torch.from_numpy(params[name]["kernel"].transpose(3, 2, 0, 1).copy())
+        return torch.nn.functional.conv2d(x, weight, torch.from_numpy(params[name]["bias"]),
+                                          padding=padding)
+
+    feats = [torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) for x in levels]
+    size = feats[1].shape[-2:]
+    x = torch.relu(conv("lateral1", feats[1]))
+    for index, feat in enumerate(feats):
+        if index != 1:
+            feat = torch.nn.functional.interpolate(feat, size=size, mode="bilinear",
+                                                   align_corners=True)
+            x = x + torch.relu(conv(f"lateral{index}", feat))
+    for index in range(4):
+        x = torch.relu(conv(f"conv{index}", x, padding=1))
+    expected_logits = conv("classifier", x).numpy().transpose(0, 2, 3, 1)
+    expected_embedding = torch.relu(conv("embedding", x)).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(logits, expected_logits, atol=1e-4)
+    np.testing.assert_allclose(embedding, expected_embedding, atol=1e-4)
+
+
+def test_htc_interleaves_and_cascade_mask_rcnn_does_not():
+    """HTC's mask branch of stage i trains on RoIs drawn anew from the boxes stage i refined
+    (the ground truth added again); Cascade Mask R-CNN's on the positives its box branch drew.
+    Each stage's box samples after the first come from the previous stage's refined boxes."""
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(1, 64, 64, 3)), jnp.float32)
+    targets = {"boxes": jnp.array([[[6.0, 8, 40, 44], [30, 20, 60, 50]]]),
+               "labels": jnp.array([[1, 2]]), "box_mask": jnp.ones((1, 2))}
+    sizes = jnp.array([[64, 64]])
+    for head, interleaved in (("htc", True), ("cascade_mask_rcnn", False)):
+        options = dict(SMALL, semantic_classes=3) if head == "htc" else SMALL
+        model = create_model(tiny_arch(4), head, 3, detector=options)
+        variables = model.init(jax.random.key(0), x)
+        out, _ = model.apply(variables, x, train=True, targets=targets, image_sizes=sizes,
+                             rngs={"dropout": jax.random.key(3)}, mutable=["batch_stats"])
+        slots = sampler.positive_slots(SMALL["rois"], 0.25)
+        previous = None
+        for index, stage in enumerate(out["stages"]):
+            samples, masks = stage["samples"], stage["mask_samples"]
+            refined = np.asarray(coder.decode_deltas(samples["rois"], stage["deltas"],
+                                                     model.detector.stds(index), (64, 64)))[0]
+            kept = np.asarray(samples["valid"] & ~samples["from_truth"])[0]
+            allowed = {tuple(np.round(b, 3)) for b in refined[kept]} | {
+                tuple(np.round(b, 3)) for b in np.asarray(targets["boxes"])[0]}
+            drawn = {tuple(np.round(b, 3)) for b in
+                     np.asarray(masks["rois"])[0][np.asarray(masks["valid"])[0]]}
+            if interleaved:
+                assert drawn <= allowed
+            else:
+                np.testing.assert_array_equal(masks["rois"], samples["rois"][:, :slots])
+            if previous is not None:  # this stage's boxes: the previous stage's refined ones
+                box_rois = {tuple(np.round(b, 3)) for b in
+                            np.asarray(samples["rois"])[0][np.asarray(samples["valid"])[0]]}
+                assert box_rois <= previous
+            previous = allowed
+
+
+@pytest.fixture(scope="module")
+def coco_with_stuff(shared_data, tmp_path_factory):
+    """The COCO sample with COCO-stuff label maps beside it, made here: image 785's from its
+    person masks (label 0, person; 150 elsewhere; a 255 band), image 40083's of the wrong size
+    (to be named and stored unlabelled). Prepared into a fresh data_dir."""
+    import cv2
+    import json
+
+    from hrnet_jax.data import prepare
+    from hrnet_jax.data.detection import decode_masks, instance_rle
+
+    root = tmp_path_factory.mktemp("coco_stuff")
+    for part in ("annotations", "val2017"):
+        (root / part).symlink_to(shared_data / "coco_mini" / part)
+    folder = root / "stuffthingmaps" / "val2017"
+    folder.mkdir(parents=True)
+    truth = json.loads((shared_data / "coco_mini/annotations/person_keypoints_val2017.json")
+                       .read_text())
+    image = next(i for i in truth["images"] if i["id"] == 785)
+    height, width = image["height"], image["width"]
+    labels = np.full((height, width), 150, np.uint8)
+    for annotation in truth["annotations"]:
+        if annotation["image_id"] == 785:
+            rle = instance_rle(annotation["segmentation"], height, width)
+            labels[decode_masks([rle], height, width)[0] > 0] = 0
+    labels[:5] = 255
+    cv2.imwrite(str(folder / "000000000785.png"), labels)
+    cv2.imwrite(str(folder / "000000040083.png"), np.zeros((10, 12), np.uint8))
+    data_dir = tmp_path_factory.mktemp("tfds_stuff")
+    with pytest.warns(UserWarning, match=r"000000040083\.png: 12x10 pixels"):
+        prepare.prepare("coco_detection", str(root), str(data_dir))
+    return data_dir, labels
+
+
+def test_coco_stuff_maps_are_kept_beside_the_instances_and_bad_ones_named(coco_with_stuff):
+    import tensorflow_datasets as tfds
+
+    data_dir, labels = coco_with_stuff
+    builder = tfds.builder("hrnet_coco_detection", data_dir=str(data_dir))
+    assert builder.info.metadata["val"]["semantic_labels"] is True
+    source = builder.as_data_source("val")
+    by_id = {int(source[i]["image_id"]): source[i] for i in range(len(source))}
+    np.testing.assert_array_equal(by_id[785]["semantic"][..., 0], labels)
+    bad = by_id[40083]["semantic"]
+    assert bad.shape[:2] == by_id[40083]["image"].shape[:2] and (bad == 255).all()
+
+
+def test_htc_training_targets_come_from_the_maps_and_without_them_name_the_folder(
+        coco_with_stuff, shared_data, tmp_path):
+    """HTC's `semantic` target: the map resized with the image, padded with 255, at 1/8; a
+    dataset prepared without stuffthingmaps/ is refused naming the folder to add."""
+    from hrnet_jax.data import prepare
+    from hrnet_jax.experiments import load
+    from hrnet_jax.tasks import make_task
+    import tensorflow_datasets as tfds
+
+    data_dir, labels = coco_with_stuff
+    config = load("det_coco_htc_w18_20e:smoke")
+    config.data.data_dir = str(data_dir)
+    task = make_task(config)
+    source = tfds.builder("hrnet_coco_detection", data_dir=str(data_dir)).as_data_source("val")
+    record = next(source[i] for i in range(len(source)) if int(source[i]["image_id"]) == 785)
+    example = task.prepare({**record, "short_side": 128})
+    canvas = example["image"].shape[:2]
+    assert example["semantic"].shape == (canvas[0] // 8, canvas[1] // 8)
+    height, width = example["image_size"]
+    inside = example["semantic"][:height // 8, :width // 8]
+    assert set(np.unique(inside)) <= {0, 150, 255} and (inside == 0).any() and (inside == 150).any()
+    assert (example["semantic"][-1] == 255).all() or height == canvas[0]  # the padding
+    plain = tmp_path / "plain"
+    prepare.prepare("coco_detection", str(shared_data / "coco_mini"), str(plain))
+    record = tfds.builder("hrnet_coco_detection", data_dir=str(plain)).as_data_source("val")[0]
+    with pytest.raises(ValueError, match=r"stuffthingmaps/train2017"):
+        task.prepare({**record, "short_side": 128})
+
+
+def test_a_stuff_map_with_labels_outside_the_183_classes_is_named(tmp_path):
+    import cv2
+
+    from hrnet_jax.data.builders.coco_detection import semantic_map
+
+    labels = np.zeros((6, 8), np.uint8)
+    labels[2, 3], labels[0, 0] = 200, 255  # 200: no class; 255: unlabelled, fine
+    cv2.imwrite(str(tmp_path / "000000000001.png"), labels)
+    image = {"file_name": "000000000001.jpg", "height": 6, "width": 8}
+    with pytest.warns(UserWarning, match=r"000000000001\.png: labels \[200\] outside"):
+        stored = semantic_map(str(tmp_path), image)
+    assert stored.shape == (6, 8, 1) and (stored == 255).all()
+    labels[2, 3] = 182
+    cv2.imwrite(str(tmp_path / "000000000001.png"), labels)
+    np.testing.assert_array_equal(semantic_map(str(tmp_path), image)[..., 0], labels)

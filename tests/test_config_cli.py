@@ -121,3 +121,55 @@ def test_a_head_or_dataset_of_another_task_is_named(capsys, tmp_path, override, 
     err = capsys.readouterr().err
     assert all(text in err for text in named), err
     assert not (tmp_path / "config.json").exists()
+
+
+def test_detector_options_are_those_of_the_head():
+    """model.detector holds the chosen head's options: FCOS's strides / channels / style, the
+    R-CNNs' proposals, RoIs and per-stage settings. An option the head does not have names the
+    head's options; choosing another head selects its options with its own defaults."""
+    config = experiments.load("det_coco_faster_rcnn_w18_1x")
+    config_lib.apply_override(config, "model.detector.rois=64")
+    assert config.model.detector.rois == 64
+    with pytest.raises(config_lib.ConfigError) as error:
+        config_lib.apply_override(config, "model.detector.style=mmdet")  # an FCOS option
+    assert "'faster_rcnn' has no option 'style'" in str(error.value)
+    assert "stage_ious" in str(error.value) and "rois" in str(error.value)
+    config_lib.apply_override(config, "model.head=cascade_rcnn")
+    assert config.model.detector.stage_ious == (0.5, 0.6, 0.7)
+    config_lib.apply_override(config, "model.detector.stage_weights=1,0.5")
+    with pytest.raises(config_lib.ConfigError, match="one IoU and one weight a stage"):
+        config_lib.validate(config)
+    segmentation = experiments.load("seg_synthetic")
+    with pytest.raises(config_lib.ConfigError, match="has no option 'rois'; its options: none"):
+        config_lib.apply_override(segmentation, "model.detector.rois=64")
+    fcos = experiments.load("det_coco_fcos_w18")
+    config_lib.apply_override(fcos, "model.detector.style=improved")
+    assert fcos.model.detector.style == "improved"
+    json_round_trip = config_lib.from_dict(json.loads(config_lib.to_json(fcos)))
+    assert json_round_trip == fcos
+
+
+def test_a_config_json_written_before_model_detector_still_loads():
+    """A workdir's config.json from before the detector options moved (model.strides,
+    head_channels, fcos_style, rcnn_proposals, rcnn_rois) loads with each value in its new
+    place, and the options a head did not read are dropped."""
+    for name, old, expected in (
+            ("det_coco_mask_rcnn_w18_1x:smoke",
+             {"strides": [8, 16, 32, 64, 128], "head_channels": 64, "fcos_style": "improved",
+              "rcnn_proposals": 100, "rcnn_rois": 64},
+             dict(channels=64, proposals=100, rois=64, train_proposals=100, train_pre_nms=200)),
+            ("det_synthetic",
+             {"strides": [4, 8, 16, 32, 64], "head_channels": 64, "fcos_style": "improved",
+              "rcnn_proposals": 1000, "rcnn_rois": 512},
+             dict(strides=(4, 8, 16, 32, 64), channels=64, style="improved")),
+            ("seg_synthetic", {"strides": [8, 16, 32, 64, 128], "head_channels": 256,
+                               "fcos_style": "improved", "rcnn_proposals": 1000,
+                               "rcnn_rois": 512}, {})):
+        config = experiments.load(name)
+        written = config_lib.to_dict(config)
+        del written["model"]["detector"]
+        written["model"].update(old)
+        loaded = config_lib.from_dict(written)
+        assert loaded == config, name
+        for key, value in expected.items():
+            assert getattr(loaded.model.detector, key) == value, (name, key)

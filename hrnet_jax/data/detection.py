@@ -201,7 +201,7 @@ def box_relative_masks(masks: np.ndarray, boxes: np.ndarray, size: int = BOX_MAS
 # unlabelled; HTC's semantic head predicts them at 1/8 of the padded canvas.
 SEMANTIC_STRIDE = 8
 UNLABELLED = 255
-MISSING_SEMANTIC = (f"its COCO-stuff labels were not found when the dataset was prepared: "
+MISSING_SEMANTIC = ("its COCO-stuff labels were not found when the dataset was prepared: "
                     "HTC's semantic branch trains on them. Extract stuffthingmaps_trainval2017.zip "
                     "into the manual folder (stuffthingmaps/train2017/*.png beside "
                     "annotations/) and prepare again")

@@ -10,6 +10,14 @@ builder's metadata can name, per split, the records that train (some non-crowd b
 orientation so that they pad to one shape). Each object's mask is kept as COCO's compressed RLE
 string (polygons and uncompressed crowd RLE converted with pycocotools); an annotation without
 a polygon of three points is named in a warning and keeps its box with an empty mask.
+
+COCO-stuff's label maps (HTC's semantic branch): where the manual folder holds
+`stuffthingmaps/{train,val}2017/NAME.png` beside the images, each record keeps its image's map
+(`semantic`: 0..181 things and stuff, 255 unlabelled) and the split's metadata says so; a
+split without the folder stores a 1x1 placeholder, and HTC's training names the missing folder.
+A map of another size than its image, or with labels outside the 183 classes, is named in a
+warning and stored unlabelled (all 255): that image trains without a semantic loss, nothing
+else is lost.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ annotations/instances_{train,val}2017.json and train2017/, val2017/. Then run
     python -m hrnet_jax.data.prepare coco_detection --manual_dir FOLDER [--data_dir DIR]"""
 
 _INSTANCES = r"instances_(\w+?)(\d{4})?\.json$"
+STUFF_FOLDER = "stuffthingmaps"
+SEMANTIC_CLASSES, UNLABELLED = 183, 255
+NO_MAP = np.zeros((1, 1, 1), np.uint8)  # a split prepared without COCO-stuff
 _PERSONS = r"person_keypoints_(\w+?)(\d{4})?\.json$"
 
 
@@ -69,9 +80,10 @@ def trains(annotations: list[dict]) -> bool:
 class HrnetCocoDetection(tfds.core.GeneratorBasedBuilder):
     """COCO 2017 detection: images with all their boxes."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {"1.0.0": "one record per image; training and portrait records in the metadata",
-                     "1.1.0": "instance masks as compressed RLE strings"}
+                     "1.1.0": "instance masks as compressed RLE strings",
+                     "1.2.0": "COCO-stuff label maps (stuffthingmaps/) where the folder exists"}
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -84,6 +96,7 @@ class HrnetCocoDetection(tfds.core.GeneratorBasedBuilder):
                     "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),  # x, y, w, h
                     "label": np.int64, "area": np.float32, "iscrowd": np.int32,
                     "mask": tfds.features.Text()}),  # compressed RLE; "" for none
+                "semantic": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
             }),
             homepage="https://cocodataset.org", disable_shuffling=True,
             metadata=tfds.core.MetadataDict())
@@ -96,21 +109,25 @@ class HrnetCocoDetection(tfds.core.GeneratorBasedBuilder):
         generators = {}
         for split, (path, image_folder) in found.items():
             images, objects = read_annotations(path)
+            stuff = os.path.join(root, STUFF_FOLDER, image_folder)
             self.info.metadata[split] = {
+                "semantic_labels": os.path.isdir(stuff),
                 "training_records": [record for record, image in enumerate(images)
                                      if trains(objects.get(image["id"], []))],
                 "portrait_records": [record for record, image in enumerate(images)
                                      if image["height"] > image["width"]]}
-            generators[split] = self._generate_examples(os.path.join(root, image_folder),
-                                                        images, objects)
+            generators[split] = self._generate_examples(
+                os.path.join(root, image_folder), images, objects,
+                stuff if os.path.isdir(stuff) else None)
         return generators
 
-    def _generate_examples(self, folder: str, images: list[dict], objects: dict[int, list[dict]]
-                           ) -> Iterator[tuple[int, dict]]:
+    def _generate_examples(self, folder: str, images: list[dict], objects: dict[int, list[dict]],
+                           stuff: str | None) -> Iterator[tuple[int, dict]]:
         for record, image in enumerate(images):
             annotations = objects.get(image["id"], [])
             yield record, {
                 "image": coco_image(folder, image),
+                "semantic": NO_MAP if stuff is None else semantic_map(stuff, image),
                 "image_id": image["id"], "file_name": image["file_name"],
                 "objects": {
                     "bbox": np.array([a["bbox"] for a in annotations], np.float32).reshape(-1, 4),
@@ -127,3 +144,30 @@ class HrnetCocoDetection(tfds.core.GeneratorBasedBuilder):
             warnings.warn(f"{image['file_name']}: annotation {annotation.get('id')} has no "
                           "polygon of three points or more: its box is kept, its mask is empty")
         return rle
+
+
+def semantic_map(folder: str, image: dict) -> np.ndarray:
+    """An image's COCO-stuff label map (H, W, 1) uint8 from `folder`; unlabelled (all 255),
+    with a warning naming the file, where it is missing, of another size than the image, or
+    holds labels outside the 183 classes."""
+    import cv2
+
+    path = os.path.join(folder, os.path.splitext(image["file_name"])[0] + ".png")
+    unlabelled = np.full((image["height"], image["width"], 1), UNLABELLED, np.uint8)
+    labels = cv2.imread(path, cv2.IMREAD_UNCHANGED) if os.path.exists(path) else None
+    if labels is None:
+        problem = "missing or not a PNG"
+    elif labels.ndim != 2 or labels.dtype != np.uint8:
+        problem = f"a {labels.dtype} map of shape {labels.shape}, not one 8-bit channel"
+    elif labels.shape != (image["height"], image["width"]):
+        problem = (f"{labels.shape[1]}x{labels.shape[0]} pixels, its image "
+                   f"{image['width']}x{image['height']}")
+    elif ((labels >= SEMANTIC_CLASSES) & (labels != UNLABELLED)).any():
+        bad = sorted(set(np.unique(labels[(labels >= SEMANTIC_CLASSES)
+                                          & (labels != UNLABELLED)]).tolist()))
+        problem = (f"labels {bad[:5]} outside COCO-stuff's {SEMANTIC_CLASSES} classes "
+                   f"(0..{SEMANTIC_CLASSES - 1}, {UNLABELLED} unlabelled)")
+    else:
+        return labels[..., None]
+    warnings.warn(f"{path}: {problem}: its image trains without semantic labels")
+    return unlabelled
