@@ -418,3 +418,24 @@ def test_stage_losses_are_weighted_and_named_by_stage():
     # smooth L1 (the cascades' box loss): quadratic below beta, linear above
     np.testing.assert_allclose(rcnn.smooth_l1(jnp.asarray([0.5, -2.0]), 1.0), [0.125, 1.5])
     np.testing.assert_allclose(rcnn.smooth_l1(jnp.asarray([0.5, -2.0]), 0.0), [0.5, 2.0])
+
+
+def test_exported_cascade_takes_each_images_size_and_clips_to_it():
+    """The served artifact of a two-stage detector takes (images, image_sizes) and returns what
+    the model returns, boxes inside each image's own size; any batch size."""
+    from hrnet_jax import surgery
+
+    model = create_model(tiny_arch(4), "cascade_rcnn", 3, detector=dict(SMALL, proposals=20),
+                         inference=dict(score_threshold=0.0, nms_threshold=0.5, detections=10,
+                                        pre_nms=60))
+    images = jnp.asarray(np.random.default_rng(4).normal(size=(2, 64, 64, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), images[:1])
+    exported = surgery.export_inference(model, variables, (64, 64))
+    restored = surgery.load_exported(exported.serialize())
+    sizes = jnp.array([[64, 40], [24, 64]], jnp.int32)
+    served = restored.call(images, sizes)
+    direct = model.apply(variables, images, image_sizes=sizes)
+    np.testing.assert_allclose(served["boxes"], direct["boxes"], atol=1e-4)
+    boxes = np.asarray(served["boxes"])
+    assert boxes[0, :, 2].max() <= 40 + 1e-4 and boxes[1, :, 3].max() <= 24 + 1e-4
+    assert boxes[0, :, 2].max() > 30  # the box regressions reach the clipped edge

@@ -277,7 +277,7 @@ def test_ground_truth_through_our_targets_and_decoding_scores_ap_one(prepared):
     NMS and the mapping back to the original pixels give box AP 1.0 on the real images."""
     config = smoke_config(prepared)
     task = make_task(config)
-    strides = tuple(config.model.strides)
+    strides = tuple(config.model.detector.strides)
     source = records(prepared)
     rows = []
     for index in range(len(source)):
