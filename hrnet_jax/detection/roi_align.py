@@ -83,16 +83,15 @@ def _axis_weights(start: jnp.ndarray, length: jnp.ndarray, size: jnp.ndarray, gr
                                          0.0, (size - 1).astype(jnp.float32))) + 2, size)
     weight = used / g  # each sample's share of the bin's average
     local = (low - first[..., None, None]).astype(jnp.int32)
-    shape = (*start.shape, output, span)
-    flat_batch = int(np.prod(start.shape))
-    table = jnp.zeros((flat_batch, output, span), jnp.float32)
-    rows = jnp.arange(flat_batch)[:, None, None]
+    local = local.reshape(-1, output, max_grid)  # (RoIs, P, K); the RoI count may be symbolic
+    table = jnp.zeros((local.shape[0], output, span), jnp.float32)
+    rows = jnp.arange(local.shape[0])[:, None, None]
     bins = jnp.arange(output)[None, :, None]
-    local = local.reshape(flat_batch, output, max_grid)
     for offset, share in ((0, 1.0 - fraction), (1, fraction)):
         table = table.at[rows, bins, local + offset].add(
-            (weight * share).reshape(flat_batch, output, max_grid), mode="drop")
-    return table.reshape(shape), first.astype(jnp.int32), (end - first).astype(jnp.int32)
+            (weight * share).reshape(local.shape), mode="drop")
+    table = table.reshape(*start.shape, output, span)
+    return table, first.astype(jnp.int32), (end - first).astype(jnp.int32)
 
 
 def roi_align(features: Sequence[jnp.ndarray], strides: Sequence[int], boxes: jnp.ndarray,
