@@ -20,7 +20,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hrnet_jax.detection.roi_align import map_levels, roi_align, window_size

@@ -247,6 +247,7 @@ def test_semantic_head_equals_mmdets_fused_semantic_head():
     np.testing.assert_allclose(embedding, expected_embedding, atol=1e-4)
 
 
+@pytest.mark.slow  # two cascades' training forward, eagerly: the fast tier trains HTC above
 def test_htc_interleaves_and_cascade_mask_rcnn_does_not():
     """HTC's mask branch of stage i trains on RoIs drawn anew from the boxes stage i refined
     (the ground truth added again); Cascade Mask R-CNN's on the positives its box branch drew.
@@ -420,12 +421,13 @@ def test_stage_losses_are_weighted_and_named_by_stage():
     np.testing.assert_allclose(rcnn.smooth_l1(jnp.asarray([0.5, -2.0]), 0.0), [0.5, 2.0])
 
 
-def test_exported_cascade_takes_each_images_size_and_clips_to_it():
+def test_exported_two_stage_detector_takes_each_images_size_and_clips_to_it():
     """The served artifact of a two-stage detector takes (images, image_sizes) and returns what
-    the model returns, boxes inside each image's own size; any batch size."""
+    the model returns, boxes inside each image's own size; any batch size. (Faster R-CNN: the
+    cascades detect through the same code, checked above.)"""
     from hrnet_jax import surgery
 
-    model = create_model(tiny_arch(4), "cascade_rcnn", 3, detector=dict(SMALL, proposals=20),
+    model = create_model(tiny_arch(4), "faster_rcnn", 3, detector=dict(SMALL, proposals=20),
                          inference=dict(score_threshold=0.0, nms_threshold=0.5, detections=10,
                                         pre_nms=60))
     images = jnp.asarray(np.random.default_rng(4).normal(size=(2, 64, 64, 3)), jnp.float32)

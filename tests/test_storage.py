@@ -211,6 +211,7 @@ def test_tensorboard_files_pictures_eval_predict_and_export_in_the_bucket(
 
 
 @pytest.mark.multihost
+@pytest.mark.slow  # the CI budget: two processes are in test_multihost, buckets in the rest here
 def test_two_processes_share_a_bucket_workdir_and_resume_together(bucket):
     from test_multihost import OVERRIDES, free_port, launch
 
