@@ -441,3 +441,16 @@ def test_exported_two_stage_detector_takes_each_images_size_and_clips_to_it():
     boxes = np.asarray(served["boxes"])
     assert boxes[0, :, 2].max() <= 40 + 1e-4 and boxes[1, :, 3].max() <= 24 + 1e-4
     assert boxes[0, :, 2].max() > 30  # the box regressions reach the clipped edge
+
+
+def test_boxes_refined_to_nothing_give_finite_targets():
+    """A cascade's later stage may receive boxes its predecessor refined to zero width (pushed
+    out of the image and clipped): they are never positives and their targets stay finite
+    (mmdet encodes the positives only), so the losses' gradients do too."""
+    truth = np.array([[10, 10, 50, 40], [0, 0, 0, 0]], np.float32)  # one real, one padding
+    proposals = np.array([[64, 5, 64, 30], [12, 11, 49, 41], [0, 0, 0, 0]], np.float32)
+    out = sampler.sample_rois(proposals, np.array([1, 1, 0], np.float32), truth,
+                              np.array([1, 0]), np.array([1, 0], np.float32), jax.random.key(0),
+                              2, (0.05, 0.05, 0.1, 0.1), iou=0.6, count=8)
+    assert np.isfinite(np.asarray(out["deltas"])).all()
+    assert int(np.asarray(out["positive"]).sum()) == 2  # the truth and the close proposal

@@ -65,7 +65,11 @@ def sample_rois(proposals: jnp.ndarray, proposal_valid: jnp.ndarray, truth: jnp.
     matched = jnp.maximum(assigned[slots] - 1, 0)
     slot_positive = positive[slots]
     rois = candidates[slots]
+    # Targets of the positives only: a negative may be a box refined to nothing (a cascade's),
+    # whose deltas would be infinite (and 0 x inf is not 0).
+    encodable = jnp.where(slot_positive[:, None], rois, truth[matched])
+    deltas = jnp.where(slot_positive[:, None], encode_deltas(encodable, truth[matched], stds), 0.0)
     return {"rois": rois, "labels": jnp.where(slot_positive, labels[matched], num_classes),
-            "deltas": encode_deltas(rois, truth[matched], stds) * slot_positive[:, None],
+            "deltas": deltas,
             "matched": matched, "positive": slot_positive, "valid": rank > 0,
             "from_truth": (slots < truth.shape[0]) & (rank > 0)}
