@@ -21,6 +21,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow  # the CI budget: a script for lent accelerators, every case compiled here
 def test_every_kind_of_case_runs_at_tiny_sizes_and_prints_its_json(capsys):
     """Segmentation, pose and classification (the two segmentation cases differ only in their
     batch, which --tiny sets to 2)."""

@@ -74,6 +74,7 @@ def test_two_processes_train_on_the_global_batch_like_one(tmp_path):
     # for every task since the evaluation redesign: test_pose_evaluation_rows_from_two_hosts.
 
 
+@pytest.mark.slow  # the CI budget: two real processes train in the test above
 def test_a_dead_process_stops_the_other_with_an_error(tmp_path):
     port = free_port()
     overrides = [o for o in OVERRIDES if not o.startswith("loop.num_steps")] + ["loop.num_steps=100000"]
