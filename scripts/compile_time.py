@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", default="seg_synthetic")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--repeats", type=int, default=3,
-                        help="steps timed after the first (0: the first step alone)")
+                        help="steps timed after the first (0: the first step alone; -1: none)")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)
     from hrnet_jax import config as config_lib, experiments
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     memory = compiled.memory_analysis()
     real_state = trainer.init_fn()
     step_times = []
-    for _ in range(args.repeats + 1):
+    for _ in range(args.repeats + 1):  # --repeats -1: compile and memory only
         start = time.perf_counter()
         real_state, figures = compiled(real_state, real_batch)
         jax.block_until_ready(figures)
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"experiment": args.experiment, "overrides": args.overrides,
                       "trace_lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
                       "hlo_lines": lowered.as_text().count("\n"),
-                      "step_s": round(statistics.median(step_times[1:] or step_times), 3),
+                      "step_s": (round(statistics.median(step_times[1:] or step_times), 3)
+                                 if step_times else None),
                       "temp_gib": round(memory.temp_size_in_bytes / 2**30, 2) if memory else None}))
 
 
