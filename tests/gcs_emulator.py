@@ -15,6 +15,7 @@ import json
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 
@@ -40,14 +41,27 @@ def create_bucket(url: str, name: str) -> None:
 
 
 def delete_bucket(url: str, name: str) -> None:
-    """The bucket and everything in it gone, as when someone deletes it mid-run."""
-    listing = json.load(urllib.request.urlopen(f"{url}/storage/v1/b/{name}/o"))
-    for item in listing.get("items", []):
-        quoted = urllib.request.quote(item["name"], safe="")
-        urllib.request.urlopen(urllib.request.Request(
-            f"{url}/storage/v1/b/{name}/o/{quoted}", method="DELETE")).read()
-    urllib.request.urlopen(urllib.request.Request(f"{url}/storage/v1/b/{name}",
-                                                  method="DELETE")).read()
+    """The bucket and everything in it gone, as when someone deletes it mid-run. A run still
+    writing can add objects between the listing and the bucket's deletion, which the server then
+    refuses (412, not empty): list and delete again until the bucket itself goes."""
+    for _ in range(100):
+        listing = json.load(urllib.request.urlopen(f"{url}/storage/v1/b/{name}/o"))
+        for item in listing.get("items", []):
+            quoted = urllib.request.quote(item["name"], safe="")
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"{url}/storage/v1/b/{name}/o/{quoted}", method="DELETE")).read()
+            except urllib.error.HTTPError as error:
+                if error.code != 404:  # gone already: the run replaced or removed it
+                    raise
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{url}/storage/v1/b/{name}",
+                                                          method="DELETE")).read()
+            return
+        except urllib.error.HTTPError as error:
+            if error.code not in (409, 412):
+                raise
+    raise RuntimeError(f"bucket {name} kept being written to; it could not be deleted")
 
 
 class Emulator:
