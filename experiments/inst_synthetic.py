@@ -9,28 +9,30 @@ cross; at 300 steps both were still near 0.55); boxes and translucent masks next
 truth in /tmp/inst_synthetic/pictures. The RPN keeps 100 proposals and the heads sample 64 RoIs
 an image (at most 16 positive, the mask head's): a picture holds at most three shapes. Head
 width 32 (neck, RPN, mask head): the mask head's four convs on 14x14 RoIs cost the most here.
-`:smoke` runs 4 steps of a tiny model, for tests.
 
-The extended frameworks on the same shapes, steps and settings (`:cascade_rcnn`,
-`:cascade_mask_rcnn`, `:htc`; HTC's semantic labels are the generator's scene classes:
-background and the four shapes). Expected (box AP / mask AP, 600 steps, this machine):
-cascade_rcnn box AP 0.904 (AP50 0.992); cascade_mask_rcnn 0.928 / 0.930 (AP50 0.988 both);
-HTC not yet measured to the end (each measured one at least Mask R-CNN's 0.881 / 0.893
-above; 11 to 28 minutes here, measured with other jobs running).
+The extended frameworks on the same shapes, steps and settings (HTC's semantic labels are the
+generator's scene classes: background and the four shapes), box AP / mask AP, 600 steps, this
+machine:
+
+Variants:
+    cascade_rcnn       box AP 0.904 (AP50 0.992)
+    cascade_mask_rcnn  0.928 / 0.930 (AP50 0.988 both)
+    htc                not yet measured to the end (each measured one at least Mask R-CNN's
+                       0.881 / 0.893 above; 11 to 28 minutes here)
+    smoke              4 steps of a tiny model, for tests (`:htc,smoke` of HTC's)
 """
 
 from hrnet_jax.config import ExperimentConfig, detector_options
-from hrnet_jax.experiments import with_variant
+from hrnet_jax.experiments import Variant
 from hrnet_jax.recipes import smoke, synthetic_demo
 
 
-def get_config(variant: str | None = None) -> ExperimentConfig:
+def recipe() -> ExperimentConfig:
     config = synthetic_demo("detection", "mask_rcnn", num_classes=4, dataset="synthetic_detection")
     demo_sizes(config)
     config.data.short_sides, config.data.max_long_side, config.data.max_boxes = (64,), 64, 4
     config.data.flip = True
-    return with_variant(config, variant, smoke=smoke, cascade_rcnn=framework("cascade_rcnn"),
-                        cascade_mask_rcnn=framework("cascade_mask_rcnn"), htc=framework("htc"))
+    return config
 
 
 def demo_sizes(config: ExperimentConfig) -> None:
@@ -49,3 +51,11 @@ def framework(head: str):
             config.model.detector.semantic_classes = 5
         return config
     return variant
+
+
+VARIANTS = {
+    "cascade_rcnn": Variant(framework("cascade_rcnn"), group="framework"),
+    "cascade_mask_rcnn": Variant(framework("cascade_mask_rcnn"), group="framework"),
+    "htc": Variant(framework("htc"), group="framework"),
+    "smoke": Variant(smoke),
+}

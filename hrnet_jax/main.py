@@ -19,7 +19,7 @@ import jax
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m hrnet_jax.main", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", help="NAME or NAME:VARIANT (see --list)")
+    parser.add_argument("--experiment", help="NAME or NAME:VARIANT,... (see --list)")
     parser.add_argument("--workdir", help="where config.json, metrics.jsonl, checkpoints/ go")
     parser.add_argument("--mode", default="train", choices=["train", "eval", "predict", "export"],
                         help="train (or resume), eval the latest checkpoint, predict pictures, "
@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     from hrnet_jax import config as config_lib, experiments
 
     if args.list:
-        for name, description in experiments.available().items():
-            print(f"{name:32s} {description}")
+        for name, (description, variants) in experiments.available().items():
+            print(f"{name}  {description}")
+            for variant, expected in variants.items():
+                print(f"    :{variant:18s} {expected}")
         return 0
     if not args.experiment or not (args.workdir or args.print_config):
         print("error: --experiment and --workdir are required (or --list)", file=sys.stderr)

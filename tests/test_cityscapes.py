@@ -141,7 +141,7 @@ def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_pat
 
     prepare.prepare("cityscapes", str(sample["root"]), str(tmp_path / "data"))
     workdir = tmp_path / "run"
-    assert main(["--experiment=seg_cityscapes_ohem:smoke", f"--workdir={workdir}",
+    assert main(["--experiment=seg_cityscapes:ohem,smoke", f"--workdir={workdir}",
                  f"--set=data.data_dir={tmp_path / 'data'}"]) == 0
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     train = [l for l in lines if l["split"] == "train"]
@@ -156,7 +156,7 @@ def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_pat
     assert any(k.startswith("iou/") and k[4:] in CLASSES for k in evaluation[-1])
     assert len(list((workdir / "pictures").glob("*.png"))) == 1
     # Flip + multi-scale evaluation (scale 1.5 by sliding 64x128 windows) of the same checkpoint.
-    assert main(["--experiment=seg_cityscapes_ohem:smoke", f"--workdir={workdir}", "--mode=eval",
+    assert main(["--experiment=seg_cityscapes:ohem,smoke", f"--workdir={workdir}", "--mode=eval",
                  "--set=eval.flip=true", "--set=eval.scales=0.5,1.0,1.5",
                  f"--set=data.data_dir={tmp_path / 'data'}"]) == 0
     last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
@@ -164,7 +164,7 @@ def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_pat
     # Predict on real images: the colour mask (official palette) and an overlay per image.
     image_dir = sample["root"] / "leftImg8bit" / "val" / "frankfurt"
     out = tmp_path / "predictions"
-    assert main(["--experiment=seg_cityscapes_ohem:smoke", f"--workdir={workdir}", "--mode=predict",
+    assert main(["--experiment=seg_cityscapes:ohem,smoke", f"--workdir={workdir}", "--mode=predict",
                  f"--input={image_dir}", f"--output={out}",
                  f"--set=data.data_dir={tmp_path / 'data'}"]) == 0
     mask = read(out / f"{STEM}_leftImg8bit_mask.png", cv2.IMREAD_COLOR)[..., ::-1]
@@ -174,7 +174,7 @@ def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_pat
     assert colours <= {tuple(c) for c in PALETTE}
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"not an image")
-    assert main(["--experiment=seg_cityscapes_ohem:smoke", f"--workdir={workdir}", "--mode=predict",
+    assert main(["--experiment=seg_cityscapes:ohem,smoke", f"--workdir={workdir}", "--mode=predict",
                  f"--input={corrupt}", f"--set=data.data_dir={tmp_path / 'data'}"]) == 1
     captured = capsys.readouterr()
     assert f"{corrupt}: not an image or corrupt" in captured.err
@@ -189,7 +189,7 @@ def test_ocr_smoke_run_on_the_real_sample(sample, tmp_path):
 
     prepare.prepare("cityscapes", str(sample["root"]), str(tmp_path / "data"))
     workdir = tmp_path / "run"
-    assert main(["--experiment=seg_cityscapes_ocr_w48:smoke", f"--workdir={workdir}",
+    assert main(["--experiment=seg_cityscapes:ocr,smoke", f"--workdir={workdir}",
                  f"--set=data.data_dir={tmp_path / 'data'}"]) == 0
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert all("aux_loss" in l for l in lines if l["split"] == "train")

@@ -33,7 +33,7 @@ def coco_records(prepared):
 
 
 def coco_config(prepared, **data):
-    config = load("pose_coco_w32_256x192:smoke")
+    config = load("pose_coco:w32,256x192,smoke")
     config.data.data_dir = str(prepared)
     for key, value in data.items():
         setattr(config.data, key, value)
@@ -96,12 +96,12 @@ def test_missing_detections_file_is_named_when_evaluation_needs_it(prepared, tmp
 
 @pytest.fixture(scope="module")
 def coco_run(prepared, shared_data, tmp_path_factory):
-    """pose_coco_w32_256x192:smoke trained 4 steps, evaluated with the sample's detections and
+    """pose_coco:w32,256x192,smoke trained 4 steps, evaluated with the sample's detections and
     the flip test."""
     from hrnet_jax import main
 
     workdir = tmp_path_factory.mktemp("pose_coco")
-    args = ["--experiment=pose_coco_w32_256x192:smoke", f"--workdir={workdir}",
+    args = ["--experiment=pose_coco:w32,256x192,smoke", f"--workdir={workdir}",
             f"--set=data.data_dir={prepared}", "--set=eval.flip=true",
             f"--set=data.person_boxes={shared_data / 'coco_mini' / DETECTIONS}"]
     assert main.main(args) == 0

@@ -72,13 +72,17 @@ SNAPSHOT = pathlib.Path(__file__).parent / "data" / "experiment_configs.json"
 
 
 def test_every_experiment_resolves_to_its_recorded_config():
-    """Every experiment and its `:smoke` variant, resolved, against the values recorded in
-    tests/data/experiment_configs.json (recorded before the data configs were split by task:
-    the keys of other tasks' data options are gone, every other value is the same; re-keyed
-    when the detector options moved into model.detector, each old value checked equal to its
-    new key's)."""
+    """Every experiment of before the families and its `:smoke` variant, under its name now,
+    against the values recorded in tests/data/experiment_configs.json (recorded before the data
+    configs were split by task: the keys of other tasks' data options are gone, every other
+    value is the same; re-keyed when the detector options moved into model.detector, each old
+    value checked equal to its new key's; re-keyed again when the one-file-a-run experiments
+    became families, with nothing but `name` and `description` changed)."""
     recorded = json.loads(SNAPSHOT.read_text())
-    assert sorted(recorded) == sorted(s for n in experiments.available() for s in (n, f"{n}:smoke"))
+    kept = ["seg_cityscapes", *(name for name in experiments.available() if "synthetic" in name)]
+    assert sorted(recorded) == sorted(experiments.current_name(f"{old}{suffix}")
+                                      for old in (*experiments.RENAMED, *kept)
+                                      for suffix in ("", ":smoke"))
     other_tasks_options = {f"data.{f.name}" for cls in config_lib.DATA_CONFIGS.values()
                            for f in dataclasses.fields(cls)}
     for spec, values in recorded.items():
@@ -87,10 +91,42 @@ def test_every_experiment_resolves_to_its_recorded_config():
         assert set(values) - set(resolved) <= other_tasks_options, spec
 
 
-def test_experiment_files_share_one_variant_parser():
-    for path in experiments.EXPERIMENTS_DIR.glob("*.py"):
-        text = path.read_text()
-        assert "with_variant(" in text and "if variant" not in text, path.name
+def test_each_family_lists_its_variants_and_each_variant_resolves_and_validates():
+    for name, (description, table) in experiments.available().items():
+        assert description and set(table) == set(experiments.variants_of(name)), name
+        assert "smoke" in table, name
+        for variant in table:
+            config = experiments.load(f"{name}:{variant}")
+            config_lib.validate(config)
+            assert config.name == f"{name}:{variant}"
+
+
+def test_variants_combine_in_the_familys_order_and_one_of_a_group():
+    combined = experiments.load("seg_cityscapes:smoke,w18,ohem")
+    assert (combined.model.arch, combined.model.width, combined.loss.ohem) == ("tiny", 4, True)
+    assert config_lib.flat(experiments.load("seg_cityscapes:w18,ohem,smoke")) == \
+        {**config_lib.flat(combined), "name": "seg_cityscapes:w18,ohem,smoke"}
+    w18 = experiments.load("seg_cityscapes:w18,ohem")
+    assert (w18.model.arch, w18.loss.ohem, w18.model.head) == ("hrnet_w18", True, "segmentation")
+    with pytest.raises(ValueError, match="w18 and w48 both choose the width; choose one of "
+                                         "w48, w18, w18_small_v2"):
+        experiments.load("seg_cityscapes:w18,w48")
+    with pytest.raises(ValueError, match="unknown variant 'w99'; choose from w48, w18"):
+        experiments.load("seg_cityscapes:w99")
+
+
+def test_an_old_experiment_name_says_what_it_is_called_now(capsys, tmp_path):
+    assert main(["--experiment=pose_coco_w48_384x288:smoke", f"--workdir={tmp_path}"]) == 2
+    assert "pose_coco_w48_384x288 is now called pose_coco:w48,384x288,smoke" in \
+        capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_list_shows_each_family_with_its_variants_and_expected_results(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "seg_cityscapes" in out and "ohem" in out and "81.2" in out
+    assert "cls_imagenet" in out and "w64" in out and "79.5%" in out
 
 
 def test_print_config_prints_the_resolved_config(capsys):
@@ -127,7 +163,7 @@ def test_detector_options_are_those_of_the_head():
     """model.detector holds the chosen head's options: FCOS's strides / channels / style, the
     R-CNNs' proposals, RoIs and per-stage settings. An option the head does not have names the
     head's options; choosing another head selects its options with its own defaults."""
-    config = experiments.load("det_coco_faster_rcnn_w18_1x")
+    config = experiments.load("det_coco_faster_rcnn:w18")
     config_lib.apply_override(config, "model.detector.rois=64")
     assert config.model.detector.rois == 64
     with pytest.raises(config_lib.ConfigError) as error:
@@ -142,7 +178,7 @@ def test_detector_options_are_those_of_the_head():
     segmentation = experiments.load("seg_synthetic")
     with pytest.raises(config_lib.ConfigError, match="has no option 'rois'; its options: none"):
         config_lib.apply_override(segmentation, "model.detector.rois=64")
-    fcos = experiments.load("det_coco_fcos_w18")
+    fcos = experiments.load("det_coco_fcos:w18")
     config_lib.apply_override(fcos, "model.detector.style=improved")
     assert fcos.model.detector.style == "improved"
     json_round_trip = config_lib.from_dict(json.loads(config_lib.to_json(fcos)))
@@ -154,7 +190,7 @@ def test_a_config_json_written_before_model_detector_still_loads():
     head_channels, fcos_style, rcnn_proposals, rcnn_rois) loads with each value in its new
     place, and the options a head did not read are dropped."""
     for name, old, expected in (
-            ("det_coco_mask_rcnn_w18_1x:smoke",
+            ("det_coco_mask_rcnn:w18,smoke",
              {"strides": [8, 16, 32, 64, 128], "head_channels": 64, "fcos_style": "improved",
               "rcnn_proposals": 100, "rcnn_rois": 64},
              dict(channels=64, proposals=100, rois=64, train_proposals=100, train_pre_nms=200)),

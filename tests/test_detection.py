@@ -32,7 +32,7 @@ def records(prepared):
 
 
 def smoke_config(prepared):
-    config = load("det_coco_fcos_w18:smoke")
+    config = load("det_coco_fcos:w18,smoke")
     config.data.data_dir = str(prepared)
     return config
 
@@ -352,7 +352,7 @@ def smoke_run(prepared, tmp_path_factory):
     from hrnet_jax import main
 
     workdir = tmp_path_factory.mktemp("detection")
-    args = ["--experiment=det_coco_fcos_w18:smoke", f"--workdir={workdir}",
+    args = ["--experiment=det_coco_fcos:w18,smoke", f"--workdir={workdir}",
             f"--set=data.data_dir={prepared}"]
     assert main.main(args) == 0
     return workdir, args
@@ -479,7 +479,7 @@ def test_mask_rcnn_train_step_learns_a_batch_and_inference_masks_its_detections(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["det_coco_faster_rcnn_w18_1x", "det_coco_mask_rcnn_w18_1x"])
+@pytest.mark.parametrize("experiment", ["det_coco_faster_rcnn:w18", "det_coco_mask_rcnn:w18"])
 def test_rcnn_smoke_trains_both_stages_and_reports_ap(prepared, tmp_path, experiment):
     """The R-CNNs' smokes on the real sample: the RPN's and the R-CNN's losses (and Mask R-CNN's
     mask loss on the sample's real outlines), mmdet's warmup from 0.02 x 0.001, COCO box (and
@@ -560,7 +560,7 @@ def test_rcnn_targets_of_the_real_sample_decode_back_to_the_truth(prepared):
 
     STDS = (0.1, 0.1, 0.2, 0.2)  # Faster R-CNN's coder
 
-    config = load("det_coco_mask_rcnn_w18_1x:smoke")
+    config = load("det_coco_mask_rcnn:w18,smoke")
     config.data.data_dir = str(prepared)
     task = make_task(config)
     source = records(prepared)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from hrnet_jax import experiments
 from hrnet_jax.data import transforms
-from hrnet_jax.experiments import EXPERIMENTS_DIR, load
+from hrnet_jax.experiments import load
 from hrnet_jax.tasks import classification, make_task
 
 EXPECTED_TOP1 = {"w18_small": 72.3, "w18_small_v2": 75.1, "w18": 76.8, "w30": 78.2, "w32": 78.5,
@@ -73,7 +74,7 @@ def test_imagenet_pipeline_on_tfds_mock_data(monkeypatch):
     from hrnet_jax.tasks import make_task
     from hrnet_jax.data.datasets import Dataset
 
-    config = load("cls_imagenet_w18:smoke")
+    config = load("cls_imagenet:w18,smoke")
     config.data.name, config.model.num_classes = "imagenet2012", 1000
     with tfds.testing.mock_data(num_examples=10):
         # mocked builders are not 'prepared' and list no splits; the sources themselves are real
@@ -97,11 +98,11 @@ def test_imagenet_pipeline_on_tfds_mock_data(monkeypatch):
 def test_predict_prints_the_top5_with_imagenet_names(tmp_path, capsys):
     from hrnet_jax import main
 
-    names = make_task(load("cls_imagenet_w18")).names
+    names = make_task(load("cls_imagenet:w18")).names
     assert len(names) == 1000 and names[0].startswith("tench")
     image = tmp_path / "picture.png"
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8))
-    args = ["--experiment=cls_imagenet_w18:smoke", f"--workdir={tmp_path}/run", "--mode=predict",
+    args = ["--experiment=cls_imagenet:w18,smoke", f"--workdir={tmp_path}/run", "--mode=predict",
             f"--input={image}", f"--output={tmp_path}/out", "--from_init"]
     assert main.main(args) == 0
     printed = [l for l in capsys.readouterr().out.splitlines() if l[:1].isdigit()]
@@ -113,10 +114,11 @@ def test_predict_prints_the_top5_with_imagenet_names(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_TOP1))
 def test_each_imagenet_experiment_states_the_papers_recipe(name):
-    config = load(f"cls_imagenet_{name}")
+    config = load(f"cls_imagenet:{name}")
     assert config.model.arch == f"hrnet_{name}" and config.model.num_classes == 1000
     optim = config.optim
     assert (optim.optimizer, optim.learning_rate, optim.nesterov, optim.weight_decay) == \
         ("sgd", 0.05, True, 1e-4)
     assert optim.milestones == (0.3, 0.6, 0.9) and config.data.batch_size == 128
-    assert f"top-1 {EXPECTED_TOP1[name]}%" in (EXPERIMENTS_DIR / f"cls_imagenet_{name}.py").read_text()
+    _, table = experiments.available()["cls_imagenet"]
+    assert table[name].startswith(f"top-1 {EXPECTED_TOP1[name]}%")

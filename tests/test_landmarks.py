@@ -143,7 +143,7 @@ def test_ground_truth_through_our_heatmaps_and_decoder_gives_a_small_nme(prepare
 def test_wflw_smoke_trains_and_reports_nme(prepared, tmp_path):
     from hrnet_jax import main
 
-    assert main.main(["--experiment=face_wflw_w18:smoke", f"--workdir={tmp_path}",
+    assert main.main(["--experiment=face_wflw:smoke", f"--workdir={tmp_path}",
                       f"--set=data.data_dir={prepared}"]) == 0
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     last = [l for l in lines if l["split"] == "eval"][-1]

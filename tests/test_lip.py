@@ -84,12 +84,12 @@ def test_bad_input_names_the_id_the_file_and_the_value(shared_data, tmp_path):
 
 def test_ocr_smoke_run_on_the_real_sample_trains_evaluates_and_predicts(prepared, shared_data,
                                                                       tmp_path):
-    """seg_lip_ocr_w48:smoke: 473x473 -> 64x64 resize protocol, OCR head with its auxiliary
+    """seg_lip:ocr,smoke: 473x473 -> 64x64 resize protocol, OCR head with its auxiliary
     loss, flip test with the swap, scores back at the label's size; prediction on a grey JPEG."""
     from hrnet_jax.main import main
 
     workdir, data = tmp_path / "run", f"--set=data.data_dir={prepared}"
-    assert main(["--experiment=seg_lip_ocr_w48:smoke", f"--workdir={workdir}", data]) == 0
+    assert main(["--experiment=seg_lip:ocr,smoke", f"--workdir={workdir}", data]) == 0
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     train = [l for l in lines if l["split"] == "train"]
     assert [l["step"] for l in train] == [2, 4]
@@ -100,7 +100,7 @@ def test_ocr_smoke_run_on_the_real_sample_trains_evaluates_and_predicts(prepared
     assert len(list((workdir / "pictures").glob("*.png"))) == 1
     out = tmp_path / "predictions"
     grey = shared_data / "lip_mini" / "val_images" / f"{VAL_ID}.jpg"
-    assert main(["--experiment=seg_lip_ocr_w48:smoke", f"--workdir={workdir}", "--mode=predict",
+    assert main(["--experiment=seg_lip:ocr,smoke", f"--workdir={workdir}", "--mode=predict",
                  f"--input={grey}", f"--output={out}", data]) == 0
     mask = cv2.imread(str(out / f"{VAL_ID}_mask.png"))
     assert mask.shape[:2] == cv2.imread(str(grey), cv2.IMREAD_UNCHANGED).shape
@@ -111,7 +111,7 @@ def test_plain_w48_smoke_run_on_the_real_sample(prepared, tmp_path):
     from hrnet_jax.main import main
 
     workdir = tmp_path / "run"
-    assert main(["--experiment=seg_lip_w48:smoke", f"--workdir={workdir}",
+    assert main(["--experiment=seg_lip:smoke", f"--workdir={workdir}",
                  f"--set=data.data_dir={prepared}"]) == 0
     last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["split"] == "eval" and 0.0 <= last["miou"] <= 1.0

@@ -42,7 +42,7 @@ def test_mpii_records_apply_the_references_conventions(prepared, shared_data):
 def test_mpii_ground_truth_through_our_heatmaps_scores_pckh_one(prepared):
     """MPII's evaluation (every annotated person, its box as annotated, no clipping) finds the
     real sample's joints again from their own targets: PCKh@0.5 = 1."""
-    config = load("pose_mpii_w32_256x256")
+    config = load("pose_mpii")
     config.data.data_dir, config.data.eval_split = str(prepared), "test_mpii"
     config.eval.flip = False
     task = make_task(config)
@@ -57,7 +57,7 @@ def test_mpii_ground_truth_through_our_heatmaps_scores_pckh_one(prepared):
 def test_mpii_smoke_trains_and_reports_pckh(prepared, tmp_path):
     from hrnet_jax.training.loop import Trainer
 
-    config = load("pose_mpii_w32_256x256:smoke")
+    config = load("pose_mpii:smoke")
     config.data.data_dir = str(prepared)
     config.loop.num_steps = 2
     trainer = Trainer(config, str(tmp_path))

@@ -123,7 +123,7 @@ def test_pose_evaluation_rows_from_two_hosts_add_up_to_one_process(tmp_path, sha
     detections = shared_data / "coco_mini/person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
     overrides = [f"data.data_dir={tmp_path / 'tfds'}", f"data.person_boxes={detections}",
                  "eval.flip=true"]
-    one, two = evaluations_on_one_and_on_two_hosts(tmp_path / "pose", "pose_coco_w32_256x192:smoke",
+    one, two = evaluations_on_one_and_on_two_hosts(tmp_path / "pose", "pose_coco:w32,256x192,smoke",
                                                    overrides, single_devices=2)
     assert one["persons"] == two["persons"] > 40  # the 48 detections, minus OKS-NMS duplicates
     assert one == two

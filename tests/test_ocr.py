@@ -157,7 +157,7 @@ def test_training_returns_the_auxiliary_logits_and_the_loss_weighs_them():
     from hrnet_jax.tasks import make_task
     from hrnet_jax.tasks.segmentation import pixel_cross_entropy
 
-    config = experiments.load("seg_lip_ocr_w48:smoke")
+    config = experiments.load("seg_lip:ocr,smoke")
     task = make_task(config)
     labels = jnp.asarray(np.random.RandomState(0).randint(0, 20, (2, 16, 16)), jnp.int32)
     logits, aux = (jax.random.normal(jax.random.key(k), (2, 4, 4, 20)) for k in (1, 2))

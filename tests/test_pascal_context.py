@@ -136,14 +136,14 @@ def test_59_classes_ignore_the_background_and_60_keep_it():
 
     stored_label = np.array([[0, 1, 59], [30, 0, 2]], np.uint8)
     example = {"image": np.zeros((2, 3, 3), np.uint8), "label": stored_label[..., None]}
-    task59 = make_task(experiments.load("seg_pascal_context_w48:smoke"))
-    task60 = make_task(experiments.load("seg_pascal_context60_ocr_w48:smoke"))
+    task59 = make_task(experiments.load("seg_pascal_context:smoke"))
+    task60 = make_task(experiments.load("seg_pascal_context:60,ocr,smoke"))
     np.testing.assert_array_equal(task59.prepare(example)["label"],
                                   [[255, 0, 58], [29, 255, 1]])
     np.testing.assert_array_equal(task60.prepare(example)["label"], stored_label)
     assert task59.class_names[0] == "aeroplane" and task60.class_names[0] == "background"
     # Training maps the labels once: the augmentation resamples stored labels, `prepare` maps.
-    config = experiments.load("seg_pascal_context_w48:smoke")
+    config = experiments.load("seg_pascal_context:smoke")
     config.data.train_scales, config.data.flip = (1.0,), False
     task = make_task(config)
     stored_64 = np.random.default_rng(0).integers(0, 60, (64, 64)).astype(np.uint8)
@@ -176,7 +176,7 @@ def test_ocr_smoke_run_evaluates_multi_scale_with_flip(prepared, tmp_path):
 
     root, _ = prepared
     workdir = tmp_path / "run"
-    assert main(["--experiment=seg_pascal_context_ocr_w48:smoke", f"--workdir={workdir}",
+    assert main(["--experiment=seg_pascal_context:ocr,smoke", f"--workdir={workdir}",
                  f"--set=data.data_dir={root / 'data'}"]) == 0
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     evaluation = [l for l in lines if l["split"] == "eval"][-1]
@@ -186,7 +186,7 @@ def test_ocr_smoke_run_evaluates_multi_scale_with_flip(prepared, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["seg_pascal_context_w48", "seg_pascal_context60_ocr_w48"])
+@pytest.mark.parametrize("experiment", ["seg_pascal_context", "seg_pascal_context:60,ocr"])
 def test_the_other_smoke_runs_log_miou(prepared, tmp_path, experiment):
     from hrnet_jax.main import main
 

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 
 from hrnet_jax import config as config_lib, storage
+from hrnet_jax.experiments import current_name
 
 # A run resumed with any of these changed would not describe (or not fit) its checkpoints.
 IDENTITY_FIELDS = ("experiment", "task", "model.arch", "model.width", "model.head",
@@ -31,7 +32,8 @@ class ResumeConflict(ValueError):
 
 def _figures(config: config_lib.ExperimentConfig) -> dict[str, Any]:
     figures = config_lib.flat(config)
-    figures["experiment"] = figures["name"].partition(":")[0]  # NAME of NAME:VARIANT
+    # NAME of NAME:VARIANTS, a run recorded under an old one-file name taken as its family's.
+    figures["experiment"] = current_name(figures["name"]).partition(":")[0]
     return figures
 
 
@@ -45,7 +47,8 @@ def config_changes(workdir: str, config: config_lib.ExperimentConfig) -> dict[st
             return {}
         saved = _figures(config_lib.from_dict(json.loads(path.read_text())))
     now = _figures(config)
-    changes = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v and k != "name"}
+    changes = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v
+               and k not in ("name", "description")}
     conflicts = [f"{k}: {changes[k][0]!r} there, {changes[k][1]!r} now"
                  for k in IDENTITY_FIELDS if k in changes]
     if conflicts:
