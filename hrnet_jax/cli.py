@@ -1,12 +1,13 @@
-"""The `hrnet-jax` command: subcommands that read naturally, each the same as a
-`python -m hrnet_jax.main` (or `python -m hrnet_jax.data.prepare`) form.
+"""The command line's one definition of its options, for both front ends: the `hrnet-jax`
+subcommands and `python -m hrnet_jax.main`. Both parse into the same namespace, which
+`hrnet_jax.main.run` executes, so that an option added here exists in both.
 
     hrnet-jax list
     hrnet-jax train seg_synthetic --workdir /tmp/seg_synthetic
     hrnet-jax eval seg_synthetic --workdir /tmp/seg_synthetic
     hrnet-jax predict seg_synthetic --workdir /tmp/seg_synthetic --input street.png
     hrnet-jax export seg_synthetic --workdir /tmp/seg_synthetic --output model.jax
-    hrnet-jax config seg_cityscapes --set optim.learning_rate=0.02
+    hrnet-jax config seg_cityscapes:w18,ohem --set optim.learning_rate=0.02
     hrnet-jax prepare cityscapes --manual_dir ~/downloads/cityscapes
 """
 
@@ -15,47 +16,84 @@ from __future__ import annotations
 import argparse
 import sys
 
-# subcommand -> (help, the main.py mode or None, the options it takes beyond the experiment)
+EXPERIMENT_HELP = "NAME or NAME:VARIANT,... (see --list / hrnet-jax list)"
+
+# Every option a run takes: name -> (flags, argparse settings). The subcommands take the ones
+# COMMANDS names; `python -m hrnet_jax.main` takes them all.
+OPTIONS = {
+    "workdir": (("--workdir",), dict(help="the run's folder (local or gs://...): config.json, "
+                                          "metrics.jsonl, checkpoints/, pictures/")),
+    "set": (("--set",), dict(dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                             help="override a config field, e.g. --set optim.learning_rate=0.02")),
+    "input": (("--input",), dict(help="predict: an image file or a folder of images")),
+    "output": (("--output",), dict(help="predict: where the pictures go (default "
+                                        "WORKDIR/predictions); export: the artifact's file")),
+    "boxes": (("--boxes",), dict(help="predict, pose: person boxes, a JSON list of [x, y, w, h] "
+                                      "or of COCO detections")),
+    "from_init": (("--from_init",), dict(action="store_true",
+                                         help="eval / predict / export: use the initialisation "
+                                              "(or model.pretrained) when the workdir holds no "
+                                              "checkpoint, instead of refusing")),
+    "coordinator_address": (("--coordinator_address",),
+                            dict(help="multi-host: host:port of process 0")),
+    "num_processes": (("--num_processes",), dict(type=int, help="multi-host: how many processes")),
+    "process_id": (("--process_id",), dict(type=int, help="multi-host: this process's index")),
+    "heartbeat_timeout": (("--heartbeat_timeout",),
+                          dict(type=int, default=100, help="multi-host: seconds after which a "
+                                                           "silent process counts as dead")),
+    "tpu_pod": (("--tpu_pod",), dict(action="store_true",
+                                     help="initialise from the TPU pod environment")),
+}
+HOSTS = ("coordinator_address", "num_processes", "process_id", "heartbeat_timeout", "tpu_pod")
+
+# subcommand -> (help, the run's mode, its options)
 COMMANDS = {
     "train": ("train an experiment, or resume it in its workdir", "train",
-              ("workdir", "set", "hosts")),
-    "eval": ("evaluate the workdir's latest checkpoint", "eval", ("workdir", "set", "from_init")),
+              ("workdir", "set", *HOSTS)),
+    "eval": ("evaluate the workdir's latest checkpoint", "eval",
+             ("workdir", "set", "from_init", *HOSTS)),
     "predict": ("the task's pictures of image files (or of evaluation examples)", "predict",
-                ("workdir", "set", "input", "output", "boxes", "from_init")),
+                ("workdir", "set", "input", "output", "boxes", "from_init", *HOSTS)),
     "export": ("write the latest checkpoint as a self-contained inference artifact", "export",
                ("workdir", "set", "output", "from_init")),
-    "config": ("print the experiment's fully resolved config", None, ("set",)),
-}
-
-OPTIONS = {
-    "workdir": [(("--workdir",), dict(required=True, help="the run's folder: config.json, "
-                                                          "metrics.jsonl, checkpoints/, ..."))],
-    "set": [(("--set",), dict(dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                              help="override a config field, e.g. optim.learning_rate=0.02"))],
-    "input": [(("--input",), dict(help="an image file or a folder of images"))],
-    "output": [(("--output",), dict(help="predict: the pictures' folder; export: the file"))],
-    "boxes": [(("--boxes",), dict(help="pose: person boxes, a JSON list of [x, y, w, h]"))],
-    "from_init": [(("--from_init",), dict(action="store_true",
-                                          help="use the initialisation when there is no "
-                                               "checkpoint"))],
-    "hosts": [(("--coordinator_address",), dict(help="multi-host: host:port of process 0")),
-              (("--num_processes",), dict(type=int, help="multi-host: how many processes")),
-              (("--process_id",), dict(type=int, help="multi-host: this process's index")),
-              (("--tpu_pod",), dict(action="store_true", help="initialise from the TPU pod"))],
+    "config": ("print the experiment's fully resolved config", "config", ("set",)),
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def _add(parser: argparse.ArgumentParser, names: tuple[str, ...], required: tuple[str, ...] = ()
+         ) -> None:
+    for name in names:
+        flags, settings = OPTIONS[name]
+        parser.add_argument(*flags, **settings, **({"required": True} if name in required else {}))
+
+
+def main_parser() -> argparse.ArgumentParser:
+    """`python -m hrnet_jax.main`'s parser: every option, the mode as `--mode`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hrnet_jax.main",
+        description="Train, evaluate, predict with or export an experiment (--list shows them).")
+    parser.add_argument("--experiment", help=EXPERIMENT_HELP)
+    parser.add_argument("--mode", default="train", choices=[mode for _, mode, _ in
+                                                            COMMANDS.values() if mode != "config"],
+                        help="train (or resume), eval the latest checkpoint, predict pictures, "
+                             "export an inference artifact to --output")
+    parser.add_argument("--list", action="store_true", help="print the experiments and exit")
+    parser.add_argument("--print_config", action="store_true",
+                        help="print the fully resolved config (after --set) as JSON and exit")
+    _add(parser, tuple(OPTIONS))
+    return parser
+
+
+def command_parser() -> argparse.ArgumentParser:
+    """`hrnet-jax`'s parser: a subcommand a mode, each with its own options."""
     top = argparse.ArgumentParser(prog="hrnet-jax", description=__doc__.split("\n\n")[0])
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("list", help="the experiments, one line each",
-                        description="the experiments, one line each")
+    commands.add_parser("list", help="the experiments and their variants",
+                        description="the experiments and their variants")
     for name, (text, _, options) in COMMANDS.items():
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("experiment", help="NAME or NAME:VARIANT (hrnet-jax list)")
-        for option in options:
-            for flags, kwargs in OPTIONS[option]:
-                sub.add_argument(*flags, **kwargs)
+        sub.add_argument("experiment", help=EXPERIMENT_HELP)
+        _add(sub, options, required=("workdir",))
     prepare = commands.add_parser("prepare", help="prepare a dataset once into ArrayRecord",
                                   description="prepare a dataset once into ArrayRecord")
     prepare.add_argument("dataset", help="cityscapes, coco_keypoints, mpii, wflw, ...")
@@ -65,32 +103,35 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main_arguments(args: argparse.Namespace) -> list[str]:
-    """The `python -m hrnet_jax.main` arguments of a parsed subcommand."""
-    _, mode, _ = COMMANDS[args.command]
-    argv = [f"--experiment={args.experiment}"]
-    argv += [f"--mode={mode}"] if mode else ["--print_config"]
-    for key in ("workdir", "input", "output", "boxes", "coordinator_address", "num_processes",
-                "process_id"):
-        if getattr(args, key, None) is not None:
-            argv.append(f"--{key}={getattr(args, key)}")
-    for flag in ("from_init", "tpu_pod"):
-        if getattr(args, flag, False):
-            argv.append(f"--{flag}")
-    return argv + [f"--set={assignment}" for assignment in getattr(args, "overrides", [])]
+def run_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """A parsed subcommand as the namespace `python -m hrnet_jax.main` parses to."""
+    run = main_parser().parse_args([])  # every option at its default
+    if args.command == "list":
+        run.list = True
+        return run
+    _, mode, options = COMMANDS[args.command]
+    run.experiment = args.experiment
+    if mode == "config":
+        run.print_config = True
+    else:
+        run.mode = mode
+    for name in options:
+        destination = OPTIONS[name][1].get("dest", name)
+        setattr(run, destination, getattr(args, destination))
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = command_parser().parse_args(argv)
     if args.command == "prepare":
         from hrnet_jax.data import prepare
 
         prepare.main([args.dataset, f"--manual_dir={args.manual_dir}",
                       *([f"--data_dir={args.data_dir}"] if args.data_dir else [])])
         return 0
-    from hrnet_jax import main as run
+    from hrnet_jax.main import run
 
-    return run.main(["--list"] if args.command == "list" else main_arguments(args))
+    return run(run_arguments(args))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Command line: `python -m hrnet_jax.main --experiment=NAME[:VARIANT] --workdir=DIR
-[--mode=train|eval|predict] [--set key=value ...]`; `--list` prints the experiments.
+"""Command line: `python -m hrnet_jax.main --experiment=NAME[:VARIANT,...] --workdir=DIR
+[--mode=train|eval|predict|export] [--set key=value ...]`; `--list` prints the experiments.
 
 `--mode=predict` draws eval examples next to their ground truth, or, with `--input=IMAGE_OR_DIR
 [--output=DIR]`, the task's pictures of any images (segmentation: colour mask and overlay;
@@ -17,37 +17,14 @@ import sys
 import jax
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hrnet_jax.main", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", help="NAME or NAME:VARIANT,... (see --list)")
-    parser.add_argument("--workdir", help="where config.json, metrics.jsonl, checkpoints/ go")
-    parser.add_argument("--mode", default="train", choices=["train", "eval", "predict", "export"],
-                        help="train (or resume), eval the latest checkpoint, predict pictures, "
-                             "export an inference artifact to --output")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set optim.learning_rate=0.02")
-    parser.add_argument("--input", help="predict: an image file or a folder of images")
-    parser.add_argument("--output", help="predict: where the pictures go (default "
-                                         "WORKDIR/predictions); export: the artifact's file")
-    parser.add_argument("--boxes", help="predict, pose: person boxes, a JSON list of [x, y, w, h] "
-                                        "or of COCO detections")
-    parser.add_argument("--list", action="store_true", help="print the experiments and exit")
-    parser.add_argument("--from_init", action="store_true",
-                        help="eval / predict: use the initialisation (or model.pretrained) when "
-                             "the workdir holds no checkpoint, instead of refusing")
-    parser.add_argument("--print_config", action="store_true",
-                        help="print the fully resolved config (after --set) as JSON and exit")
-    parser.add_argument("--coordinator_address", help="host:port of process 0 (multi-host)")
-    parser.add_argument("--num_processes", type=int)
-    parser.add_argument("--process_id", type=int)
-    parser.add_argument("--heartbeat_timeout", type=int, default=100,
-                        help="seconds after which a silent process counts as dead")
-    parser.add_argument("--tpu_pod", action="store_true", help="initialise from the TPU pod environment")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    from hrnet_jax.cli import main_parser  # the options' one definition, shared with hrnet-jax
+
+    return run(main_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute a parsed command line (of either front end); returns the exit status."""
     from hrnet_jax import config as config_lib, experiments
 
     if args.list:

@@ -3,7 +3,6 @@ jax alone, exactly as the README shows."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import pathlib
@@ -19,24 +18,6 @@ from hrnet_jax.data.pipeline import normalize
 from hrnet_jax.training.loop import Trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def test_the_console_script_is_the_main_module(capsys):
-    scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
-    assert scripts["hrnet-jax"] == "hrnet_jax.cli:main"
-    assert cli.main(["list"]) == 0
-    assert "seg_synthetic" in capsys.readouterr().out
-    assert cli.main(["config", "seg_synthetic:smoke", "--set", "optim.learning_rate=0.5"]) == 0
-    assert json.loads(capsys.readouterr().out)["optim"]["learning_rate"] == 0.5
-    parsed = cli.parser().parse_args(["predict", "pose_synthetic", "--workdir", "w", "--input",
-                                      "a.png", "--from_init", "--set", "eval.flip=true"])
-    assert cli.main_arguments(parsed) == ["--experiment=pose_synthetic", "--mode=predict",
-                                          "--workdir=w", "--input=a.png", "--from_init",
-                                          "--set=eval.flip=true"]
-    for command in ("train", "eval", "predict", "export", "prepare"):
-        help_text = subprocess.run([sys.executable, "-m", "hrnet_jax.cli", command, "--help"],
-                                   capture_output=True, text=True, cwd=ROOT).stdout
-        assert help_text.startswith(f"usage: hrnet-jax {command}") and "--" in help_text
 
 
 def test_exported_model_predicts_in_a_fresh_process_with_jax_alone(tmp_path):
