@@ -155,7 +155,7 @@ class CheckpointConfig:
 @dataclasses.dataclass
 class EvalConfig:
     num_pictures: int = 4  # predictions drawn next to ground truth
-    # Segmentation test-time inference (hrnet_jax.evaluation.segmentation): mirrored logits
+    # Segmentation test-time inference (hrnet_jax.inference.segmentation): mirrored logits
     # averaged; several scales of data.base_size summed as exp(logits), scales > 1 by sliding
     # windows of data.crop_size. The default (1.0,) without flip is the batched eval step.
     flip: bool = False  # also pose: the flip test (mirrored heatmaps averaged, shifted 1 px)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hrnet_jax.evaluation.topk import top_k_correct
+from hrnet_jax.metrics.topk import top_k_correct
 from hrnet_jax.tasks.classification import cross_entropy
 
 

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from conftest import rows_from_targets
 from hrnet_jax.data import prepare, topdown
-from hrnet_jax.evaluation import coco_keypoints
+from hrnet_jax.metrics import coco_keypoints
 from hrnet_jax.experiments import load
 from hrnet_jax.tasks import make_task
 

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from conftest import perfect_head_outputs
 from hrnet_jax.data import detection, pipeline, prepare
 from hrnet_jax.data.datasets import coco as coco_categories
-from hrnet_jax.evaluation import coco
+from hrnet_jax.metrics import coco
 from hrnet_jax.experiments import load
 from hrnet_jax.tasks import make_task
 

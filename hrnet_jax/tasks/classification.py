@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from hrnet_jax.data import transforms
-from hrnet_jax.evaluation.topk import top_k_sums, top_k_summary
+from hrnet_jax.metrics.topk import top_k_sums, top_k_summary
 from hrnet_jax.tasks import Task, whole_image
 
 

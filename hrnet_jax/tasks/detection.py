@@ -15,8 +15,8 @@ Training data: flip and (multi-scale) resizing of the short side, padded to the 
 canvas (hrnet_jax.data.detection). Evaluation, image by image: the image resized with the largest
 short side, the head decoded and NMSed on the device (FCOS: `postprocess`; the R-CNNs detect
 inside the model), boxes mapped back to the original pixels, Mask R-CNN's 28x28 masks pasted
-into the original image and RLE-encoded, then pycocotools' box AP (AP, AP50, AP75, APs/m/l and
-AR) and mask AP (`mask_ap`, ...) on the gathered rows.
+into the original image; the dataset's protocol (`evaluation_rows`, `summarize`: COCO's box and
+mask AP by pycocotools) scores the gathered rows.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from hrnet_jax.data.detection import (decode_masks, flip_boxes, flip_masks, obje
 from hrnet_jax.data.pipeline import normalize
 from hrnet_jax.detection.decode import point_detections
 from hrnet_jax.detection.mask_targets import mask_targets
-from hrnet_jax.evaluation import coco
+from hrnet_jax.metrics import coco
 from hrnet_jax.models.detectors import DETECTORS
 from hrnet_jax.models.fcos_head import style_named
 from hrnet_jax.tasks import Task, fcos, rcnn
@@ -95,7 +95,6 @@ class Detection(Task):
         self.masks = DETECTORS[config.model.head].masks  # also segments each instance
         self.canvas = tuple(data.image_size)
         self.eval_short_side = max(data.short_sides)
-        self.category_ids = np.array([category_id for category_id, _ in dataset.categories])
         self.names = tuple(dataset.names(config.model.num_classes))
 
     def augment(self, example, rng):
@@ -152,40 +151,10 @@ class Detection(Task):
         return self.summarize(evaluation.rows(self.evaluate_image))
 
     def evaluate_image(self, predict, record):
-        found = self.detect(predict, record["image"])
-        boxes = found["boxes"]
-        objects = object_arrays(record)
-        image_id = int(record["image_id"])
-        height, width = record["image"].shape[:2]
-        rows = {"image_id": np.full(len(boxes), image_id, np.int64),
-                "bbox": np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1),
-                "score": found["scores"].astype(np.float32),
-                "category_id": self.category_ids[found["labels"]],
-                "image": np.array([[image_id, height, width]], np.int64),
-                "truth_image_id": np.full(len(objects["bbox"]), image_id, np.int64),
-                "truth_bbox": objects["bbox"],
-                "truth_category_id": self.category_ids[objects["label"]],
-                "truth_area": objects["area"], "truth_iscrowd": objects["iscrowd"]}
-        if self.masks:  # compressed RLE strings, gathered over hosts as text
-            rows["mask"] = np.asarray(coco.encode_masks(found["masks"]), object).reshape(-1)
-            rows["truth_mask"] = objects["mask"]
-        return rows
+        return self.dataset.evaluation_rows(record, self.detect(predict, record["image"]))
 
     def summarize(self, rows):
-        images = [{"id": int(i), "height": int(h), "width": int(w)} for i, h, w in rows["image"]]
-        truth = coco.box_ground_truth(
-            images, {k[len("truth_"):]: v for k, v in rows.items() if k.startswith("truth_")},
-            self.dataset.categories)
-        results = coco.box_results(rows["image_id"], rows["bbox"], rows["score"],
-                                   rows["category_id"])
-        figures = {**coco.box_ap(truth, results), "detections": float(len(results))}
-        if self.masks:
-            sizes = {i: (h, w) for i, h, w in rows["image"]}
-            masks = coco.mask_results(rows["image_id"], rows["mask"],
-                                      np.array([sizes[i] for i in rows["image_id"]]).reshape(-1, 2),
-                                      rows["score"], rows["category_id"])
-            figures.update({f"mask_{k}": v for k, v in coco.mask_ap(truth, masks).items()})
-        return figures
+        return self.dataset.summarize(rows)
 
     def predicted_picture(self, predict, image):
         found = self.detect(predict, image)

@@ -1,8 +1,8 @@
 """Semantic segmentation: pixel cross-entropy with the dataset's ignore label, class weights
 or OHEM (heads with an auxiliary output, HRNet-OCR's, add its plain cross-entropy weighted by
-loss.aux_weight); mIoU (hrnet_jax.evaluation.miou), whole images batched on the devices or, with
+loss.aux_weight); mIoU (hrnet_jax.metrics.miou), whole images batched on the devices or, with
 flip, several scales or images of different sizes, image by image
-(hrnet_jax.evaluation.segmentation)."""
+(hrnet_jax.inference.segmentation)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 from hrnet_jax.data import transforms
 from hrnet_jax.models import HEAD_DEFAULTS
 from hrnet_jax.models.layers import resize_bilinear
-from hrnet_jax.evaluation.miou import IGNORE_LABEL, confusion_matrix, iou_summary
+from hrnet_jax.metrics.miou import IGNORE_LABEL, confusion_matrix, iou_summary
 from hrnet_jax.tasks import Task, whole_image
 
 
@@ -182,7 +182,7 @@ class Segmentation(Task):
 
     def evaluate_image(self, predict, record):
         from hrnet_jax.data.pipeline import normalize
-        from hrnet_jax.evaluation.segmentation import multi_scale_probabilities, resize_scores
+        from hrnet_jax.inference.segmentation import multi_scale_probabilities, resize_scores
 
         data, settings = self.config.data, self.config.eval
         example = self.prepare(record)

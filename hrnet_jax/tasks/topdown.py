@@ -18,7 +18,7 @@ import numpy as np
 from hrnet_jax.data import topdown
 from hrnet_jax.data.keypoint_sets import KeypointSet
 from hrnet_jax.data.pipeline import normalize
-from hrnet_jax.evaluation.coco_keypoints import VISIBLE_SCORE
+from hrnet_jax.metrics.coco_keypoints import VISIBLE_SCORE
 from hrnet_jax.tasks import Task, heatmaps
 from hrnet_jax.tasks.heatmaps import STRIDE, draw_skeleton, gaussian_heatmaps, heatmap_mse
 

@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 
 from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info, person_features
 from hrnet_jax.data.datasets.mpii import KEYPOINTS as MPII
-from hrnet_jax.evaluation.pckh import HEAD_SIZE_FACTOR
+from hrnet_jax.metrics.pckh import HEAD_SIZE_FACTOR
 
 INSTRUCTIONS = """\
 Download the MPII images (mpii_human_pose_v1.tar.gz, http://human-pose.mpi-inf.mpg.de) and the

@@ -222,6 +222,52 @@ class DetectionDataset(Dataset):
     def names(self, num_classes: int) -> list[str]:
         return [name for _, name in self.categories]
 
+    def evaluation_rows(self, record: dict, found: dict[str, np.ndarray]
+                        ) -> dict[str, np.ndarray]:
+        """One image's rows for `summarize`: its detections (`boxes` x0, y0, x1, y1 in its
+        pixels, `scores`, `labels`, and `masks` (D, H, W) for the detectors with masks) and its
+        ground truth, as arrays with a row per object (gathered over hosts)."""
+        from hrnet_jax.data.detection import object_arrays
+        from hrnet_jax.metrics import coco
+
+        category_ids = np.array([category_id for category_id, _ in self.categories])
+        boxes, objects = found["boxes"], object_arrays(record)
+        image_id = int(record["image_id"])
+        height, width = record["image"].shape[:2]
+        rows = {"image_id": np.full(len(boxes), image_id, np.int64),
+                "bbox": np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1),
+                "score": found["scores"].astype(np.float32),
+                "category_id": category_ids[found["labels"]],
+                "image": np.array([[image_id, height, width]], np.int64),
+                "truth_image_id": np.full(len(objects["bbox"]), image_id, np.int64),
+                "truth_bbox": objects["bbox"],
+                "truth_category_id": category_ids[objects["label"]],
+                "truth_area": objects["area"], "truth_iscrowd": objects["iscrowd"]}
+        if "masks" in found:  # compressed RLE strings, gathered over hosts as text
+            rows["mask"] = np.asarray(coco.encode_masks(found["masks"]), object).reshape(-1)
+            rows["truth_mask"] = objects["mask"]
+        return rows
+
+    def summarize(self, rows: dict[str, np.ndarray]) -> dict[str, float]:
+        """COCO's protocol by pycocotools: box AP, AP50, AP75, APs/m/l and AR, the number of
+        detections, and with masks the same figures of the masks (`mask_ap`, ...)."""
+        from hrnet_jax.metrics import coco
+
+        images = [{"id": int(i), "height": int(h), "width": int(w)} for i, h, w in rows["image"]]
+        truth = coco.box_ground_truth(
+            images, {k[len("truth_"):]: v for k, v in rows.items() if k.startswith("truth_")},
+            self.categories)
+        results = coco.box_results(rows["image_id"], rows["bbox"], rows["score"],
+                                   rows["category_id"])
+        figures = {**coco.box_ap(truth, results), "detections": float(len(results))}
+        if "mask" in rows:
+            sizes = {i: (h, w) for i, h, w in rows["image"]}
+            masks = coco.mask_results(rows["image_id"], rows["mask"],
+                                      np.array([sizes[i] for i in rows["image_id"]]).reshape(-1, 2),
+                                      rows["score"], rows["category_id"])
+            figures.update({f"mask_{k}": v for k, v in coco.mask_ap(truth, masks).items()})
+        return figures
+
 
 @functools.cache
 def all_datasets() -> dict[str, Dataset]:

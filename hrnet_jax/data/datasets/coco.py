@@ -123,7 +123,7 @@ class CocoKeypoints(PersonDataset):
                 "truth_image_id": np.full(len(persons["bbox"]), image_id, np.int32)}
 
     def summarize(self, rows: dict[str, np.ndarray]) -> dict[str, float]:
-        from hrnet_jax.evaluation import coco_keypoints
+        from hrnet_jax.metrics import coco_keypoints
 
         images = [{"id": int(i), "height": int(h), "width": int(w)} for i, h, w in rows["image"]]
         truth = coco_keypoints.coco_ground_truth(

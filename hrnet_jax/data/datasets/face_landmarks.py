@@ -68,7 +68,7 @@ class FaceLandmarks(PersonDataset):
         return {"keypoints": predicted, "truth": truth, "normaliser": normalisers}
 
     def summarize(self, rows: dict[str, np.ndarray]) -> dict[str, float]:
-        from hrnet_jax.evaluation import nme
+        from hrnet_jax.metrics import nme
 
         return nme.landmark_summary(nme.normalised_mean_error(
             rows["keypoints"][..., :2], rows["truth"], rows["normaliser"]))

@@ -39,7 +39,7 @@ class Mpii(PersonDataset):
                 "visible": persons["keypoints"][..., 2], "head_size": persons["head_size"]}
 
     def summarize(self, rows: dict[str, np.ndarray]) -> dict[str, float]:
-        from hrnet_jax.evaluation.pckh import pckh
+        from hrnet_jax.metrics.pckh import pckh
 
         return pckh(rows["keypoints"][..., :2], rows["truth"], rows["visible"], rows["head_size"])
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from hrnet_jax.data.keypoint_sets import KeypointSet
-from hrnet_jax.evaluation import coco
+from hrnet_jax.metrics import coco
 
 VISIBLE_SCORE = 0.2  # joints above this score count in a person's rescoring
 OKS_NMS_THRESHOLD = 0.9

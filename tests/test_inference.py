@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from hrnet_jax.evaluation.segmentation import (BLACK, logits_at_input_size,
+from hrnet_jax.inference.segmentation import (BLACK, logits_at_input_size,
                                                multi_scale_probabilities, sliding_window_scores)
 
 MIX = np.random.RandomState(0).randn(3, 4).astype(np.float32)

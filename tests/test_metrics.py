@@ -1,4 +1,4 @@
-"""One known-answer test (at least) for each evaluator of hrnet_jax.evaluation: mIoU, top-k,
+"""One known-answer test (at least) for each evaluator of hrnet_jax.metrics: mIoU, top-k,
 COCO keypoint AP, PCKh, NME (COCO box AP: test_detection.py)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from hrnet_jax.data.datasets.coco import KEYPOINTS as COCO
-from hrnet_jax.evaluation import coco_keypoints, nme, pckh
-from hrnet_jax.evaluation.miou import confusion_matrix, iou_summary
-from hrnet_jax.evaluation.topk import top_k_correct, top_k_sums, top_k_summary
+from hrnet_jax.metrics import coco_keypoints, nme, pckh
+from hrnet_jax.metrics.miou import confusion_matrix, iou_summary
+from hrnet_jax.metrics.topk import top_k_correct, top_k_sums, top_k_summary
 
 
 def test_confusion_matrix_and_iou_by_hand():
