@@ -9,55 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hrnet_jax import weights
 from hrnet_jax.detection import coder, sampler
-from hrnet_jax.detection.boxes import iou_matrix
 from hrnet_jax.models import create_model, tiny_arch
 from hrnet_jax.models.detectors import DETECTORS
 
 SMALL = dict(channels=32, proposals=40, train_pre_nms=40, train_proposals=40, rois=32)
-
-
-def random_variables(model, seed=0):
-    rng = np.random.default_rng(seed)  # shapes traced only (nothing compiled), values random
-    return jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32),
-                        weights.abstract_variables(model))
-
-
-@pytest.mark.parametrize("head", ["cascade_rcnn", "cascade_mask_rcnn", "htc"])
-def test_cascade_weights_in_mmdets_layout_round_trip_strictly(head):
-    """roi_head.bbox_head.{i}, roi_head.mask_head.{i} (HTC's conv_res from the second stage),
-    roi_head.semantic_head.*: strict both ways; a checkpoint missing a stage names it."""
-    from test_weights import assert_state_dicts_equal
-
-    model = create_model(tiny_arch(4), head, 3, detector=dict(SMALL, semantic_classes=7)
-                         if head == "htc" else SMALL)
-    state_dict = weights.to_torch(random_variables(model), head)
-    for stage in range(3):
-        assert state_dict[f"roi_head.bbox_head.{stage}.fc_reg.weight"].shape == (4, 1024)
-        assert state_dict[f"roi_head.bbox_head.{stage}.fc_cls.weight"].shape == (4, 1024)
-        if DETECTORS[head].masks:
-            assert state_dict[f"roi_head.mask_head.{stage}.convs.3.conv.weight"].shape == (
-                32, 32, 3, 3)
-    residual = {k for k in state_dict if "conv_res" in k}
-    if head == "htc":
-        assert residual == {f"roi_head.mask_head.{i}.conv_res.conv.{p}" for i in (1, 2)
-                            for p in ("weight", "bias")}
-        assert state_dict["roi_head.semantic_head.conv_logits.weight"].shape == (7, 32, 1, 1)
-        assert state_dict["roi_head.semantic_head.lateral_convs.4.conv.weight"].shape == (
-            32, 32, 1, 1)
-        assert "roi_head.semantic_head.conv_embedding.conv.weight" in state_dict
-    else:
-        assert not residual
-    loaded = weights.from_torch(model, state_dict)
-    assert_state_dicts_equal(weights.to_torch(loaded, head), state_dict)
-    assert weights.convert(tiny_arch(4), head, state_dict,
-                           detector=model.detector.__dict__)["params"]["head"].keys() == \
-        loaded["params"]["head"].keys()  # the classes read from stage 0's fc_cls
-    without = {k: v for k, v in state_dict.items() if not k.startswith("roi_head.bbox_head.2.")}
-    with pytest.raises(weights.WeightLoadError, match=r"missing whole cascade stage\(s\): "
-                                                      r"roi_head\.bbox_head\.2"):
-        weights.from_torch(model, without)
 
 
 def test_descriptions_hold_mmdets_cascade_settings():
@@ -77,31 +33,6 @@ def test_descriptions_hold_mmdets_cascade_settings():
         create_model(tiny_arch(4), "cascade_rcnn", 3, detector=dict(stage_weights=(1.0,)))
     with pytest.raises(ValueError, match="no option"):
         create_model(tiny_arch(4), "cascade_rcnn", 3, detector=dict(strides=(4, 8)))
-
-
-def test_stage_sampling_marks_the_ground_truth_and_refinement_drops_it():
-    """mmdet's refine_bboxes: every sampled RoI decoded with the stage's stds (class-agnostic,
-    clipped to the image), the ground truth added as proposals dropped; the next stage assigns
-    the refined boxes at its own IoU."""
-    truth = np.array([[10, 10, 50, 40], [60, 20, 90, 80]], np.float32)
-    labels, mask = np.array([1, 0]), np.ones(2, np.float32)
-    rng = np.random.default_rng(3)
-    proposals = (truth[rng.integers(0, 2, 30)] + rng.normal(0, 4, (30, 4))).astype(np.float32)
-    stds = (0.05, 0.05, 0.1, 0.1)
-    out = sampler.sample_rois(proposals, np.ones(30, np.float32), truth, labels, mask,
-                              jax.random.key(0), 2, stds, iou=0.6, count=16)
-    from_truth = np.asarray(out["from_truth"])
-    rois = np.asarray(out["rois"])
-    assert from_truth.sum() == 2  # both ground truths were sampled (IoU 1: positives)
-    np.testing.assert_allclose(rois[from_truth], truth[np.asarray(out["matched"])[from_truth]])
-    # The targets decode back to the matched truth with the stage's stds.
-    positive = np.asarray(out["positive"])
-    decoded = np.asarray(coder.decode_deltas(rois, out["deltas"], stds))
-    np.testing.assert_allclose(decoded[positive], truth[np.asarray(out["matched"])[positive]],
-                               atol=1e-3)
-    ious = np.asarray(iou_matrix(jnp.asarray(rois), jnp.asarray(truth))).max(1)
-    valid = np.asarray(out["valid"])
-    assert (ious[positive] >= 0.6).all() and (ious[valid & ~positive] < 0.6).all()
 
 
 @pytest.mark.slow  # compiles a whole cascade: the fast tier has its weights and rules
@@ -207,44 +138,6 @@ def test_cascade_train_step_learns_a_batch_and_inference_has_static_shapes(head)
     sizes = np.asarray(batch["image_size"])
     assert (np.asarray(found["boxes"])[..., 2] <= sizes[:, 1:2] + 1e-3).all()
     assert (np.asarray(found["boxes"])[..., 3] <= sizes[:, :1] + 1e-3).all()
-
-
-@pytest.mark.parity
-def test_semantic_head_equals_mmdets_fused_semantic_head():
-    """HTC's semantic branch against a PyTorch module written from mmdet's FusedSemanticHead
-    (lateral 1x1 conv + ReLU a level after bilinear resizing with aligned corners to the
-    fusion level, summed; 4 x 3x3 conv + ReLU; conv_logits; conv_embedding + ReLU), with the
-    same weights."""
-    torch = pytest.importorskip("torch")
-    from hrnet_jax.models.rcnn_heads import SemanticHead
-
-    rng = np.random.default_rng(5)
-    levels = [rng.normal(size=(1, 32 // 2 ** k, 48 // 2 ** k, 8)).astype(np.float32)
-              for k in range(5)]
-    head = SemanticHead(num_classes=7, channels=16)
-    variables = head.init(jax.random.key(1), levels)
-    params = jax.tree.map(lambda x: np.asarray(x) + 0.01, variables["params"])  # nonzero biases
-    logits, embedding = head.apply({"params": params}, levels)
-
-    def conv(name, x, padding=0):
-        weight = torch.from_numpy(params[name]["kernel"].transpose(3, 2, 0, 1).copy())
-        return torch.nn.functional.conv2d(x, weight, torch.from_numpy(params[name]["bias"]),
-                                          padding=padding)
-
-    feats = [torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) for x in levels]
-    size = feats[1].shape[-2:]
-    x = torch.relu(conv("lateral1", feats[1]))
-    for index, feat in enumerate(feats):
-        if index != 1:
-            feat = torch.nn.functional.interpolate(feat, size=size, mode="bilinear",
-                                                   align_corners=True)
-            x = x + torch.relu(conv(f"lateral{index}", feat))
-    for index in range(4):
-        x = torch.relu(conv(f"conv{index}", x, padding=1))
-    expected_logits = conv("classifier", x).numpy().transpose(0, 2, 3, 1)
-    expected_embedding = torch.relu(conv("embedding", x)).numpy().transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(logits, expected_logits, atol=1e-4)
-    np.testing.assert_allclose(embedding, expected_embedding, atol=1e-4)
 
 
 @pytest.mark.slow  # two cascades' training forward, eagerly: the fast tier trains HTC above
@@ -443,14 +336,3 @@ def test_exported_two_stage_detector_takes_each_images_size_and_clips_to_it():
     assert boxes[0, :, 2].max() > 30  # the box regressions reach the clipped edge
 
 
-def test_boxes_refined_to_nothing_give_finite_targets():
-    """A cascade's later stage may receive boxes its predecessor refined to zero width (pushed
-    out of the image and clipped): they are never positives and their targets stay finite
-    (mmdet encodes the positives only), so the losses' gradients do too."""
-    truth = np.array([[10, 10, 50, 40], [0, 0, 0, 0]], np.float32)  # one real, one padding
-    proposals = np.array([[64, 5, 64, 30], [12, 11, 49, 41], [0, 0, 0, 0]], np.float32)
-    out = sampler.sample_rois(proposals, np.array([1, 1, 0], np.float32), truth,
-                              np.array([1, 0]), np.array([1, 0], np.float32), jax.random.key(0),
-                              2, (0.05, 0.05, 0.1, 0.1), iou=0.6, count=8)
-    assert np.isfinite(np.asarray(out["deltas"])).all()
-    assert int(np.asarray(out["positive"]).sum()) == 2  # the truth and the close proposal

@@ -8,9 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import perfect_head_outputs
-from hrnet_jax.detection import nms as boxes_lib, points
-from hrnet_jax.detection.decode import point_detections
+from hrnet_jax.detection import points
 from hrnet_jax.tasks import fcos
 
 BOXES = np.array([[10, 12, 34, 30],      # small: level 0
@@ -125,54 +123,3 @@ def test_head_shares_its_weights_over_levels_and_starts_at_the_prior():
     assert float(out["boxes"][2].min()) > 0
 
 
-def greedy_nms(boxes, scores, classes, threshold):
-    """Textbook NMS per class: visit by falling score, drop boxes overlapping a kept one."""
-    order, kept = np.argsort(-scores, kind="stable"), []
-    for i in order:
-        if scores[i] <= 0:
-            break
-        overlaps = [fcos_iou(boxes[i], boxes[j]) > threshold for j in kept if classes[j] == classes[i]]
-        if not any(overlaps):
-            kept.append(i)
-    return kept
-
-
-def fcos_iou(a, b):
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union
-
-
-def test_class_wise_nms_matches_a_textbook_greedy_nms():
-    rng = np.random.default_rng(3)
-    corners = rng.uniform(0, 20, (300, 2))
-    boxes = np.concatenate([corners, corners + rng.uniform(5, 30, (300, 2))], 1).astype(np.float32)
-    scores = rng.uniform(0, 1, 300).astype(np.float32)
-    scores[rng.uniform(size=300) < 0.2] = 0.0  # below the threshold: never kept
-    classes = rng.integers(0, 3, 300)
-    expected = greedy_nms(boxes, scores, classes, 0.5)
-    assert 20 < len(expected) < 150  # many suppressed, many kept
-    out = jax.jit(boxes_lib.class_wise_nms, static_argnums=(3, 4))(boxes, scores, classes, 0.5, 200)
-    valid = np.asarray(out["valid"])
-    assert valid.sum() == len(expected) and valid[:len(expected)].all()
-    np.testing.assert_array_equal(np.asarray(out["scores"])[:len(expected)], scores[expected])
-    np.testing.assert_array_equal(np.asarray(out["classes"])[:len(expected)], classes[expected])
-    assert np.all(np.asarray(out["classes"])[len(expected):] == -1)
-    # fewer slots than survivors: exactly NMS's first ones
-    top = jax.jit(boxes_lib.class_wise_nms, static_argnums=(3, 4))(boxes, scores, classes, 0.5, 10)
-    np.testing.assert_array_equal(np.asarray(top["scores"]), scores[expected[:10]])
-
-
-def test_detect_turns_perfect_head_outputs_into_the_boxes():
-    """Head outputs built from the assigned targets (probability 1 at positives, the target
-    distances, centerness 1) decode to exactly the ground-truth boxes and classes."""
-    boxes, labels = BOXES[:4], LABELS[:4]
-    outputs = perfect_head_outputs(ceil_shapes(128, 160), points.STRIDES, boxes, labels, MASK[:4], 5)
-    detected = jax.jit(point_detections, static_argnums=(1,))(outputs, points.STRIDES)
-    valid = np.asarray(detected["valid"][0])
-    assert valid.sum() == 4  # one box per object: the copies at other locations are suppressed
-    found = sorted(zip(np.asarray(detected["classes"][0])[valid].tolist(),
-                       np.asarray(detected["boxes"][0])[valid].round(3).tolist()))
-    assert found == sorted(zip(labels.tolist(), boxes.tolist()))
-    assert np.all(np.asarray(detected["scores"][0])[valid] > 0.99)

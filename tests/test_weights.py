@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import timm
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 
 from hrnet_jax import weights
-from hrnet_jax.models import create_model
+from hrnet_jax.models import create_model, tiny_arch
+from hrnet_jax.models.detectors import DETECTORS
 
 
 def numpy_state_dict(module: nn.Module, prefix: str = "") -> dict[str, np.ndarray]:
@@ -160,3 +162,87 @@ def test_state_dict_files_load(tmp_path, timm_small, suffix, wrap):
     assert set(loaded) == set(expected)
     for key in expected:
         np.testing.assert_array_equal(loaded[key], expected[key])
+
+
+@pytest.mark.parametrize("head", ["faster_rcnn", "mask_rcnn"])
+def test_rcnn_weights_in_mmdets_layout_round_trip(head):
+    """mmdet's names for every part (backbone., neck., rpn_head., roi_head.bbox_head., Mask
+    R-CNN's roi_head.mask_head. with the transposed conv's (in, out, 2, 2) weight), the number
+    of classes read from fc_cls (background row excluded), strict both ways."""
+    from hrnet_jax import weights
+    from hrnet_jax.models import create_model, tiny_arch
+
+    arch = tiny_arch(4)
+    model = create_model(arch, head, 3, detector=dict(channels=32))
+    rng = np.random.default_rng(14)  # shapes traced only (nothing compiled), values random
+    variables = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32),
+                             weights.abstract_variables(model))
+    state_dict = weights.to_torch(variables, head)
+    assert "backbone.stage2.0.branches.0.0.conv1.weight" in state_dict
+    shapes = {"backbone.conv1.weight": (8, 3, 3, 3),
+              "neck.reduction_conv.conv.weight": (32, 60, 1, 1),
+              "rpn_head.rpn_cls.weight": (3, 32, 1, 1),
+              "rpn_head.rpn_reg.weight": (12, 32, 1, 1),
+              "roi_head.bbox_head.shared_fcs.0.weight": (1024, 32 * 7 * 7),
+              "roi_head.bbox_head.fc_cls.weight": (4, 1024),
+              "roi_head.bbox_head.fc_reg.weight": (12, 1024)}
+    if head == "mask_rcnn":  # FCNMaskHead: convs.K.conv, upsample (ConvTranspose2d), conv_logits
+        shapes.update({"roi_head.mask_head.convs.3.conv.weight": (32, 32, 3, 3),
+                       "roi_head.mask_head.upsample.weight": (32, 32, 2, 2),
+                       "roi_head.mask_head.conv_logits.weight": (3, 32, 1, 1)})
+        upsample = variables["params"]["head"]["mask_head"]["upsample"]["kernel"]  # (2, 2, out, in)
+        np.testing.assert_array_equal(state_dict["roi_head.mask_head.upsample.weight"],
+                                      np.transpose(upsample, (3, 2, 0, 1)))
+    assert not [k for k in state_dict if "mask_head" in k] or head == "mask_rcnn"
+    for key, shape in shapes.items():
+        assert state_dict[key].shape == shape, key
+    loaded = weights.convert(arch, head, state_dict, detector=dict(channels=32))
+    assert loaded["params"]["head"]["box_head"]["classifier"]["kernel"].shape == (1024, 4)
+    assert_state_dicts_equal(weights.to_torch(loaded, head), state_dict)
+    del state_dict["rpn_head.rpn_reg.bias"]
+    with pytest.raises(weights.WeightLoadError, match=r"rpn_head\.rpn_reg\.bias"):
+        weights.convert(arch, head, state_dict, detector=dict(channels=32))
+
+
+# A small cascade: the weights' names do not depend on the sizes.
+CASCADE_SMALL = dict(channels=32, proposals=40, train_pre_nms=40, train_proposals=40, rois=32)
+
+
+def random_variables(model, seed=0):
+    rng = np.random.default_rng(seed)  # shapes traced only (nothing compiled), values random
+    return jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32),
+                        weights.abstract_variables(model))
+
+
+@pytest.mark.parametrize("head", ["cascade_rcnn", "cascade_mask_rcnn", "htc"])
+def test_cascade_weights_in_mmdets_layout_round_trip_strictly(head):
+    """roi_head.bbox_head.{i}, roi_head.mask_head.{i} (HTC's conv_res from the second stage),
+    roi_head.semantic_head.*: strict both ways; a checkpoint missing a stage names it."""
+    model = create_model(tiny_arch(4), head, 3, detector=dict(CASCADE_SMALL, semantic_classes=7)
+                         if head == "htc" else CASCADE_SMALL)
+    state_dict = weights.to_torch(random_variables(model), head)
+    for stage in range(3):
+        assert state_dict[f"roi_head.bbox_head.{stage}.fc_reg.weight"].shape == (4, 1024)
+        assert state_dict[f"roi_head.bbox_head.{stage}.fc_cls.weight"].shape == (4, 1024)
+        if DETECTORS[head].masks:
+            assert state_dict[f"roi_head.mask_head.{stage}.convs.3.conv.weight"].shape == (
+                32, 32, 3, 3)
+    residual = {k for k in state_dict if "conv_res" in k}
+    if head == "htc":
+        assert residual == {f"roi_head.mask_head.{i}.conv_res.conv.{p}" for i in (1, 2)
+                            for p in ("weight", "bias")}
+        assert state_dict["roi_head.semantic_head.conv_logits.weight"].shape == (7, 32, 1, 1)
+        assert state_dict["roi_head.semantic_head.lateral_convs.4.conv.weight"].shape == (
+            32, 32, 1, 1)
+        assert "roi_head.semantic_head.conv_embedding.conv.weight" in state_dict
+    else:
+        assert not residual
+    loaded = weights.from_torch(model, state_dict)
+    assert_state_dicts_equal(weights.to_torch(loaded, head), state_dict)
+    assert weights.convert(tiny_arch(4), head, state_dict,
+                           detector=model.detector.__dict__)["params"]["head"].keys() == \
+        loaded["params"]["head"].keys()  # the classes read from stage 0's fc_cls
+    without = {k: v for k, v in state_dict.items() if not k.startswith("roi_head.bbox_head.2.")}
+    with pytest.raises(weights.WeightLoadError, match=r"missing whole cascade stage\(s\): "
+                                                      r"roi_head\.bbox_head\.2"):
+        weights.from_torch(model, without)
