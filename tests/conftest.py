@@ -109,3 +109,28 @@ def perfect_head_outputs(shapes, strides, boxes, labels, box_mask, num_classes
                            for part, (h, w) in zip(np.split(x, ends), shapes)]
     return {"class_logits": per_level(logits), "boxes": per_level(regression),
             "centerness": per_level(np.full(len(classes), 12.0))}
+
+
+@pytest.fixture(scope="session")
+def coco_detection_data(shared_data, tmp_path_factory) -> pathlib.Path:
+    """The real COCO sample (shared/data/coco_mini) prepared for detection, once a process."""
+    from hrnet_jax.data import prepare
+
+    data_dir = tmp_path_factory.mktemp("tfds_coco_detection")
+    prepare.prepare("coco_detection", str(shared_data / "coco_mini"), str(data_dir))
+    return data_dir
+
+
+def coco_detection_records(data_dir: pathlib.Path):
+    import tensorflow_datasets as tfds
+
+    return tfds.builder("hrnet_coco_detection", data_dir=str(data_dir)).as_data_source("val")
+
+
+def detection_smoke_config(data_dir: pathlib.Path):
+    """FCOS's smoke experiment reading the prepared sample."""
+    from hrnet_jax.experiments import load
+
+    config = load("det_coco_fcos:w18,smoke")
+    config.data.data_dir = str(data_dir)
+    return config

@@ -1,4 +1,5 @@
-"""mmdet's HRNetV2p FCOS checkpoints in JAX: the key layout loads strictly and round trips, the
+"""The FCOS detector (hrnet_jax/models/fcos_head.py): the pyramid plus the head, in bfloat16
+too; mmdet's HRNetV2p FCOS checkpoints in JAX: the key layout loads strictly and round trips, the
 `mmdet` FCOS style computes what mmdet's modules compute on the same weights (BGR input
 included), and its decoding keeps what mmdet's test procedure keeps.
 
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrnet_jax import weights
-from hrnet_jax.models import create_model
 from hrnet_jax.detection.decode import point_detections
+from hrnet_jax.models import create_model
 from hrnet_jax.tasks import fcos
+
 from test_weights import assert_state_dicts_equal, numpy_state_dict, randomised
 
 CHANNELS, CLASSES, STRIDES = 64, 5, (8, 16, 32, 64, 128)
@@ -210,3 +212,48 @@ def test_model_pretrained_with_a_whole_mmdet_detector_loads_it_whole(mmdet_fcos,
     expected = load(checkpoint)
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(expected)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_detection_model_is_the_pyramid_plus_the_fcos_head():
+    from hrnet_jax.models import create_model, tiny_arch
+    from hrnet_jax.models.summary import count_params
+
+    def outputs_and_variables(model):
+        return jax.eval_shape(lambda: model.init_with_output(
+            jax.random.key(0), jax.numpy.zeros((1, 64, 64, 3)), train=False))
+
+    pyramid = count_params(outputs_and_variables(create_model("hrnet_w18", "pyramid"))[1])
+    detector = count_params(outputs_and_variables(create_model("hrnet_w18", "detection"))[1])
+    tower = 4 * (9 * 256 * 256 + 256 + 2 * 256)  # conv3x3 + GroupNorm, four times
+    head = 2 * tower + (9 * 256 * 80 + 80) + (9 * 256 * 4 + 4) + (9 * 256 + 1) + 5
+    assert detector == pyramid + head == pyramid + 4_920_666
+    for strides, sizes in [((8, 16, 32, 64, 128), [8, 4, 2, 1, 1]),
+                           ((4, 8, 16, 32, 64), [16, 8, 4, 2, 1])]:
+        model = create_model(tiny_arch(4), "detection", num_classes=3,
+                             detector=dict(strides=strides))
+        outputs, _ = outputs_and_variables(model)
+        assert [x.shape[1] for x in outputs["class_logits"]] == sizes
+        assert outputs["class_logits"][0].shape[-1] == 3 and outputs["boxes"][0].shape[-1] == 4
+    with pytest.raises(ValueError, match="pyramid strides"):
+        create_model("hrnet_w18", "detection", detector=dict(strides=(16, 32, 64, 128, 256)))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        create_model("hrnet_w18", "detection", detector=dict(channels=48))
+
+
+@pytest.mark.slow  # bfloat16 compute is checked for the backbone and heads in test_models
+def test_bfloat16_detector_returns_float32_outputs_close_to_float32():
+    from hrnet_jax.models import create_model, tiny_arch
+
+    x = jax.numpy.asarray(np.random.default_rng(1).uniform(-2, 2, (1, 64, 64, 3)), jax.numpy.float32)
+    build = lambda **dtype: create_model(tiny_arch(8), "detection", num_classes=4,
+                                         detector=dict(strides=(4, 8, 16, 32, 64), channels=64),
+                                         **dtype)
+    variables = build().init(jax.random.key(0), x, train=False)
+    out32 = build().apply(variables, x, train=False)
+    out16 = build(dtype=jax.numpy.bfloat16).apply(variables, x, train=False)
+    for key in ("class_logits", "boxes", "centerness"):
+        assert all(a.dtype == jax.numpy.float32 for a in out16[key])  # loss and decoding in f32
+        a = np.concatenate([np.ravel(level) for level in out16[key]]).astype(np.float64)
+        b = np.concatenate([np.ravel(level) for level in out32[key]]).astype(np.float64)
+        # within a few percent of the outputs' scale (centerness logits start near 0)
+        assert np.abs(a - b).max() < 0.05 * max(np.abs(b).max(), 1.0), key

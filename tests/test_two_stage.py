@@ -1,6 +1,7 @@
-"""The cascade family (Cascade R-CNN, Cascade Mask R-CNN, HTC): mmdet's weight names strictly
-both ways, the rules transcribed from mmdet (stages' settings, refinement, score and mask
-averaging, the semantic head), and a real train step of HTC on generated shapes."""
+"""The two-stage detectors (hrnet_jax/models/two_stage.py, detectors.py), the cascades above
+all: the stages' settings as mmdet's, score and mask averaging at test, HTC's interleaving, and
+a real train step of HTC on generated shapes. (Their weights: test_weights; their pieces:
+test_sampler, test_roi_align, test_rcnn_heads, ...)"""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def test_cascade_train_step_learns_a_batch_and_inference_has_static_shapes(head)
     from hrnet_jax.data import pipeline
     from hrnet_jax.experiments import load
     from hrnet_jax.tasks import make_task
-    from hrnet_jax.training import optim, step as step_lib
+    from hrnet_jax.training import optim
+    from hrnet_jax.training import step as step_lib
     from hrnet_jax.training.loop import build_model
 
     config = load(f"inst_synthetic:{head}")
@@ -175,164 +177,5 @@ def test_htc_interleaves_and_cascade_mask_rcnn_does_not():
                             np.asarray(samples["rois"])[0][np.asarray(samples["valid"])[0]]}
                 assert box_rois <= previous
             previous = allowed
-
-
-@pytest.fixture(scope="module")
-def coco_with_stuff(shared_data, tmp_path_factory):
-    """The COCO sample with COCO-stuff label maps beside it, made here: image 785's from its
-    person masks (label 0, person; 150 elsewhere; a 255 band), image 40083's of the wrong size
-    (to be named and stored unlabelled). Prepared into a fresh data_dir."""
-    import cv2
-    import json
-
-    from hrnet_jax.data import prepare
-    from hrnet_jax.data.detection import decode_masks, instance_rle
-
-    root = tmp_path_factory.mktemp("coco_stuff")
-    for part in ("annotations", "val2017"):
-        (root / part).symlink_to(shared_data / "coco_mini" / part)
-    folder = root / "stuffthingmaps" / "val2017"
-    folder.mkdir(parents=True)
-    truth = json.loads((shared_data / "coco_mini/annotations/person_keypoints_val2017.json")
-                       .read_text())
-    image = next(i for i in truth["images"] if i["id"] == 785)
-    height, width = image["height"], image["width"]
-    labels = np.full((height, width), 150, np.uint8)
-    for annotation in truth["annotations"]:
-        if annotation["image_id"] == 785:
-            rle = instance_rle(annotation["segmentation"], height, width)
-            labels[decode_masks([rle], height, width)[0] > 0] = 0
-    labels[:5] = 255
-    cv2.imwrite(str(folder / "000000000785.png"), labels)
-    cv2.imwrite(str(folder / "000000040083.png"), np.zeros((10, 12), np.uint8))
-    data_dir = tmp_path_factory.mktemp("tfds_stuff")
-    with pytest.warns(UserWarning, match=r"000000040083\.png: 12x10 pixels"):
-        prepare.prepare("coco_detection", str(root), str(data_dir))
-    return data_dir, labels
-
-
-def test_coco_stuff_maps_are_kept_beside_the_instances_and_bad_ones_named(coco_with_stuff):
-    import tensorflow_datasets as tfds
-
-    data_dir, labels = coco_with_stuff
-    builder = tfds.builder("hrnet_coco_detection", data_dir=str(data_dir))
-    assert builder.info.metadata["val"]["semantic_labels"] is True
-    source = builder.as_data_source("val")
-    by_id = {int(source[i]["image_id"]): source[i] for i in range(len(source))}
-    np.testing.assert_array_equal(by_id[785]["semantic"][..., 0], labels)
-    bad = by_id[40083]["semantic"]
-    assert bad.shape[:2] == by_id[40083]["image"].shape[:2] and (bad == 255).all()
-
-
-def test_htc_training_targets_come_from_the_maps_and_without_them_name_the_folder(
-        coco_with_stuff, shared_data, tmp_path):
-    """HTC's `semantic` target: the map resized with the image, padded with 255, at 1/8; a
-    dataset prepared without stuffthingmaps/ is refused naming the folder to add."""
-    from hrnet_jax.data import prepare
-    from hrnet_jax.experiments import load
-    from hrnet_jax.tasks import make_task
-    import tensorflow_datasets as tfds
-
-    data_dir, labels = coco_with_stuff
-    config = load("det_coco_htc:w18,smoke")
-    config.data.data_dir = str(data_dir)
-    task = make_task(config)
-    source = tfds.builder("hrnet_coco_detection", data_dir=str(data_dir)).as_data_source("val")
-    record = next(source[i] for i in range(len(source)) if int(source[i]["image_id"]) == 785)
-    example = task.prepare({**record, "short_side": 128})
-    canvas = example["image"].shape[:2]
-    assert example["semantic"].shape == (canvas[0] // 8, canvas[1] // 8)
-    height, width = example["image_size"]
-    inside = example["semantic"][:height // 8, :width // 8]
-    assert set(np.unique(inside)) <= {0, 150, 255} and (inside == 0).any() and (inside == 150).any()
-    assert (example["semantic"][-1] == 255).all() or height == canvas[0]  # the padding
-    plain = tmp_path / "plain"
-    prepare.prepare("coco_detection", str(shared_data / "coco_mini"), str(plain))
-    record = tfds.builder("hrnet_coco_detection", data_dir=str(plain)).as_data_source("val")[0]
-    with pytest.raises(ValueError, match=r"stuffthingmaps/train2017"):
-        task.prepare({**record, "short_side": 128})
-
-
-def test_a_stuff_map_with_labels_outside_the_183_classes_is_named(tmp_path):
-    import cv2
-
-    from hrnet_jax.data.builders.coco_detection import semantic_map
-
-    labels = np.zeros((6, 8), np.uint8)
-    labels[2, 3], labels[0, 0] = 200, 255  # 200: no class; 255: unlabelled, fine
-    cv2.imwrite(str(tmp_path / "000000000001.png"), labels)
-    image = {"file_name": "000000000001.jpg", "height": 6, "width": 8}
-    with pytest.warns(UserWarning, match=r"000000000001\.png: labels \[200\] outside"):
-        stored = semantic_map(str(tmp_path), image)
-    assert stored.shape == (6, 8, 1) and (stored == 255).all()
-    labels[2, 3] = 182
-    cv2.imwrite(str(tmp_path / "000000000001.png"), labels)
-    np.testing.assert_array_equal(semantic_map(str(tmp_path), image)[..., 0], labels)
-
-
-def test_stage_losses_are_weighted_and_named_by_stage():
-    """The task's loss: the RPN's, plus each stage's box (and mask) losses times the stage's
-    weight, plus HTC's semantic loss times its weight; each figure named by its stage."""
-    from hrnet_jax.experiments import load
-    from hrnet_jax.tasks import make_task, rcnn
-
-    config = load("inst_synthetic:htc")
-    task = make_task(config)
-    rng = np.random.default_rng(0)
-    n, r, p, k = 1, 8, 2, 4
-    samples = {"labels": jnp.asarray(rng.integers(0, k + 1, (n, r))),
-               "deltas": jnp.asarray(rng.normal(size=(n, r, 4)), jnp.float32),
-               "positive": jnp.asarray(rng.uniform(size=(n, r)) < 0.5),
-               "valid": jnp.ones((n, r), bool), "matched": jnp.zeros((n, r), jnp.int32),
-               "rois": jnp.asarray([[[0.0, 0, 10, 10]] * r])}
-    stages = [{"logits": jnp.asarray(rng.normal(size=(n, r, k + 1)), jnp.float32),
-               "deltas": jnp.asarray(rng.normal(size=(n, r, 4)), jnp.float32),
-               "samples": samples,
-               "mask_logits": jnp.asarray(rng.normal(size=(n, p, 28, 28, k)), jnp.float32),
-               "mask_samples": {key: v[:, :p] for key, v in samples.items()}}
-              for _ in range(3)]
-    outputs = {"rpn_objectness": jnp.zeros((n, 3)), "rpn_deltas": jnp.zeros((n, 3, 4)),
-               "anchors": jnp.asarray([[0.0, 0, 8, 8], [4, 4, 12, 12], [20, 20, 40, 40]]),
-               "rpn_key": jax.random.key(0), "stages": stages,
-               "semantic_logits": jnp.asarray(rng.normal(size=(n, 2, 2, 5)), jnp.float32)}
-    batch = {"boxes": jnp.asarray([[[0.0, 0, 10, 10]]]), "labels": jnp.asarray([[1]]),
-             "box_mask": jnp.ones((1, 1)), "box_masks": jnp.ones((1, 1, 56, 56)),
-             "semantic": jnp.asarray([[[0, 1], [255, 4]]])}
-    total, figures = task.loss(outputs, batch)
-    expected = figures["loss_rpn_cls"] + figures["loss_rpn_box"]
-    for index, weight in enumerate((1.0, 0.5, 0.25)):
-        parts = [figures[f"loss_{name}_s{index}"] for name in ("rcnn_cls", "rcnn_box", "mask")]
-        expected = expected + weight * sum(parts)
-    semantic = rcnn.semantic_loss(outputs["semantic_logits"], batch["semantic"])
-    log_p = jax.nn.log_softmax(outputs["semantic_logits"][0])
-    by_hand = -(log_p[0, 0, 0] + log_p[0, 1, 1] + log_p[1, 1, 4]) / 3  # 255 ignored
-    np.testing.assert_allclose(semantic, by_hand, rtol=1e-6)
-    np.testing.assert_allclose(figures["loss_semantic"], semantic, rtol=1e-6)
-    np.testing.assert_allclose(total, expected + 0.2 * semantic, rtol=1e-5)
-    # smooth L1 (the cascades' box loss): quadratic below beta, linear above
-    np.testing.assert_allclose(rcnn.smooth_l1(jnp.asarray([0.5, -2.0]), 1.0), [0.125, 1.5])
-    np.testing.assert_allclose(rcnn.smooth_l1(jnp.asarray([0.5, -2.0]), 0.0), [0.5, 2.0])
-
-
-def test_exported_two_stage_detector_takes_each_images_size_and_clips_to_it():
-    """The served artifact of a two-stage detector takes (images, image_sizes) and returns what
-    the model returns, boxes inside each image's own size; any batch size. (Faster R-CNN: the
-    cascades detect through the same code, checked above.)"""
-    from hrnet_jax import surgery
-
-    model = create_model(tiny_arch(4), "faster_rcnn", 3, detector=dict(SMALL, proposals=20),
-                         inference=dict(score_threshold=0.0, nms_threshold=0.5, detections=10,
-                                        pre_nms=60))
-    images = jnp.asarray(np.random.default_rng(4).normal(size=(2, 64, 64, 3)), jnp.float32)
-    variables = model.init(jax.random.key(0), images[:1])
-    exported = surgery.export_inference(model, variables, (64, 64))
-    restored = surgery.load_exported(exported.serialize())
-    sizes = jnp.array([[64, 40], [24, 64]], jnp.int32)
-    served = restored.call(images, sizes)
-    direct = model.apply(variables, images, image_sizes=sizes)
-    np.testing.assert_allclose(served["boxes"], direct["boxes"], atol=1e-4)
-    boxes = np.asarray(served["boxes"])
-    assert boxes[0, :, 2].max() <= 40 + 1e-4 and boxes[1, :, 3].max() <= 24 + 1e-4
-    assert boxes[0, :, 2].max() > 30  # the box regressions reach the clipped edge
 
 
