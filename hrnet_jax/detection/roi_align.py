@@ -18,7 +18,7 @@ comes from the level mapping: a RoI the mapping sends to level l < last has
 sqrt(area) < finest_scale x 2^(l+1) input pixels, so its touched rows x columns are bounded
 (a long thin RoI touches few rows); the last level's bound is its whole map. Every RoI inside
 the canvas that the mapping sends to a level is therefore pooled exactly as the reference
-does, with any number of samples (tests/test_rcnn_ops.py compares with torchvision). RoIs
+does, with any number of samples (tests/test_roi_align.py compares with torchvision). RoIs
 given explicit `levels` use the whole-map bound. From a single map (HTC's semantic features,
 where RoIs of every size meet one stride) the weights span whole axes and the pooling is two
 contractions, (output x H) and (output x W), with no gather.
