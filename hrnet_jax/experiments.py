@@ -47,12 +47,13 @@ RENAMED = {
     "pose_mpii_w32_256x256": "pose_mpii",
     **{f"face_{name}_w18": f"face_{name}" for name in ("300w", "aflw", "cofw", "wflw")},
     "det_coco_fcos_w18": "det_coco_fcos:w18", "det_coco_fcos_w32": "det_coco_fcos:w32",
-    **{f"det_coco_{framework}_{width}_{schedule}": f"det_coco_{framework}:{width}"
-       for framework, schedule, widths in (
-           ("faster_rcnn", "1x", ("w18", "w32", "w40")), ("mask_rcnn", "1x", ("w18", "w32")),
-           ("cascade_rcnn", "20e", ("w18", "w32", "w40")),
-           ("cascade_mask_rcnn", "20e", ("w18", "w32", "w40")),
-           ("htc", "20e", ("w18", "w32", "w40")))
+    **{f"det_coco_{framework}_{width}_{schedule}": f"det_coco_{family}:{framework},{width}"
+       for family, framework, schedule, widths in (
+           ("rcnn", "faster_rcnn", "1x", ("w18", "w32", "w40")),
+           ("rcnn", "mask_rcnn", "1x", ("w18", "w32")),
+           ("cascade", "cascade_rcnn", "20e", ("w18", "w32", "w40")),
+           ("cascade", "cascade_mask_rcnn", "20e", ("w18", "w32", "w40")),
+           ("cascade", "htc", "20e", ("w18", "w32", "w40")))
        for width in widths},
 }
 

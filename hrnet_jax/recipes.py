@@ -10,7 +10,6 @@ from typing import Callable
 from hrnet_jax.config import (CheckpointConfig, DetectionData, EvalConfig, ExperimentConfig,
                               KeypointData, LoopConfig, ModelConfig, OptimConfig, DATA_CONFIGS)
 from hrnet_jax.data import datasets
-from hrnet_jax.models.two_stage import RCNNOptions
 
 Change = Callable[[ExperimentConfig], ExperimentConfig]
 
@@ -180,25 +179,6 @@ def rcnn_optimizer(milestones: tuple[float, ...]) -> OptimConfig:
     return OptimConfig(optimizer="sgd", learning_rate=0.02, momentum=0.9, weight_decay=1e-4,
                        decay_norm_and_bias=True, schedule="multistep", milestones=milestones,
                        warmup_steps=500, warmup_start=0.001)
-
-
-def cascade_options(head: str) -> RCNNOptions:
-    """The cascades' heads as mmdet's 20e configs have them (cascade_rcnn, cascade_mask_rcnn,
-    htc): Faster R-CNN's RPN and sampling, 2000 proposals kept in training, and three R-CNN
-    stages at IoU 0.5 / 0.6 / 0.7 (no low-quality matches), coder stds (0.1, 0.1, 0.2, 0.2),
-    (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067), losses weighted 1 / 0.5 / 0.25,
-    class-agnostic deltas, smooth-L1 box losses (beta 1/9 for the RPN, 1 for the stages); at
-    test the stages' class scores averaged and the last stage's boxes (and the stages' masks
-    averaged). HTC adds the interleaved mask branch, its information flow and the semantic
-    branch (COCO-stuff's 183 classes at 1/8, loss weight 0.2; the records' label maps,
-    prepared from stuffthingmaps/ beside the instances)."""
-    return RCNNOptions(
-        proposals=1000, train_pre_nms=2000, train_proposals=2000, rois=512,
-        positive_fraction=0.25, stage_ious=(0.5, 0.6, 0.7),
-        stage_stds=(0.1, 0.1, 0.2, 0.2, 0.05, 0.05, 0.1, 0.1, 0.033, 0.033, 0.067, 0.067),
-        stage_weights=(1.0, 0.5, 0.25), class_agnostic=True, rpn_beta=1 / 9, box_beta=1.0,
-        interleaved=head == "htc", mask_info_flow=head == "htc",
-        semantic_classes=183 if head == "htc" else 0, semantic_weight=0.2)
 
 
 def detection_smoke(config: ExperimentConfig) -> ExperimentConfig:

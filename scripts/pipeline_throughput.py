@@ -9,7 +9,7 @@ batching, in one process with the loader's reader threads, as one grain worker r
   cityscapes      seg_cityscapes: 1024x2048 PNGs, scale 0.5-2.0, pad, 512x1024 crop, flip
   coco_pose       pose_coco:w32,256x192: one person's affine crop to 256x192, flip, heatmaps
   coco_detection  det_coco_fcos:w18: a whole image resized to 800 x <=1333, flip, padded
-  coco_instances  det_coco_mask_rcnn:w18: the same, and every instance's RLE mask decoded
+  coco_instances  det_coco_rcnn:mask_rcnn,w18: the same, and every instance's RLE mask decoded
                   (mirrored with the image) and resampled inside its box to 56x56
 
 The data are the real samples in --fixtures, prepared with the project's builders (Cityscapes'
@@ -37,7 +37,7 @@ import numpy as np
 CASES = {"cityscapes": ("seg_cityscapes", "cityscapes", "cityscapes_mini", "seg_w48_b12"),
          "coco_pose": ("pose_coco:w32,256x192", "coco_keypoints", "coco_mini", "pose_w32_b64"),
          "coco_detection": ("det_coco_fcos:w18", "coco_detection", "coco_mini", None),
-         "coco_instances": ("det_coco_mask_rcnn:w18", "coco_detection", "coco_mini", None)}
+         "coco_instances": ("det_coco_rcnn:mask_rcnn,w18", "coco_detection", "coco_mini", None)}
 H100_BF16, MFU_GOAL = 989e12, 0.35
 
 

@@ -242,7 +242,7 @@ def test_htc_training_targets_come_from_the_maps_and_without_them_name_the_folde
     from hrnet_jax.tasks import make_task
 
     data_dir, labels = coco_with_stuff
-    config = load("det_coco_htc:w18,smoke")
+    config = load("det_coco_cascade:htc,w18,smoke")
     config.data.data_dir = str(data_dir)
     task = make_task(config)
     source = tfds.builder("hrnet_coco_detection", data_dir=str(data_dir)).as_data_source("val")

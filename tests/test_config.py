@@ -82,7 +82,7 @@ def test_detector_options_are_those_of_the_head():
     """model.detector holds the chosen head's options: FCOS's strides / channels / style, the
     R-CNNs' proposals, RoIs and per-stage settings. An option the head does not have names the
     head's options; choosing another head selects its options with its own defaults."""
-    config = experiments.load("det_coco_faster_rcnn:w18")
+    config = experiments.load("det_coco_rcnn:faster_rcnn,w18")
     config_lib.apply_override(config, "model.detector.rois=64")
     assert config.model.detector.rois == 64
     with pytest.raises(config_lib.ConfigError) as error:
@@ -109,7 +109,7 @@ def test_a_config_json_written_before_model_detector_still_loads():
     head_channels, fcos_style, rcnn_proposals, rcnn_rois) loads with each value in its new
     place, and the options a head did not read are dropped."""
     for name, old, expected in (
-            ("det_coco_mask_rcnn:w18,smoke",
+            ("det_coco_rcnn:mask_rcnn,w18,smoke",
              {"strides": [8, 16, 32, 64, 128], "head_channels": 64, "fcos_style": "improved",
               "rcnn_proposals": 100, "rcnn_rois": 64},
              dict(channels=64, proposals=100, rois=64, train_proposals=100, train_pre_nms=200)),

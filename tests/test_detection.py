@@ -154,7 +154,7 @@ def test_mask_rcnn_train_step_learns_a_batch_and_inference_masks_its_detections(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["det_coco_faster_rcnn:w18", "det_coco_mask_rcnn:w18"])
+@pytest.mark.parametrize("experiment", ["det_coco_rcnn:faster_rcnn,w18", "det_coco_rcnn:mask_rcnn,w18"])
 def test_rcnn_smoke_trains_both_stages_and_reports_ap(coco_detection_data, tmp_path, experiment):
     """The R-CNNs' smokes on the real sample: the RPN's and the R-CNN's losses (and Mask R-CNN's
     mask loss on the sample's real outlines), mmdet's warmup from 0.02 x 0.001, COCO box (and
@@ -193,7 +193,7 @@ def test_rcnn_targets_of_the_real_sample_decode_back_to_the_truth(coco_detection
 
     STDS = (0.1, 0.1, 0.2, 0.2)  # Faster R-CNN's coder
 
-    config = load("det_coco_mask_rcnn:w18,smoke")
+    config = load("det_coco_rcnn:mask_rcnn,w18,smoke")
     config.data.data_dir = str(coco_detection_data)
     task = make_task(config)
     source = coco_detection_records(coco_detection_data)
