@@ -120,7 +120,7 @@ def test_csv_layout_is_read_as_the_reference_reads_it(tmp_path, name):
 
 
 def face_config(data_dir, name):
-    config = load(f"face_{name}_w18:smoke")
+    config = load(f"face_{name}:smoke")
     config.data.data_dir = str(data_dir)
     config.data.image_size = (256, 256)
     return config
@@ -153,8 +153,8 @@ def test_wflw_smoke_trains_and_reports_nme(prepared, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(LANDMARK_SETS))
 def test_each_face_experiment_states_its_recipe(name):
-    config = load(f"face_{name}_w18")
+    config = load(f"face_{name}")
     assert config.model.num_classes == LANDMARK_SETS[name].num_joints
     assert (config.optim.optimizer, config.optim.learning_rate) == ("adam", 1e-4)
     assert config.data.image_size == (256, 256) and config.model.arch == "hrnet_w18"
-    assert load(f"face_{name}_w18:smoke").model.arch == "tiny"
+    assert load(f"face_{name}:smoke").model.arch == "tiny"
