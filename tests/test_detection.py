@@ -51,15 +51,27 @@ def test_smoke_trains_the_three_losses_and_reports_box_ap(smoke_run):
     assert green[:, :640].sum() > 500 and green[:, 640:].sum() == 0
 
 
-def test_predict_draws_captioned_boxes(smoke_run, shared_data, tmp_path):
+def test_predict_prints_and_draws_captioned_boxes(smoke_run, shared_data, tmp_path, capsys,
+                                                  monkeypatch):
     from hrnet_jax import main
+    from hrnet_jax.tasks import detection as detection_task
     from hrnet_jax.tasks.detection import PREDICTION_COLOUR, draw_boxes
 
     workdir, args = smoke_run
     image = shared_data / "coco_mini/val2017/000000040083.jpg"
+    monkeypatch.setattr(detection_task, "DRAW_SCORE", 0.0)  # the smoke model's every detection
     assert main.main(args + [f"--set=data.data_dir={tmp_path}/nowhere", "--mode=predict",
                              f"--input={image}", f"--output={tmp_path}/out"]) == 0
     assert cv2.imread(str(tmp_path / "out/000000040083_detections.png")).shape == (333, 500, 3)
+    printed = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(printed) if "detections scoring at least 0.0" in line)
+    found = printed[header + 1:header + 1 + int(printed[header].split()[0])]
+    assert found, printed  # class name, score, box in the image's pixels
+    for line in found:
+        name, score, *box = line.rsplit(" ", 5)
+        assert name in coco_categories.NAMES and 0 <= float(score) <= 1 and len(box) == 4
+        x0, y0, x1, y1 = map(float, box)
+        assert 0 <= x0 <= x1 <= 500 and 0 <= y0 <= y1 <= 333
     blank = np.zeros((100, 300, 3), np.uint8)
     drawn = draw_boxes(blank, np.array([[20, 30, 120, 90]]), np.array([17]), np.array([0.87]),
                        PREDICTION_COLOUR, coco_categories.NAMES)

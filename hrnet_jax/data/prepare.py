@@ -10,7 +10,8 @@
     python -m hrnet_jax.data.prepare wflw --manual_dir WFLW_ROOT   # or 300w, cofw, aflw
     python -m hrnet_jax.data.prepare imagenet2012 --manual_dir ILSVRC2012_TARS
 
-Needs TensorFlow (`pip install -e ".[test]"` or `pip install tensorflow-cpu`). Each dataset's
+Needs the `prepare` extra (`pip install -e ".[prepare]"`: TensorFlow, with which tfds encodes;
+without it this says so in one line). Each dataset's
 builder is named in its file under hrnet_jax/data/datasets/. A `--data_dir` in a bucket is
 built on local disk (under ~/.cache/hrnet_jax, or $HRNET_JAX_CACHE), then uploaded.
 """
@@ -39,7 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manual_dir", required=True, help="the official downloads")
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
     args = parser.parse_args(argv)
-    builder = prepare(args.dataset, args.manual_dir, args.data_dir)
+    try:
+        builder = prepare(args.dataset, args.manual_dir, args.data_dir)
+    except ImportError as error:  # the core install trains; preparing needs TensorFlow's tfds
+        raise SystemExit(f"error: preparing datasets needs the prepare extra (pip install -e "
+                         f"\".[prepare]\", or pip install 'hrnet_jax[prepare]'); missing: "
+                         f"{error.name or error}") from None
     where = args.data_dir if storage.is_remote(args.data_dir) else builder.data_dir
     for split, info in builder.info.splits.items():
         print(f"{args.dataset} {split}: {info.num_examples} examples in {where}")

@@ -156,8 +156,8 @@ class Detection(Task):
     def summarize(self, rows):
         return self.dataset.summarize(rows)
 
-    def predicted_picture(self, predict, image):
-        found = self.detect(predict, image)
+    def predicted_picture(self, predict, image, found=None):
+        found = self.detect(predict, image) if found is None else found
         shown = found["scores"] >= DRAW_SCORE
         if "masks" in found:
             image = overlay_masks(image, found["masks"][shown], PREDICTION_COLOUR)
@@ -178,8 +178,14 @@ class Detection(Task):
         return np.concatenate([truth, self.predicted_picture(predict, record["image"])], axis=1)
 
     def render(self, predict, image, boxes=None):
-        del boxes  # the detector finds its own
-        return {"detections": self.predicted_picture(predict, image)}
+        """The detections scoring at least DRAW_SCORE, printed (class, score, box x0 y0 x1 y1 in
+        the image's pixels) and drawn (with their masks for the detectors with masks)."""
+        found = self.detect(predict, image)
+        shown = np.flatnonzero(found["scores"] >= DRAW_SCORE)
+        print(f"{len(shown)} detections scoring at least {DRAW_SCORE}"
+              + "".join(f"\n{self.names[found['labels'][i]]} {found['scores'][i]:.3f} "
+                        + " ".join(f"{v:.1f}" for v in found["boxes"][i]) for i in shown))
+        return {"detections": self.predicted_picture(predict, image, found)}
 
 
 class OneStageDetection(Detection):
