@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from hrnet_jax import storage
     from hrnet_jax.predict import predict_files
     from hrnet_jax.training.checkpoint import RestoreError, saved_steps
-    from hrnet_jax.training.loop import Trainer, TrainingDiverged
+    from hrnet_jax.training.loop import Interrupted, Trainer, TrainingDiverged
 
     checkpoints = storage.join(args.workdir, "checkpoints")
     try:  # what is checked before anything compiles: the workdir, the saved config, the mesh
@@ -100,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as error:
         print(f"error: training diverged: {error}", file=sys.stderr)
         return 1
+    except Interrupted as error:  # the first Ctrl-C: saved, as SIGTERM
+        print(f"interrupted: {error}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # the second Ctrl-C, or one outside training
+        print("interrupted: stopped without saving (the last checkpoint is kept)",
+              file=sys.stderr)
+        return 130
     except storage.StorageError as error:  # a bucket gone, a full disk: the last checkpoint kept
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -173,6 +173,33 @@ def test_sigterm_saves_a_checkpoint_then_exits(tmp_path):
     assert len(saved) == 1 and 5 <= saved[0] < 400  # the step it was at, not a periodic save
 
 
+def test_ctrl_c_saves_the_step_reached_and_the_same_command_resumes(tmp_path):
+    """The first Ctrl-C is treated as SIGTERM (saved, said, exit 130); the rerun says where it
+    resumed."""
+    overrides = ("loop.num_steps=400", "loop.log_every=1", "checkpoint.every_steps=1000")
+    command = [sys.executable, "-m", "hrnet_jax.main", "--experiment=seg_synthetic:smoke",
+               f"--workdir={tmp_path}", *[f"--set={o}" for o in overrides]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (tmp_path / "metrics.jsonl").exists() and any(
+                l["step"] >= 5 for l in read_metrics(tmp_path)):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    saved = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
+    assert len(saved) == 1 and 5 <= saved[0] < 400
+    assert f"interrupted: saved step {saved[0]}" in err and "Traceback" not in err
+    rerun = run_cli(tmp_path, "loop.num_steps=" + str(saved[0] + 1), "loop.log_every=1",
+                    "checkpoint.every_steps=1000")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resumed at step {saved[0]}" in rerun.stdout
+
+
 def tensorboard_events(folder) -> list:
     """Every event of the TensorBoard files in `folder`, read by TensorFlow's own reader."""
     import tensorflow as tf

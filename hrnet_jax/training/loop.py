@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import signal
+import sys
 import time
 from typing import Any, Callable
 
@@ -28,6 +29,10 @@ from hrnet_jax.training.workdir import MetricsWriter, TensorBoard, config_change
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C (SIGINT) stopped training after saving the step it had reached."""
 
 
 def build_model(config: config_lib.ExperimentConfig):
@@ -155,8 +160,10 @@ class Trainer:
         if replayed:
             print(f"resumed at step {first_step}: {replayed} later rows of metrics.jsonl, "
                   "trained again now, moved to metrics.replayed.jsonl")
+        elif first_step and jax.process_index() == 0:
+            print(f"resumed at step {first_step}")
         num_steps = config.loop.num_steps
-        stop = _SigtermFlag()
+        stop = _StopRequest()
         progress = tqdm(total=num_steps, initial=first_step, desc=config.name, unit="step",
                         disable=jax.process_index() != 0, dynamic_ncols=True)
         last_log_time, last_log_step = time.perf_counter(), first_step
@@ -187,7 +194,8 @@ class Trainer:
                     _check_finite(unchecked)  # a diverged state is not evaluated either
                     self.evaluate(state)
                 if stop.raised:
-                    progress.write(f"SIGTERM: saved step {step}, exiting")
+                    progress.write(f"{stop.raised}: saved step {step}, exiting (the same "
+                                   "command resumes from it)")
                     break
         except TrainingDiverged as error:
             self.checkpoints.wait()  # a save in flight completes: it is the last good one
@@ -197,11 +205,16 @@ class Trainer:
                                    f"{self.checkpoints.manager.directory}" if kept is not None
                                    else f"{error}; no checkpoint had been saved yet") from None
         finally:
+            stop.restore()
             data_iterator.close()
             with storage.errors_named(self.checkpoints.manager.directory,
                                       "finish saving the checkpoints to"):
                 self.checkpoints.wait()
         progress.close()
+        if stop.raised == "SIGINT":
+            self.tensorboard.close()
+            raise Interrupted(f"saved step {step} in {self.checkpoints.manager.directory}; the "
+                              "same command resumes from it")
         result = self.evaluate(state) if not stop.raised else {}
         if not stop.raised:
             pictures = self.draw_pictures(state)
@@ -311,15 +324,28 @@ def _check_finite(unchecked: list[tuple[int, dict]]) -> None:
                                    "saving it")
 
 
-class _SigtermFlag:
-    """SIGTERM (a preempted TPU VM, a cluster scheduler) asks for a checkpoint, then exit."""
+class _StopRequest:
+    """SIGTERM (a preempted TPU VM, a cluster scheduler) and the first Ctrl-C (SIGINT) ask for a
+    checkpoint, then an exit; a second Ctrl-C aborts at once (KeyboardInterrupt). `raised` is
+    the first signal's name."""
 
     def __init__(self):
-        self.raised = False
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. inside some test runners)
-            pass
+        self.raised = ""
+        self.previous = {}
+        for number in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.previous[number] = signal.signal(number, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners)
+                pass
 
-    def _handle(self, *_):
-        self.raised = True
+    def _handle(self, number, _frame):
+        if self.raised == "SIGINT" and number == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: no more waiting
+        self.raised = self.raised or signal.Signals(number).name
+        if number == signal.SIGINT:
+            print("\nCtrl-C: saving the step reached, then exiting (Ctrl-C again aborts "
+                  "without saving)", file=sys.stderr, flush=True)
+
+    def restore(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
