@@ -12,6 +12,7 @@ where jax.distributed finds them itself).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import jax
@@ -59,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
     from hrnet_jax import storage
     from hrnet_jax.predict import predict_files
     from hrnet_jax.training.checkpoint import RestoreError, saved_steps
+    from hrnet_jax.training import lock
     from hrnet_jax.training.loop import Interrupted, Trainer, TrainingDiverged
 
     checkpoints = storage.join(args.workdir, "checkpoints")
+    hold = contextlib.ExitStack()  # the workdir's lock, for the modes that write into it
     try:  # what is checked before anything compiles: the workdir, the saved config, the mesh
         if args.mode != "train" and not saved_steps(checkpoints) and not (
                 args.from_init or config.model.pretrained):
@@ -69,8 +72,11 @@ def run(args: argparse.Namespace) -> int:
                   "right?); pass --from_init to use the initialisation, or --set "
                   "model.pretrained=FILE", file=sys.stderr)
             return 2
+        if args.mode in ("train", "eval"):
+            hold.enter_context(lock.one_run(args.workdir, f"{args.mode} {args.experiment}"))
         trainer = Trainer(config, args.workdir)
-    except (FileNotFoundError, ValueError, storage.StorageError) as error:
+    except (FileNotFoundError, ValueError, storage.StorageError, lock.WorkdirInUse) as error:
+        hold.close()
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         trainer.tensorboard.close()  # in a bucket, the event files are uploaded now
+        hold.close()
     # Process 0 alone draws pictures: everyone waits here, not at the shutdown barrier.
     from hrnet_jax.training.sharding import barrier
     barrier("hrnet_jax.main done")
