@@ -156,6 +156,15 @@ def current_name(spec: str) -> str:
     return f"{family}:{chosen}" if chosen else family
 
 
+def same_experiment(spec: str, other: str) -> bool:
+    """Whether two specs name one experiment: the same family and variants, in any order,
+    under old names or new."""
+    def canonical(text: str) -> tuple[str, frozenset[str]]:
+        name, _, chosen = current_name(text).partition(":")
+        return name, frozenset(v.strip() for v in chosen.split(",") if v.strip())
+    return canonical(spec) == canonical(other)
+
+
 def load(spec: str) -> ExperimentConfig:
     """'NAME' or 'NAME:VARIANT,VARIANT' -> the experiment's config, named and described (the
     first line of its docstring)."""

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         config = experiments.load(args.experiment)
+        if args.workdir:  # a workdir's recorded settings are the default of every later command
+            config = settings_of_workdir(args.workdir, config)
         for assignment in args.overrides:
             config_lib.apply_override(config, assignment)
         from hrnet_jax.tasks import check_pairing
@@ -126,6 +128,28 @@ def run(args: argparse.Namespace) -> int:
     from hrnet_jax.training.sharding import barrier
     barrier("hrnet_jax.main done")
     return 0
+
+
+def settings_of_workdir(workdir: str, recipe):
+    """The settings `workdir`'s run recorded (its last config.json or config.stepNNNNNN.json),
+    when it ran this experiment: every `--set` of the training run holds for eval, predict,
+    export and resumes without repeating it (a `--set` now still overrides). The recipe itself
+    for a new workdir or another experiment (which the resume checks refuse or record)."""
+    from hrnet_jax import config as config_lib, experiments
+    from hrnet_jax.training.workdir import recorded_config
+
+    recorded = recorded_config(workdir)
+    if recorded is None or not experiments.same_experiment(recorded.name, recipe.name):
+        return recipe
+    recorded.name, recorded.description = recipe.name, recipe.description
+    defaults = config_lib.flat(recipe)
+    differing = [f"{key}={value}" for key, value in config_lib.flat(recorded).items()
+                 if defaults.get(key) != value]
+    if differing:
+        print(f"{workdir}'s recorded settings apply (a --set overrides them): "
+              + ", ".join(differing[:6]) + (f" and {len(differing) - 6} more"
+                                             if len(differing) > 6 else ""), file=sys.stderr)
+    return recorded
 
 
 if __name__ == "__main__":

@@ -37,15 +37,35 @@ def _figures(config: config_lib.ExperimentConfig) -> dict[str, Any]:
     return figures
 
 
-def config_changes(workdir: str, config: config_lib.ExperimentConfig) -> dict[str, tuple]:
-    """{field: (saved, now)} of what differs from the workdir's `config.json` (empty for a new
-    run). Raises `ResumeConflict` naming the fields when one of IDENTITY_FIELDS differs; checked
-    before anything is built, so that nothing in the workdir is touched."""
-    path = storage.path(workdir) / "config.json"
+def latest_config_path(workdir: str) -> str | None:
+    """The workdir's most recent recorded settings: the last `config.stepNNNNNN.json` a resume
+    wrote, else `config.json`; None for a new workdir."""
+    folder = storage.path(workdir)
+    with storage.errors_named(folder, "read"):
+        if not (folder / "config.json").exists():
+            return None
+        later = sorted(child.name for child in folder.iterdir()
+                       if child.name.startswith("config.step") and child.name.endswith(".json"))
+    return storage.join(workdir, later[-1] if later else "config.json")
+
+
+def recorded_config(workdir: str) -> config_lib.ExperimentConfig | None:
+    """The settings the workdir's run last recorded (None for a new workdir)."""
+    path = latest_config_path(workdir)
+    if path is None:
+        return None
     with storage.errors_named(path, "read"):
-        if not path.exists():
-            return {}
-        saved = _figures(config_lib.from_dict(json.loads(path.read_text())))
+        return config_lib.from_dict(json.loads(storage.path(path).read_text()))
+
+
+def config_changes(workdir: str, config: config_lib.ExperimentConfig) -> dict[str, tuple]:
+    """{field: (recorded, now)} of what differs from the workdir's recorded settings (empty for
+    a new run). Raises `ResumeConflict` naming the fields when one of IDENTITY_FIELDS differs;
+    checked before anything is built, so that nothing in the workdir is touched."""
+    recorded = recorded_config(workdir)
+    if recorded is None:
+        return {}
+    saved = _figures(recorded)
     now = _figures(config)
     changes = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v
                and k not in ("name", "description")}
