@@ -292,6 +292,7 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     if bad:
         raise ConfigError(f"{', '.join(bad)}: must be positive (eval_every, worker_count and "
                           "num_pictures may be 0)")
+    _check_ranges(config)
     if len(config.data.image_size) != 2:
         raise ConfigError(f"data.image_size={config.data.image_size}: expected height and width")
     if config.data.batch_size % config.optim.grad_accum_steps:
@@ -316,6 +317,41 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         if not found:
             raise ConfigError(f"model.pretrained={pretrained}: no such file or folder")
     return config
+
+
+# Settings with a range or a list of names: a value outside is named before anything runs
+# (a score threshold of 2 would give a normal-looking, empty evaluation).
+UNIT_INTERVAL = ("eval.score_threshold", "eval.nms_threshold", "loss.ohem_threshold",
+                 "optim.label_smoothing", "optim.momentum", "optim.warmup_start",
+                 "optim.decay_factor", "data.half_body_probability", "model.bn_momentum")
+NON_NEGATIVE = ("optim.learning_rate", "optim.weight_decay", "optim.clip_grad_norm",
+                "optim.warmup_steps", "optim.poly_power", "data.mixup_alpha", "data.cutmix_alpha",
+                "data.scale_factor", "data.rotation_factor", "loss.aux_weight",
+                "loss.ohem_min_kept")
+POSITIVE = ("data.heatmap_sigma", "eval.pre_nms_top_k", "eval.max_detections",
+            "data.max_boxes", "data.max_long_side")
+CHOICES = {"model.dtype": ("float32", "bfloat16", "float16"),
+           "optim.optimizer": ("sgd", "adam", "adamw"),
+           "optim.schedule": ("constant", "poly", "multistep", "cosine"),
+           "eval.decoder": ("argmax", "dark")}
+
+
+def _check_ranges(config: ExperimentConfig) -> None:
+    values = flat(config)
+    bad = [f"{k}={values[k]}: must be in [0, 1]" for k in UNIT_INTERVAL
+           if values.get(k) is not None and not 0 <= values[k] <= 1]
+    bad += [f"{k}={values[k]}: must be at least 0" for k in NON_NEGATIVE
+            if values.get(k) is not None and values[k] < 0]
+    bad += [f"{k}={values[k]}: must be above 0" for k in POSITIVE
+            if values.get(k) is not None and values[k] <= 0]
+    bad += [f"optim.milestones={values['optim.milestones']}: fractions of the run in (0, 1]"
+            for _ in [0] if any(not 0 < m <= 1 for m in values["optim.milestones"])]
+    bad += [f"{k}={values[k]}: scales must be above 0" for k in ("eval.scales", "data.train_scales")
+            if any(v <= 0 for v in values.get(k) or ())]
+    bad += [f"{k}={values[k]!r}: choose {' or '.join(choices)}" for k, choices in CHOICES.items()
+            if values[k] not in choices]
+    if bad:
+        raise ConfigError("; ".join(bad))
 
 
 def to_dict(config: ExperimentConfig) -> dict[str, Any]:

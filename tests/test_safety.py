@@ -57,6 +57,12 @@ def test_eval_without_a_checkpoint_refuses_naming_the_folder(tmp_path, capsys):
     ("data.image_size=32,48,64", "expected 2 numbers"),
     ("model.pretrained=/nowhere/w18.pth", "model.pretrained=/nowhere/w18.pth: no such file"),
     ("mesh.data=16", "this run has 1"),
+    ("eval.score_threshold=2", "eval.score_threshold=2.0: must be in [0, 1]"),
+    ("loss.ohem_threshold=-0.1", "loss.ohem_threshold=-0.1: must be in [0, 1]"),
+    ("optim.learning_rate=-1", "optim.learning_rate=-1.0: must be at least 0"),
+    ("optim.milestones=0.5,1.5", "fractions of the run in (0, 1]"),
+    ("model.dtype=bf16", "model.dtype='bf16': choose float32 or bfloat16 or float16"),
+    ("optim.schedule=linear", "choose constant or poly or multistep or cosine"),
 ])
 def test_values_no_run_can_use_are_named_before_anything_runs(tmp_path, capsys, override, named):
     assert main([SMOKE, f"--workdir={tmp_path / 'w'}", "--set", override]) == 2
