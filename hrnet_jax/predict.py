@@ -52,9 +52,24 @@ def read_image(path: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()  # raises on truncated data (Pillow's LOAD_TRUNCATED_IMAGES is off)
-            return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+            upright = ImageOps.exif_transpose(opened)
+            if upright.mode.startswith("I"):  # 16-bit grey (Pillow "I;16", "I"): to 8 bits
+                return _sixteen_bits_to_rgb(np.asarray(upright), path)
+            if upright.mode == "F":
+                raise ValueError(f"{path}: a floating-point image; save it with 8 or 16 bits "
+                                 "a channel")
+            return np.asarray(upright.convert("RGB"))
     except (OSError, UnidentifiedImageError, SyntaxError) as error:
         raise ValueError(f"{path}: not an image or corrupt ({error})") from None
+
+
+def _sixteen_bits_to_rgb(grey: np.ndarray, path: str) -> np.ndarray:
+    """A 16-bit grey image as 8-bit RGB, 0..65535 mapped onto 0..255 (what an 8-bit export of
+    it holds; converting it as Pillow does clips every value above 255 to white)."""
+    if grey.min() < 0 or grey.max() > 65535:
+        raise ValueError(f"{path}: grey values {grey.min()}..{grey.max()} outside 16 bits")
+    eight = np.round(grey.astype(np.float64) / 257.0).astype(np.uint8)
+    return np.repeat(eight[..., None], 3, axis=-1)
 
 
 def image_files(path: str) -> list[str]:
@@ -89,7 +104,12 @@ def predict_files(trainer: Any, path: str, output: str, boxes_file: str | None =
             failures.append(str(error))
             continue
         stem = storage.path(file).stem
-        for suffix, picture in trainer.task.render(predict, image, boxes).items():
+        try:
+            pictures = trainer.task.render(predict, image, boxes)
+        except ValueError as error:  # a picture the task refuses (too large, say), named
+            failures.append(f"{file}: {error}")
+            continue
+        for suffix, picture in pictures.items():
             target = storage.join(output, f"{stem}_{suffix}.png")
             with storage.errors_named(target, "write"):
                 storage.write_png(target, picture)

@@ -89,6 +89,32 @@ def test_a_truncated_jpeg_is_an_error_naming_it(tmp_path):
         read_image(str(cut))
 
 
+def test_a_16_bit_grey_png_reads_as_its_8_bit_picture(tmp_path):
+    grey = np.array([[0, 257, 32896], [65535, 1000, 60000]], np.uint16)
+    cv2.imwrite(str(tmp_path / "depth.png"), grey)
+    image = read_image(str(tmp_path / "depth.png"))
+    assert image.dtype == np.uint8 and image.shape == (2, 3, 3)
+    np.testing.assert_array_equal(image[..., 0], [[0, 1, 128], [255, 4, 233]])
+    assert (image[..., 0] == image[..., 2]).all()
+
+
+def test_a_picture_too_large_to_segment_whole_is_refused_by_name_and_the_rest_predicted(
+        tmp_path, capsys, monkeypatch):
+    from hrnet_jax.tasks import segmentation
+
+    monkeypatch.setattr(segmentation, "MAX_PREDICT_PIXELS", 48 * 48)  # 8000x8000, in small
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "huge.png"), np.zeros((64, 64, 3), np.uint8))
+    cv2.imwrite(str(folder / "small.png"), np.zeros((32, 32, 3), np.uint8))
+    assert main([SMOKE, f"--workdir={tmp_path / 'w'}", "--mode=predict", "--from_init",
+                 f"--input={folder}", f"--output={tmp_path / 'out'}"]) == 1
+    err = capsys.readouterr().err
+    assert f"{folder / 'huge.png'}: 64x64 pixels, above the 2,304-pixel limit" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small_mask.png",
+                                                                    "small_overlay.png"]
+
+
 # -- nothing on disk overwritten or lost --------------------------------------------------------
 def test_a_resume_of_another_run_is_refused_and_config_json_kept(copy, capsys):
     saved = (copy / "config.json").read_bytes()

@@ -19,6 +19,8 @@ from hrnet_jax.models.layers import resize_bilinear
 from hrnet_jax.metrics.miou import IGNORE_LABEL, confusion_matrix, iou_summary
 from hrnet_jax.tasks import Task, whole_image
 
+# --mode=predict runs the network on a whole picture: one of 8000x8000 exhausts a host's memory.
+MAX_PREDICT_PIXELS = 4096 * 4096
 
 
 def pixel_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
@@ -212,6 +214,11 @@ class Segmentation(Task):
         return colour_mask(np.asarray(jnp.argmax(upsampled, -1)), self.palette)
 
     def render(self, predict, image, boxes=None):
+        height, width = self.resized({"image": image})["image"].shape[:2]
+        if height * width > MAX_PREDICT_PIXELS:  # the network runs on the whole picture
+            raise ValueError(f"{width}x{height} pixels, above the {MAX_PREDICT_PIXELS:,}-pixel "
+                             "limit of a picture segmented whole (its activations grow with "
+                             "it): resize it first, or crop it into tiles")
         logits = whole_image(predict, self.resized({"image": image})["image"])
         mask = self.predicted_mask(logits, image.shape[:2])
         return {"mask": mask, "overlay": (0.5 * image + 0.5 * mask).astype(np.uint8)}
