@@ -275,3 +275,24 @@ def test_a_stuff_map_with_labels_outside_the_183_classes_is_named(tmp_path):
     labels[2, 3] = 182
     cv2.imwrite(str(tmp_path / "000000000001.png"), labels)
     np.testing.assert_array_equal(semantic_map(str(tmp_path), image)[..., 0], labels)
+
+
+@pytest.mark.parametrize("content,named", [
+    ('{"images": [', "not JSON (Expecting value at line 1, column 13)"),
+    ('{"images": []}', "no annotations list: not a COCO annotation file"),
+    ('{"images": [{"id": 1}], "annotations": [{"id": 7, "image_id": 1, "category_id": 1}]}',
+     "annotations[0] (id 7) has no bbox"),
+])
+def test_a_broken_annotation_file_is_one_line_naming_it(tmp_path, content, named):
+    from hrnet_jax.data.prepare import main as prepare_main
+
+    (tmp_path / "annotations").mkdir()
+    broken = tmp_path / "annotations" / "instances_val2017.json"
+    broken.write_text(content)
+    with pytest.raises(SystemExit) as stopped:
+        prepare_main(["coco_detection", f"--manual_dir={tmp_path}",
+                      f"--data_dir={tmp_path / 'out'}"])
+    assert str(stopped.value) == f"error: coco_detection: {broken}: {named} (--verbose shows where)"
+    with pytest.raises(ValueError, match="not JSON|no annotations|has no bbox"):
+        prepare_main(["coco_detection", f"--manual_dir={tmp_path}",
+                      f"--data_dir={tmp_path / 'out2'}", "--verbose"])

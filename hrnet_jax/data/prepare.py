@@ -22,6 +22,9 @@ import argparse
 import os
 from typing import Any
 
+# TensorFlow, which tfds encodes with, would open with its CPU-feature notices.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from hrnet_jax import storage
 from hrnet_jax.data import datasets
 
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset", choices=datasets.preparable())
     parser.add_argument("--manual_dir", required=True, help="the official downloads")
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--verbose", action="store_true",
+                        help="a failure's whole traceback, not only its one line")
     args = parser.parse_args(argv)
     try:
         builder = prepare(args.dataset, args.manual_dir, args.data_dir)
@@ -46,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: preparing datasets needs the prepare extra (pip install -e "
                          f"\".[prepare]\", or pip install 'hrnet_jax[prepare]'); missing: "
                          f"{error.name or error}") from None
+    except (ValueError, OSError) as error:  # a missing folder, a corrupt file, a bad label
+        if args.verbose:
+            raise
+        raise SystemExit(f"error: {args.dataset}: {error} (--verbose shows where)") from None
     where = args.data_dir if storage.is_remote(args.data_dir) else builder.data_dir
     for split, info in builder.info.splits.items():
         print(f"{args.dataset} {split}: {info.num_examples} examples in {where}")

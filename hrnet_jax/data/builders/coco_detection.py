@@ -22,7 +22,6 @@ else is lost.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from typing import Iterator
@@ -31,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hrnet_jax.data.datasets import coco
-from hrnet_jax.data.builders.common import coco_annotation_files, coco_image
+from hrnet_jax.data.builders.common import coco_annotation_files, coco_image, read_coco_json
 from hrnet_jax.data.detection import instance_rle
 
 INSTRUCTIONS = """\
@@ -51,8 +50,7 @@ def read_annotations(path: str) -> tuple[list[dict], dict[int, list[dict]]]:
     """(images sorted by id, image id -> its annotations in file order). What cannot train is
     named with its image in a warning and the rest kept: an annotation of a category outside
     COCO's 80 is left out; a box under 1x1 pixel stays (for the evaluation) but does not train."""
-    with open(path) as f:
-        data = json.load(f)
+    data = read_coco_json(path, ("image_id", "bbox", "category_id"))
     names = {image["id"]: image.get("file_name", f"image {image['id']}")
              for image in data["images"]}
     objects: dict[int, list[dict]] = {}

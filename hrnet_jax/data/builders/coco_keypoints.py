@@ -12,14 +12,13 @@ The manual folder is the official tree: `annotations/person_keypoints_{train,val
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import (coco_annotation_files, coco_image,
+from hrnet_jax.data.builders.common import (coco_annotation_files, coco_image, read_coco_json,
                                             image_with_persons_info, person_features)
 from hrnet_jax.data.datasets.coco import KEYPOINTS as COCO
 from hrnet_jax.data.topdown import is_training_person
@@ -45,8 +44,7 @@ def training_persons(image: dict, persons: list[dict]) -> list[int]:
 
 def read_annotations(path: str) -> tuple[list[dict], dict[int, list[dict]]]:
     """(images sorted by id, image id -> its person annotations in file order)."""
-    with open(path) as f:
-        data = json.load(f)
+    data = read_coco_json(path, ("image_id", "bbox", "keypoints"))
     persons: dict[int, list[dict]] = {}
     for annotation in data["annotations"]:
         if annotation.get("category_id", 1) == 1:

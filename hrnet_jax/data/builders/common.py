@@ -5,6 +5,7 @@ COCO tree's files."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -108,3 +109,27 @@ def image_with_persons_info(builder: Any, person: dict, homepage: str = "") -> A
             "persons": tfds.features.Sequence(person),
         }),
         homepage=homepage, disable_shuffling=True, metadata=tfds.core.MetadataDict())
+
+
+def read_coco_json(path: str, annotation_keys: tuple[str, ...] = ("image_id", "bbox")) -> dict:
+    """A COCO-style annotation file, checked: a file that is not JSON, lacks `images` or
+    `annotations`, or holds an image without `id` or an annotation without one of
+    `annotation_keys` is a ValueError naming the file and the first such entry."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error.msg} at line {error.lineno}, column "
+                         f"{error.colno})") from None
+    missing = [key for key in ("images", "annotations")
+               if not isinstance(data, dict) or not isinstance(data.get(key), list)]
+    if missing:
+        raise ValueError(f"{path}: no {' or '.join(missing)} list: not a COCO annotation file")
+    for kind, keys in (("images", ("id",)), ("annotations", annotation_keys)):
+        for index, entry in enumerate(data[kind]):
+            lacking = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+            if lacking:
+                known = entry.get("id", "?") if isinstance(entry, dict) else "?"
+                raise ValueError(f"{path}: {kind}[{index}] (id {known}) has no "
+                                 f"{', '.join(lacking)}")
+    return data

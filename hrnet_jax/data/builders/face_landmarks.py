@@ -19,14 +19,14 @@ the CSV or the json, else sqrt(w x h) of the annotated box.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import encoded_rgb, image_with_persons_info, person_features
+from hrnet_jax.data.builders.common import (encoded_rgb, image_with_persons_info,
+                                             person_features, read_coco_json)
 from hrnet_jax.data.datasets.face_landmarks import DATASETS as _FACES
 
 LANDMARK_SETS = {faces.name: faces.keypoints for faces in _FACES}
@@ -50,8 +50,7 @@ def square_box(centre: np.ndarray, scale: float) -> list[float]:
 
 def faces_from_json(path: str, num_points: int) -> dict[str, list[dict]]:
     """file name -> its faces {bbox, keypoints (K, 3), box_size}."""
-    with open(path) as f:
-        data = json.load(f)
+    data = read_coco_json(path, ("image_id", "bbox", "keypoints"))
     names = {image["id"]: image["file_name"] for image in data["images"]}
     by_image: dict[str, list[dict]] = {name: [] for name in names.values()}
     for annotation in data["annotations"]:
