@@ -86,6 +86,19 @@ def test_corrupt_image_is_named_and_missing_downloads_say_what_to_get(sample, tm
         prepare.prepare("cityscapes", str(tmp_path / "nothing"), str(tmp_path / "data2"))
 
 
+def test_train_ids_out_of_range_are_named_at_preparation(sample, tmp_path):
+    """A labelTrainIds file holding 40 stops `prepare` naming it, not training 100 s later."""
+    tree = tmp_path / "tree"
+    shutil.copytree(sample["root"], tree)
+    label = next((tree / "gtFine").rglob("*_labelTrainIds.png"))
+    broken = sample["train_ids"].copy()
+    broken[:2, :3] = 40
+    cv2.imwrite(str(label), broken)
+    with pytest.raises(ValueError, match=r"labelTrainIds.png: label values \[40\] outside "
+                                         r"0..18 or 255"):
+        prepare.prepare("cityscapes", str(tree), str(tmp_path / "data"))
+
+
 def test_palette_and_names_cover_the_19_classes():
     assert len(CLASSES) == len(PALETTE) == 19
     assert tuple(PALETTE[CLASSES.index("car")]) == (0, 0, 142)

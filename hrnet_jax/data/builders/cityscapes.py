@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hrnet_jax.data.builders.common import decode, segmentation_info
-from hrnet_jax.data.datasets.cityscapes import to_train_ids
+from hrnet_jax.data.builders.common import checked_label, decode, segmentation_info
+from hrnet_jax.data.datasets.cityscapes import CLASSES, to_train_ids
 
 ZIPS = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
 _IMAGE = re.compile(r"leftImg8bit/(train|val|test)/([^/]+)/(\w+)_leftImg8bit\.png$")
@@ -82,8 +82,9 @@ class HrnetCityscapes(tfds.core.GeneratorBasedBuilder):
             _, city, stem = match.groups()
             gt = f"gtFine/{split}/{city}/{stem}_gtFine_"
             if gt + "labelTrainIds.png" in files.present:
-                label = decode(files.read(gt + "labelTrainIds.png"), gt + "labelTrainIds.png",
-                                cv2.IMREAD_UNCHANGED)
+                label = checked_label(decode(files.read(gt + "labelTrainIds.png"),
+                                             gt + "labelTrainIds.png", cv2.IMREAD_UNCHANGED),
+                                      len(CLASSES), gt + "labelTrainIds.png", ignore=255)
             elif gt + "labelIds.png" in files.present:
                 label = to_train_ids(decode(files.read(gt + "labelIds.png"), gt + "labelIds.png",
                                              cv2.IMREAD_UNCHANGED))

@@ -25,13 +25,20 @@ def decode(data: bytes, name: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
 def read_label(path: str, num_classes: int) -> np.ndarray:
     """A one-channel label image, every value below `num_classes`; else an error naming the
     file and the values."""
-    label = decode(read_file(path), path, cv2.IMREAD_UNCHANGED)
+    return checked_label(decode(read_file(path), path, cv2.IMREAD_UNCHANGED), num_classes, path)
+
+
+def checked_label(label: np.ndarray, num_classes: int, name: str, ignore: int | None = None
+                  ) -> np.ndarray:
+    """`label` if it is one channel of values below `num_classes` (or `ignore`); else an error
+    naming the file and the values, at preparation rather than in training."""
     if label.ndim != 2:
-        raise ValueError(f"{path}: a label image has one channel, this one {label.shape[2]}")
-    bad = label >= num_classes
+        raise ValueError(f"{name}: a label image has one channel, this one {label.shape[2]}")
+    bad = (label >= num_classes) & (label != ignore if ignore is not None else True)
     if bad.any():
-        raise ValueError(f"{path}: label values {sorted(set(label[bad].tolist()))[:10]} outside "
-                         f"0..{num_classes - 1}")
+        allowed = f"0..{num_classes - 1}" + (f" or {ignore}" if ignore is not None else "")
+        raise ValueError(f"{name}: label values {sorted(set(label[bad].tolist()))[:10]} outside "
+                         f"{allowed}")
     return label
 
 
