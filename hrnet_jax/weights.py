@@ -174,6 +174,9 @@ def _to_torch(array: np.ndarray) -> np.ndarray:
     return array
 
 
+SHOWN_KEYS = 10  # keys of a kind a load error lists
+
+
 @dataclasses.dataclass
 class LoadReport:
     """What a conversion did with every key: nothing goes unaccounted."""
@@ -196,11 +199,18 @@ class LoadReport:
                  if not any(key.startswith(stage + ".") for key in self.loaded)]
         if whole:
             lines.append("missing whole cascade stage(s): " + ", ".join(whole))
+        # The first few of each kind and a count (another arch mismatches hundreds of keys);
+        # the lists themselves stay whole on the report.
         for title, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
             if keys:
-                lines.append(f"{len(keys)} {title}: " + ", ".join(keys))
-        for key, file_shape, model_shape in self.mismatched:
+                lines.append(f"{len(keys)} {title}: " + ", ".join(keys[:SHOWN_KEYS])
+                             + (f", ... ({len(keys) - SHOWN_KEYS} more)"
+                                if len(keys) > SHOWN_KEYS else ""))
+        for key, file_shape, model_shape in self.mismatched[:SHOWN_KEYS]:
             lines.append(f"shape mismatch {key}: file {file_shape}, model {model_shape}")
+        if len(self.mismatched) > SHOWN_KEYS:
+            lines.append(f"... and {len(self.mismatched) - SHOWN_KEYS} more shape mismatches "
+                         f"({len(self.mismatched)} in all: another arch or width?)")
         return "\n".join(lines)
 
 
@@ -350,6 +360,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Checkpoints that wrap the weights (`{'state_dict': ...}`, `{'model': ...}`) are unwrapped.
     """
     path = os.fspath(path)
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty (0 bytes): an interrupted download or copy?")
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
         return dict(load_file(path))
@@ -361,11 +373,11 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:  # weights_only: a file's pickled code is never run
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
+        cause = (str(error).splitlines() or [""])[0][:200]
         raise ValueError(f"{path} is not a PyTorch state_dict file (a dict of tensor names to "
                          f"tensors, as torch.save(model.state_dict(), path) writes): "
-                         f"{type(error).__name__}: {str(error).splitlines()[0][:200]}. A pickled "
-                         "model object is not read (it could run code): save its state_dict "
-                         "instead") from None
+                         f"{type(error).__name__}: {cause}. A pickled model object is not read "
+                         "(it could run code): save its state_dict instead") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]

@@ -200,6 +200,32 @@ def test_a_checkpoint_of_another_shape_is_one_paragraph(copy, capsys):
     assert "Event loop" not in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
+def test_pretrained_weights_that_do_not_fit_are_named_before_anything_compiles(
+        tmp_path, capsys, monkeypatch):
+    import jax
+
+    from hrnet_jax.models import create_model, tiny_arch
+    from hrnet_jax.training.loop import Trainer
+
+    monkeypatch.setattr(Trainer, "restore_or_init",
+                        lambda *args, **kwargs: pytest.fail("the initialisation ran first"))
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    assert main([SMOKE, f"--workdir={tmp_path / 'a'}", "--set", f"model.pretrained={empty}"]) == 2
+    assert f"{empty} is empty (0 bytes)" in capsys.readouterr().err
+    # A state_dict of another width: every backbone tensor mismatches; a few are listed.
+    wider = create_model(tiny_arch(8), "segmentation", 5)
+    shapes = jax.eval_shape(lambda: wider.init(jax.random.key(0), np.zeros((1, 64, 64, 3)),
+                                               train=False))
+    zeros = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
+    other = tmp_path / "w8.safetensors"
+    weights.save_safetensors(other, weights.to_torch(zeros, "segmentation"))
+    assert main([SMOKE, f"--workdir={tmp_path / 'b'}", "--set", f"model.pretrained={other}"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "more shape mismatches" in err
+    assert len(err.splitlines()) <= weights.SHOWN_KEYS + 6
+
+
 def test_weights_boxes_and_files_that_are_not_what_they_claim(tmp_path, capsys):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(os.urandom(256))

@@ -98,6 +98,12 @@ class Trainer:
                                         config.checkpoint.every_steps, config.checkpoint.keep)
         self.metrics = MetricsWriter(workdir)
         self.tensorboard = TensorBoard(workdir)
+        if config.model.pretrained and self.checkpoints.latest_step() is None:
+            # Weights that do not fit are named now, before the initialisation compiles (a
+            # minute for a large model), checked against the variables' shapes alone.
+            pretrained.initialise_from(config.model.pretrained, self.model, {
+                "params": self.abstract_state["params"],
+                "batch_stats": self.abstract_state["batch_stats"]})
 
     # -- data: opened when first needed (predicting on files needs no dataset) ---------------
     @functools.cached_property
