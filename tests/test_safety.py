@@ -115,6 +115,42 @@ def test_a_picture_too_large_to_segment_whole_is_refused_by_name_and_the_rest_pr
                                                                     "small_overlay.png"]
 
 
+def test_a_full_disk_is_one_line_and_the_last_good_checkpoint_is_kept(tmp_path, capsys,
+                                                                      monkeypatch):
+    """The disk fills after the step-2 checkpoint: the step-4 save is refused before orbax
+    writes anything, in one line; the rerun clears what an interrupted save left and goes on."""
+    import collections
+    import shutil as shutil_lib
+
+    from hrnet_jax.training import checkpoint
+
+    real = shutil_lib.disk_usage
+    calls = []
+
+    def filling(path):
+        calls.append(path)
+        usage = real(path)
+        return collections.namedtuple("Usage", "total used free")(
+            usage.total, usage.used, usage.free if len(calls) < 2 else 1 << 20)
+
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", filling)
+    workdir = tmp_path / "run"
+    assert main([SMOKE, f"--workdir={workdir}"]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"no room for a checkpoint in {workdir / 'checkpoints'}" in errors[0]
+    assert "1 MiB free" in errors[0] and "the last good checkpoint, step 2, is kept" in \
+        errors[0].lower() and "Traceback" not in err
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", real)
+    (workdir / "checkpoints" / "4.orbax-checkpoint-tmp-1764835200").mkdir()  # a killed save's
+    assert main([SMOKE, f"--workdir={workdir}"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 1 unfinished checkpoint save(s)" in out and "resumed at step 2" in out
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+
+
 # -- nothing on disk overwritten or lost --------------------------------------------------------
 def test_a_resume_of_another_run_is_refused_and_config_json_kept(copy, capsys):
     saved = (copy / "config.json").read_bytes()

@@ -173,7 +173,7 @@ def test_sigterm_saves_a_checkpoint_then_exits(tmp_path):
     assert len(saved) == 1 and 5 <= saved[0] < 400  # the step it was at, not a periodic save
 
 
-def test_ctrl_c_saves_the_step_reached_and_the_same_command_resumes(tmp_path):
+def test_ctrl_c_saves_the_step_reached_and_the_same_command_resumes(tmp_path, capsys):
     """The first Ctrl-C is treated as SIGTERM (saved, said, exit 130); the rerun says where it
     resumed."""
     overrides = ("loop.num_steps=400", "loop.log_every=1", "checkpoint.every_steps=1000")
@@ -194,10 +194,11 @@ def test_ctrl_c_saves_the_step_reached_and_the_same_command_resumes(tmp_path):
     saved = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
     assert len(saved) == 1 and 5 <= saved[0] < 400
     assert f"interrupted: saved step {saved[0]}" in err and "Traceback" not in err
-    rerun = run_cli(tmp_path, "loop.num_steps=" + str(saved[0] + 1), "loop.log_every=1",
-                    "checkpoint.every_steps=1000")
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"resumed at step {saved[0]}" in rerun.stdout
+    from hrnet_jax.main import main
+
+    assert main(["--experiment=seg_synthetic:smoke", f"--workdir={tmp_path}",
+                 f"--set=loop.num_steps={saved[0] + 1}"]) == 0
+    assert f"resumed at step {saved[0]}" in capsys.readouterr().out
 
 
 def tensorboard_events(folder) -> list:

@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -53,9 +54,30 @@ def _storage_noise_held_back():
         sys.stderr = original
 
 
+PARTIAL = ".orbax-checkpoint-tmp"  # orbax writes a step here, then renames it to the step
+
+
+def remove_partial_saves(directory: str) -> list[str]:
+    """Remove the folders of saves that never finished (a kill or a full disk mid-write: orbax
+    leaves `STEP.orbax-checkpoint-tmp-*` behind and never cleans them); returns their names."""
+    folder = storage.path(directory)
+    with storage.errors_named(directory, "clean up"):
+        if not folder.is_dir():
+            return []
+        partial = [child for child in folder.iterdir() if PARTIAL in child.name]
+        for child in partial:
+            child.rmtree() if child.is_dir() else child.unlink()
+    return sorted(child.name for child in partial)
+
+
 class Checkpointer:
     def __init__(self, directory: str, every_steps: int, keep: int):
         local = not storage.is_remote(directory)
+        if jax.process_index() == 0:
+            removed = remove_partial_saves(directory)
+            if removed:
+                print(f"removed {len(removed)} unfinished checkpoint save(s) from "
+                      f"{directory}: {', '.join(removed)}")
         self.manager = ocp.CheckpointManager(
             os.path.abspath(os.path.expanduser(directory)) if local else directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps))
@@ -64,10 +86,28 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, data_iterator: Any, config: dict, force: bool = False) -> bool:
+        self.check_room(state)
         args = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config)}
         if data_iterator is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+    def check_room(self, state: Any) -> None:
+        """A local disk without room for one more checkpoint of `state` is said before orbax
+        starts writing (and fails in its background thread, hundreds of lines, a partial folder
+        left): the checkpoints already there are kept."""
+        directory = os.fspath(self.manager.directory)
+        if storage.is_remote(directory) or jax.process_index() != 0:
+            return
+        needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state)) * 1.05 + (1 << 20)
+        free = shutil.disk_usage(directory).free
+        if free < needed:
+            latest = self.latest_step()
+            raise storage.StorageError(
+                f"no room for a checkpoint in {directory}: {free / 2**20:.0f} MiB free on its "
+                f"disk, a checkpoint needs about {needed / 2**20:.0f} MiB; free space or use "
+                "another --workdir. " + (f"The last good checkpoint, step {latest}, is kept"
+                                         if latest is not None else "No checkpoint was saved"))
 
     def restore(self, abstract_state: Any, shardings: Any, data_iterator: Any = None,
                 step: int | None = None) -> Any:

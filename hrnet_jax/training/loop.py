@@ -211,6 +211,7 @@ class Trainer:
                                    f"{self.checkpoints.manager.directory}" if kept is not None
                                    else f"{error}; no checkpoint had been saved yet") from None
         finally:
+            progress.close()  # the bar's line ended, so that an error's line starts its own
             stop.restore()
             data_iterator.close()
             with storage.errors_named(self.checkpoints.manager.directory,
