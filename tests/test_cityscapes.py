@@ -145,6 +145,25 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     config_lib.apply_override(config, f"data.data_dir={tmp_path}")
     with pytest.raises(FileNotFoundError, match="python -m hrnet_jax.data.prepare cityscapes"):
         datasets.get(config.data.name).sources(config.data)
+    # A data_dir holding other datasets says which (tfds's own warnings about it held back).
+    for name, version in (("lip", "1.0.0"), ("wflw", "1.1.0")):
+        folder = tmp_path / datasets.get(name).tfds_name / version
+        folder.mkdir(parents=True)
+        (folder / "dataset_info.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"not prepared in .*; it holds lip 1.0.0, wflw "
+                                                r"1.1.0\."):
+        datasets.get(config.data.name).sources(config.data)
+
+
+def test_the_libraries_known_noise_is_held_back(caplog):
+    from absl import logging as absl_logging
+
+    with caplog.at_level("WARNING"):
+        absl_logging.warning("Waiting for previous save to complete took 1.500000 seconds.")
+        absl_logging.warning("Variant folder /data/hrnet_lip/1.0.0 has no dataset_info.json")
+        absl_logging.warning("something a user should read")
+    assert "Waiting" not in caplog.text and "Variant folder" not in caplog.text
+    assert "something a user should read" in caplog.text
 
 
 def test_smoke_run_on_the_real_sample_trains_evaluates_and_draws(sample, tmp_path, capsys):

@@ -118,7 +118,7 @@ def test_coco_smoke_trains_and_reports_keypoint_ap(coco_run):
     assert 0 <= evaluation_line["ap"] <= 1
     assert evaluation_line["persons"] > 0  # detections were evaluated (kept by OKS-NMS)
     picture = cv2.imread(str(next((workdir / "pictures").glob("*.png"))))
-    assert picture.shape == (425, 1280, 3)  # ground truth | prediction, on the whole image
+    assert picture.shape == (22 + 425, 3 * 640 + 2 * 4, 3)  # input | prediction | ground truth
     green = (picture[..., 1] > 200) & (picture[..., 0] < 80) & (picture[..., 2] < 80)
     assert green[:, :640].sum() > 500  # the ground-truth skeleton
 

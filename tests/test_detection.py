@@ -46,7 +46,7 @@ def test_smoke_trains_the_three_losses_and_reports_box_ap(smoke_run):
     evaluation = [l for l in lines if l["split"] == "eval"][-1]
     assert set(coco.BOX_STATS) <= set(evaluation) and "detections" in evaluation
     picture = cv2.imread(str(next((workdir / "pictures").glob("*.png"))))
-    assert picture.shape == (425, 1280, 3)  # ground truth | detections, on the whole image
+    assert picture.shape == (22 + 425, 3 * 640 + 2 * 4, 3)  # input | detections | ground truth
     green = (picture[..., 1] > 200) & (picture[..., 0] < 80) & (picture[..., 2] < 80)
     assert green[:, :640].sum() > 500 and green[:, 640:].sum() == 0
 

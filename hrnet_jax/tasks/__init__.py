@@ -88,6 +88,32 @@ class Task:
                                   "task yet")
 
 
+PANEL_HEIGHT = 256  # a picture's panels are enlarged to at least this height, to be read
+CAPTION_HEIGHT = 22
+SEPARATOR = 4
+
+
+def panels(named: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """One example's pictures side by side, each under its caption, in one order for every
+    task: the input, the prediction(s), the ground truth. Small pictures are enlarged (nearest,
+    so that pixels stay visible) to at least PANEL_HEIGHT; all share the tallest height."""
+    import cv2
+
+    height = max(PANEL_HEIGHT, *(picture.shape[0] for _, picture in named))
+    row = []
+    for caption, picture in named:
+        width = round(picture.shape[1] * height / picture.shape[0])
+        resized = cv2.resize(np.ascontiguousarray(picture), (width, height),
+                             interpolation=cv2.INTER_NEAREST)
+        bar = np.zeros((CAPTION_HEIGHT, width, 3), np.uint8)
+        cv2.putText(bar, caption, (4, CAPTION_HEIGHT - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+        if row:
+            row.append(np.full((height + CAPTION_HEIGHT, SEPARATOR, 3), 128, np.uint8))
+        row.append(np.concatenate([bar, resized.astype(np.uint8)], axis=0))
+    return np.concatenate(row, axis=1)
+
+
 def whole_image(predict: Predict, image: np.ndarray) -> Any:
     """The outputs of one uint8 image given whole to the network."""
     from hrnet_jax.data.pipeline import normalize

@@ -12,7 +12,7 @@ import optax
 
 from hrnet_jax.data import transforms
 from hrnet_jax.metrics.topk import top_k_sums, top_k_summary
-from hrnet_jax.tasks import Task, whole_image
+from hrnet_jax.tasks import Task, panels, whole_image
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float = 0.0) -> jnp.ndarray:
@@ -84,9 +84,9 @@ class Classification(Task):
         example = self.prepare(record)
         logits = whole_image(predict, example["image"])
         predicted, truth = int(np.argmax(logits)), int(example["label"])
-        colour = (0, 255, 0) if predicted == truth else (255, 0, 0)
-        return labelled(example["image"], [f"{self.names[predicted]} ({self.names[truth]})"],
-                        colour)
+        verdict = "right" if predicted == truth else "wrong"
+        return panels([(f"prediction: {self.names[predicted]} ({verdict})", example["image"]),
+                       (f"ground truth: {self.names[truth]}", example["image"])])
 
     def render(self, predict, image, boxes=None):
         """The top-5 classes and their probabilities, printed and written on the picture."""

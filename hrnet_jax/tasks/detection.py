@@ -35,7 +35,7 @@ from hrnet_jax.detection.mask_targets import mask_targets
 from hrnet_jax.metrics import coco
 from hrnet_jax.models.detectors import DETECTORS
 from hrnet_jax.models.fcos_head import style_named
-from hrnet_jax.tasks import Task, fcos, rcnn
+from hrnet_jax.tasks import Task, fcos, panels, rcnn
 
 TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
 DRAW_SCORE = 0.3  # pictures show the detections scoring at least this
@@ -165,8 +165,8 @@ class Detection(Task):
                           found["scores"][shown], PREDICTION_COLOUR, self.names)
 
     def draw(self, predict, record):
-        """Ground-truth boxes (green) next to the detections scoring at least DRAW_SCORE (and
-        their instance masks, translucent, for Mask R-CNN)."""
+        """The input, the detections scoring at least DRAW_SCORE and the ground-truth boxes
+        (green), with their instance masks, translucent, for the detectors with masks."""
         objects = object_arrays(record)
         corners = np.concatenate([objects["bbox"][:, :2],
                                   objects["bbox"][:, :2] + objects["bbox"][:, 2:]], 1)
@@ -175,7 +175,10 @@ class Detection(Task):
             image = overlay_masks(image, decode_masks(objects["mask"], *image.shape[:2]) > 0,
                                   TRUTH_COLOUR)
         truth = draw_boxes(image, corners, objects["label"], None, TRUTH_COLOUR, self.names)
-        return np.concatenate([truth, self.predicted_picture(predict, record["image"])], axis=1)
+        return panels([("input", record["image"]),
+                       (f"prediction (score >= {DRAW_SCORE})",
+                        self.predicted_picture(predict, record["image"])),
+                       ("ground truth", truth)])
 
     def render(self, predict, image, boxes=None):
         """The detections scoring at least DRAW_SCORE, printed (class, score, box x0 y0 x1 y1 in

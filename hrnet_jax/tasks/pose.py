@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from hrnet_jax.tasks import Task, whole_image
+from hrnet_jax.tasks import Task, panels, whole_image
 from hrnet_jax.tasks.heatmaps import (STRIDE, decode_quarter_offset, draw_skeleton,
                                       gaussian_heatmaps, heatmap_mse)
 from hrnet_jax.tasks.topdown import PREDICTION_COLOUR, TRUTH_COLOUR, TopDownKeypoints
@@ -56,8 +56,10 @@ class WholeImagePose(Task):
         coords, _ = decode_quarter_offset(np.asarray(whole_image(predict, image))[None])
         predicted = coords[0] * STRIDE
         truth = draw_skeleton(image, record["joints"], self.limbs, TRUTH_COLOUR, record["visible"])
-        return np.concatenate([truth, draw_skeleton(image, predicted, self.limbs,
-                                                    PREDICTION_COLOUR)], axis=1)
+        return panels([("input", image),
+                       ("prediction", draw_skeleton(image, predicted, self.limbs,
+                                                    PREDICTION_COLOUR)),
+                       ("ground truth", truth)])
 
 
 def make_pose_task(config: Any, dataset: Any) -> Task:

@@ -17,7 +17,7 @@ from hrnet_jax.data import transforms
 from hrnet_jax.models import HEAD_DEFAULTS
 from hrnet_jax.models.layers import resize_bilinear
 from hrnet_jax.metrics.miou import IGNORE_LABEL, confusion_matrix, iou_summary
-from hrnet_jax.tasks import Task, whole_image
+from hrnet_jax.tasks import Task, panels, whole_image
 
 # --mode=predict runs the network on a whole picture: one of 8000x8000 exhausts a host's memory.
 MAX_PREDICT_PIXELS = 4096 * 4096
@@ -230,4 +230,5 @@ class Segmentation(Task):
         prediction = self.predicted_mask(logits, example["label"].shape)
         truth = colour_mask(example["label"], self.palette)
         overlay = (0.5 * image + 0.5 * prediction).astype(np.uint8)
-        return np.concatenate([image, overlay, prediction, truth], axis=1)
+        return panels([("input", image), ("prediction", overlay), ("predicted classes", prediction),
+                       ("ground truth", truth)])

@@ -19,7 +19,7 @@ from hrnet_jax.data import topdown
 from hrnet_jax.data.keypoint_sets import KeypointSet
 from hrnet_jax.data.pipeline import normalize
 from hrnet_jax.metrics.coco_keypoints import VISIBLE_SCORE
-from hrnet_jax.tasks import Task, heatmaps
+from hrnet_jax.tasks import Task, heatmaps, panels
 from hrnet_jax.tasks.heatmaps import STRIDE, draw_skeleton, gaussian_heatmaps, heatmap_mse
 
 TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
@@ -131,15 +131,17 @@ class TopDownKeypoints(Task):
         return image
 
     def draw(self, predict, record):
-        """Ground-truth skeletons (green) next to those predicted in the evaluated boxes."""
+        """The input, the skeletons predicted in the evaluated boxes, the ground truth's
+        (green)."""
         image = record["image"]
         persons = topdown.person_arrays(record, self.keypoints.num_joints)
         truth = persons["keypoints"].copy()
         truth[..., 2] = truth[..., 2] > 0
         boxes, _ = self.dataset.evaluation_boxes(record, persons, self.config.data)
         predicted, _ = self.predict_persons(predict, image, boxes)
-        return np.concatenate([self.skeletons(image, truth, TRUTH_COLOUR),
-                               self.skeletons(image, predicted, PREDICTION_COLOUR)], axis=1)
+        return panels([("input", image),
+                       ("prediction", self.skeletons(image, predicted, PREDICTION_COLOUR)),
+                       ("ground truth", self.skeletons(image, truth, TRUTH_COLOUR))])
 
     def render(self, predict, image, boxes=None):
         if boxes is None:  # the whole image is the person's box

@@ -81,18 +81,24 @@ class Trainer:
         init = lambda: step_lib.init_state(self.model, self.tx, image_shape, config.loop.seed)
         self.abstract_state = jax.eval_shape(init)
         self.state_shardings = sharding.state_shardings(self.mesh, self.abstract_state)
-        self.init_fn = jax.jit(init, out_shardings=self.state_shardings)
+        # What identifies the compiled programs on this host, for "took N s last time".
+        program = (f"{config.name}|{config.model.arch}:{config.model.width}:{config.model.head}|"
+                   f"{config.data.image_size}x{config.data.batch_size}|{config.model.dtype}|"
+                   f"{jax.default_backend()}x{self.mesh.size}")
+        self.init_fn = sharding.CompiledOnFirstCall(
+            jax.jit(init, out_shardings=self.state_shardings), "initialisation", program)
         batch_sharding = sharding.batch_sharding(self.mesh)
         replicated = sharding.replicated(self.mesh)
         self.train_step = sharding.CompiledOnFirstCall(jax.jit(
             step_lib.make_train_step(self.model, self.tx, self.task, config.optim.grad_accum_steps,
                                      config.loop.seed),
             in_shardings=(self.state_shardings, batch_sharding),
-            out_shardings=(self.state_shardings, replicated), donate_argnums=0), "train_step")
+            out_shardings=(self.state_shardings, replicated), donate_argnums=0), "train_step",
+            program)
         self.eval_step = sharding.CompiledOnFirstCall(jax.jit(
             step_lib.make_eval_step(self.model, self.task),
             in_shardings=(self.state_shardings, batch_sharding), out_shardings=replicated),
-            "eval_step")
+            "eval_step", program)
         self.predict = jax.jit(step_lib.make_predict(self.model, self.task.postprocess))
         self.checkpoints = Checkpointer(storage.join(workdir, "checkpoints"),
                                         config.checkpoint.every_steps, config.checkpoint.keep)

@@ -6,10 +6,16 @@ global batch: SyncBN, as the segmentation paper trained with, with no extra code
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import sys
+import time
 from typing import Any
 
 import jax
 import numpy as np
+from tqdm import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hrnet_jax.config import MeshConfig
@@ -120,13 +126,49 @@ class CompiledOnFirstCall:
     loaded CPU), and gloo, the CPU collective library, gives up connecting after 30 s: the
     first collective must not start until every process holds the executable. Shapes are
     static for a run (fixed batch, padded eval batches), so one compilation serves them all.
+
+    A compilation takes from seconds to minutes, in silence: with a `key` (what identifies the
+    program: experiment, model, shapes, devices) it is announced, with how long the same one
+    took last time on this host (remembered in compile_times.json of the user's cache).
     """
 
-    def __init__(self, jitted: Any, name: str):
-        self.jitted, self.name, self.compiled = jitted, name, None
+    def __init__(self, jitted: Any, name: str, key: str = ""):
+        self.jitted, self.name, self.key, self.compiled = jitted, name, key, None
 
     def __call__(self, *args):
         if self.compiled is None:
+            started = time.perf_counter()
+            if self.key and jax.process_index() == 0:
+                last = _compile_times().get(f"{self.name}|{self.key}")
+                tqdm.write(f"compiling the {self.name.replace('_', ' ')} "
+                           + (f"(took {last:.0f} s last time)" if last is not None else
+                              "(the first time for this model and shape: up to minutes)"),
+                           file=sys.stderr)
             self.compiled = self.jitted.lower(*args).compile()
+            if self.key and jax.process_index() == 0:
+                _remember_compile_time(f"{self.name}|{self.key}", time.perf_counter() - started)
             barrier(f"hrnet_jax compiled {self.name}")
         return self.compiled(*args)
+
+
+def _compile_times_path() -> str:
+    root = os.environ.get("HRNET_JAX_CACHE") or os.path.join("~", ".cache", "hrnet_jax")
+    return os.path.join(os.path.expanduser(root), "compile_times.json")
+
+
+def _compile_times() -> dict[str, float]:
+    try:
+        with open(_compile_times_path()) as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_compile_time(key: str, seconds: float) -> None:
+    times = {**_compile_times(), key: round(seconds, 1)}
+    with contextlib.suppress(OSError):  # a read-only home: nothing remembered, nothing lost
+        os.makedirs(os.path.dirname(_compile_times_path()), exist_ok=True)
+        temporary = f"{_compile_times_path()}.{os.getpid()}"
+        with open(temporary, "w") as file:
+            json.dump(dict(sorted(times.items())[-500:]), file)
+        os.replace(temporary, _compile_times_path())

@@ -109,9 +109,14 @@ class Dataset:
         data_dir = os.path.expanduser(data_dir)
         builder = tfds.builder(self.tfds_name, data_dir=data_dir)
         if not builder.is_prepared():
+            held = prepared_in(data_dir)
+            found = (f"; it holds {', '.join(held)}" if held else
+                     "; it holds no prepared dataset" if os.path.isdir(data_dir) else
+                     "; that folder does not exist")
             raise FileNotFoundError(
-                f"{self.name} is not prepared in {data_dir}.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}\n"
-                f"(or pass --set data.data_dir=DIR where it was prepared)")
+                f"{self.name} (version {builder.version}) is not prepared in {data_dir}{found}."
+                f"\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}\n(or pass --set data.data_dir=DIR where "
+                "it was prepared)")
         return builder
 
     # -- reading ------------------------------------------------------------------------------
@@ -267,6 +272,23 @@ class DetectionDataset(Dataset):
                                       rows["score"], rows["category_id"])
             figures.update({f"mask_{k}": v for k, v in coco.mask_ap(truth, masks).items()})
         return figures
+
+
+def prepared_in(data_dir: str) -> list[str]:
+    """What a local data_dir holds: "NAME VERSION" of each prepared dataset (a folder with a
+    dataset_info.json), under this project's dataset names where they are its own."""
+    names = {dataset.tfds_name: name for name, dataset in all_datasets().items()
+             if getattr(dataset, "tfds_name", None)}
+    root = os.path.expanduser(data_dir)
+    found = []
+    for folder, children, files in os.walk(root):
+        depth = os.path.relpath(folder, root).count(os.sep)
+        if "dataset_info.json" in files and depth >= 1:  # BUILDER[/CONFIG]/VERSION
+            tfds_name, version = os.path.split(os.path.relpath(folder, root))
+            found.append(f"{names.get(tfds_name, tfds_name)} {version}")
+        if depth >= 2:
+            children.clear()
+    return sorted(found)
 
 
 @functools.cache
