@@ -323,11 +323,11 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
 # (a score threshold of 2 would give a normal-looking, empty evaluation).
 UNIT_INTERVAL = ("eval.score_threshold", "eval.nms_threshold", "loss.ohem_threshold",
                  "optim.label_smoothing", "optim.momentum", "optim.warmup_start",
-                 "optim.decay_factor", "data.half_body_probability", "model.bn_momentum")
+                 "data.half_body_probability", "model.bn_momentum")
 NON_NEGATIVE = ("optim.learning_rate", "optim.weight_decay", "optim.clip_grad_norm",
-                "optim.warmup_steps", "optim.poly_power", "data.mixup_alpha", "data.cutmix_alpha",
-                "data.scale_factor", "data.rotation_factor", "loss.aux_weight",
-                "loss.ohem_min_kept")
+                "optim.warmup_steps", "optim.poly_power", "optim.decay_factor", "data.mixup_alpha",
+                "data.cutmix_alpha", "data.scale_factor", "data.rotation_factor",
+                "loss.aux_weight", "loss.ohem_min_kept")
 POSITIVE = ("data.heatmap_sigma", "eval.pre_nms_top_k", "eval.max_detections",
             "data.max_boxes", "data.max_long_side")
 CHOICES = {"model.dtype": ("float32", "bfloat16", "float16"),

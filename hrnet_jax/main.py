@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         from hrnet_jax.tasks import check_pairing
         check_pairing(config)
         config_lib.validate(config)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # a bad setting; a workdir that cannot be read
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.print_config:

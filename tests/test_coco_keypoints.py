@@ -120,7 +120,8 @@ def test_coco_smoke_trains_and_reports_keypoint_ap(coco_run):
     picture = cv2.imread(str(next((workdir / "pictures").glob("*.png"))))
     assert picture.shape == (22 + 425, 3 * 640 + 2 * 4, 3)  # input | prediction | ground truth
     green = (picture[..., 1] > 200) & (picture[..., 0] < 80) & (picture[..., 2] < 80)
-    assert green[:, :640].sum() > 500  # the ground-truth skeleton
+    assert green[22:, 2 * (640 + 4):].sum() > 500  # the ground-truth skeleton, third
+    assert green[22:, :640].sum() == 0  # the input, untouched
 
 
 def test_predict_draws_skeletons_in_the_given_boxes(coco_run, shared_data, tmp_path):

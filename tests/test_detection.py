@@ -48,7 +48,8 @@ def test_smoke_trains_the_three_losses_and_reports_box_ap(smoke_run):
     picture = cv2.imread(str(next((workdir / "pictures").glob("*.png"))))
     assert picture.shape == (22 + 425, 3 * 640 + 2 * 4, 3)  # input | detections | ground truth
     green = (picture[..., 1] > 200) & (picture[..., 0] < 80) & (picture[..., 2] < 80)
-    assert green[:, :640].sum() > 500 and green[:, 640:].sum() == 0
+    truth = slice(2 * (640 + 4), None)  # the third panel; the input and detections have none
+    assert green[22:, truth].sum() > 500 and green[22:, :2 * 640].sum() == 0
 
 
 def test_predict_prints_and_draws_captioned_boxes(smoke_run, shared_data, tmp_path, capsys,

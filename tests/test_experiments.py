@@ -93,6 +93,10 @@ def test_list_shows_each_family_with_its_variants_and_expected_results(capsys):
     out = capsys.readouterr().out
     assert "seg_cityscapes" in out and "ohem" in out and "81.2" in out
     assert "cls_imagenet" in out and "w64" in out and "79.5%" in out
+    for name, (description, table) in experiments.available().items():  # nothing cut short
+        assert f"{name}  {description}\n" in out
+        for variant, expected in table.items():
+            assert f":{variant:18s} {expected}\n" in out
 
 
 def test_a_run_recorded_under_an_old_name_resumes_under_the_new_one(tmp_path):

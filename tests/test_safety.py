@@ -70,6 +70,15 @@ def test_values_no_run_can_use_are_named_before_anything_runs(tmp_path, capsys, 
     assert not (tmp_path / "w" / "config.json").exists()
 
 
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path, capsys):
+    occupied = tmp_path / "notes.txt"
+    occupied.write_text("mine")
+    assert main([SMOKE, f"--workdir={occupied}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write to {occupied}") and len(err.splitlines()) == 1
+    assert occupied.read_text() == "mine"
+
+
 def test_one_image_size_is_a_square(capsys):
     assert main([SMOKE, "--print_config", "--set", "data.image_size=48"]) == 0
     assert json.loads(capsys.readouterr().out)["data"]["image_size"] == [48, 48]

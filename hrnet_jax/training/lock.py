@@ -74,6 +74,7 @@ def acquire(workdir: str, command: str = "") -> tuple[dict, str]:
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "refreshed": time.time(),
             "command": command}
     taken_over = ""
+    storage.check_writable(workdir)  # a missing bucket, a file, no permission: one line
     current = holder(workdir)
     if current is not None:
         if not left_behind(current):
@@ -82,7 +83,6 @@ def acquire(workdir: str, command: str = "") -> tuple[dict, str]:
                 f"end, stop it, or use another --workdir (a lock left by a dead run is taken "
                 f"over: on this host at once, from another host after {STALE_AFTER_S:.0f} s)")
         taken_over = f"taking over {target}, left by a run that is gone ({describe(current)})"
-    storage.path(workdir).mkdir(parents=True, exist_ok=True)
     if not storage.is_remote(workdir) and current is None:
         try:  # two runs starting at the same moment: the file system picks one
             descriptor = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
