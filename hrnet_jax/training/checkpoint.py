@@ -59,7 +59,8 @@ PARTIAL = ".orbax-checkpoint-tmp"  # orbax writes a step here, then renames it t
 
 def remove_partial_saves(directory: str) -> list[str]:
     """Remove the folders of saves that never finished (a kill or a full disk mid-write: orbax
-    leaves `STEP.orbax-checkpoint-tmp-*` behind and never cleans them); returns their names."""
+    leaves `STEP.orbax-checkpoint-tmp-*` behind and never cleans them); returns their names.
+    Only for the run holding the workdir's lock: another's save in flight looks the same."""
     folder = storage.path(directory)
     with storage.errors_named(directory, "clean up"):
         if not folder.is_dir():
@@ -73,11 +74,6 @@ def remove_partial_saves(directory: str) -> list[str]:
 class Checkpointer:
     def __init__(self, directory: str, every_steps: int, keep: int):
         local = not storage.is_remote(directory)
-        if jax.process_index() == 0:
-            removed = remove_partial_saves(directory)
-            if removed:
-                print(f"removed {len(removed)} unfinished checkpoint save(s) from "
-                      f"{directory}: {', '.join(removed)}")
         self.manager = ocp.CheckpointManager(
             os.path.abspath(os.path.expanduser(directory)) if local else directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps))

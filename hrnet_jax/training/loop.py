@@ -23,7 +23,7 @@ from hrnet_jax.data import pipeline
 from hrnet_jax.models import DETECTORS, create_model, tiny_arch
 from hrnet_jax.tasks import Predict, Record, Task, make_task
 from hrnet_jax.training import optim, pretrained, sharding, step as step_lib
-from hrnet_jax.training.checkpoint import Checkpointer
+from hrnet_jax.training.checkpoint import Checkpointer, remove_partial_saves
 from hrnet_jax.training.workdir import MetricsWriter, TensorBoard, config_changes, record_config
 
 
@@ -157,6 +157,11 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
         config = self.config
+        if jax.process_index() == 0:  # (the workdir's lock is this run's: main took it)
+            removed = remove_partial_saves(self.checkpoints.manager.directory)
+            if removed:
+                print(f"removed {len(removed)} unfinished checkpoint save(s) from "
+                      f"{self.checkpoints.manager.directory}: {', '.join(removed)}")
         loader = pipeline.train_loader(self.train_source, self.task.prepare, config.data.batch_size,
                                        config.data.seed, config.data.worker_count, self.task.augment,
                                        self.task.mix_batch)
