@@ -16,3 +16,12 @@ class _KnownNoise(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_KnownNoise())
+
+
+def __getattr__(name: str):
+    """`hrnet_jax.Predictor`, imported when first asked for (the package itself stays light)."""
+    if name == "Predictor":
+        from hrnet_jax.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'hrnet_jax' has no attribute {name!r}")

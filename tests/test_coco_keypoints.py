@@ -136,6 +136,15 @@ def test_predict_draws_skeletons_in_the_given_boxes(coco_run, shared_data, tmp_p
                              f"--output={tmp_path}/out"]) == 0
     picture = cv2.imread(str(tmp_path / "out" / "000000000785_skeleton.png"))
     assert picture.shape == (425, 640, 3)
+    # The same from Python: keypoints in the image's pixels, inside the person's box.
+    import hrnet_jax
+    from hrnet_jax.predict import read_image
+
+    person = np.array([[280.79, 44.73, 218.7, 346.68]], np.float32)
+    found = hrnet_jax.Predictor.from_workdir(str(workdir))([read_image(str(image))], person)[0]
+    assert found["keypoints"].shape == (1, 17, 2) and found["scores"].shape == (1, 17)
+    x, y = found["keypoints"][0].T
+    assert (x >= 280.79 - 60).all() and (x <= 280.79 + 218.7 + 60).all() and (y >= 0).all()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([[1, 2, 3]]))
     assert main.main(args + ["--mode=predict", f"--input={image}", f"--boxes={bad}"]) == 2

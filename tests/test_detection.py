@@ -73,6 +73,14 @@ def test_predict_prints_and_draws_captioned_boxes(smoke_run, shared_data, tmp_pa
         assert name in coco_categories.NAMES and 0 <= float(score) <= 1 and len(box) == 4
         x0, y0, x1, y1 = map(float, box)
         assert 0 <= x0 <= x1 <= 500 and 0 <= y0 <= y1 <= 333
+    # The same detections from Python, at the image's size.
+    import hrnet_jax
+    from hrnet_jax.predict import read_image
+
+    result = hrnet_jax.Predictor.from_workdir(str(workdir))(read_image(str(image)))[0]
+    assert len(result["boxes"]) == len(found) and result["boxes"].shape[1:] == (4,)
+    assert (result["boxes"] >= 0).all() and (result["boxes"][:, [0, 2]] <= 500).all()
+    assert np.all(np.diff(result["scores"]) <= 0)  # best first
     blank = np.zeros((100, 300, 3), np.uint8)
     drawn = draw_boxes(blank, np.array([[20, 30, 120, 90]]), np.array([17]), np.array([0.87]),
                        PREDICTION_COLOUR, coco_categories.NAMES)

@@ -82,8 +82,16 @@ class Task:
     def draw(self, predict: Predict, record: Record) -> np.ndarray:
         raise NotImplementedError
 
+    def results(self, predict: Predict, image: np.ndarray, boxes: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+        """One uint8 RGB image's predictions at its own size, with the evaluation's pre- and
+        post-processing: what `hrnet_jax.Predictor` returns and `render` draws."""
+        raise NotImplementedError(f"prediction on pictures is not available for the {self.name} "
+                                  "task yet")
+
     def render(self, predict: Predict, image: np.ndarray, boxes: np.ndarray | None
                ) -> dict[str, np.ndarray]:
+        """The pictures of `results` for --mode=predict, by name."""
         raise NotImplementedError(f"--input prediction is not available for the {self.name} "
                                   "task yet")
 

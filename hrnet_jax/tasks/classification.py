@@ -88,11 +88,19 @@ class Classification(Task):
         return panels([(f"prediction: {self.names[predicted]} ({verdict})", example["image"]),
                        (f"ground truth: {self.names[truth]}", example["image"])])
 
-    def render(self, predict, image, boxes=None):
-        """The top-5 classes and their probabilities, printed and written on the picture."""
+    def results(self, predict, image, boxes=None):
+        """`classes` (the best five, best first), their `scores`, and every class's
+        `probabilities`, from the evaluation's framing (resize, centre crop)."""
         framed = transforms.resize_centre_crop(image, self.size)
         probabilities = np.asarray(jax.nn.softmax(whole_image(predict, framed).astype(np.float32)))
         best = np.argsort(-probabilities)[:5]
-        lines = [f"{probabilities[i]:.3f} {self.names[i]}" for i in best]
+        return {"classes": best, "scores": probabilities[best], "probabilities": probabilities}
+
+    def render(self, predict, image, boxes=None):
+        """The top-5 classes and their probabilities, printed and written on the picture."""
+        found = self.results(predict, image)
+        lines = [f"{score:.3f} {self.names[i]}" for i, score in zip(found["classes"],
+                                                                    found["scores"])]
         print("\n".join(lines))
+        framed = transforms.resize_centre_crop(image, self.size)
         return {"top5": labelled(framed, lines, (255, 255, 0))}

@@ -180,10 +180,15 @@ class Detection(Task):
                         self.predicted_picture(predict, record["image"])),
                        ("ground truth", truth)])
 
+    def results(self, predict, image, boxes=None):
+        """`boxes` (D, 4) x0, y0, x1, y1 in the image's pixels, `scores`, `labels` (class
+        indices into `names`), best first, and `masks` (D, H, W) for the detectors with masks."""
+        return self.detect(predict, image)
+
     def render(self, predict, image, boxes=None):
         """The detections scoring at least DRAW_SCORE, printed (class, score, box x0 y0 x1 y1 in
         the image's pixels) and drawn (with their masks for the detectors with masks)."""
-        found = self.detect(predict, image)
+        found = self.results(predict, image)
         shown = np.flatnonzero(found["scores"] >= DRAW_SCORE)
         print(f"{len(shown)} detections scoring at least {DRAW_SCORE}"
               + "".join(f"\n{self.names[found['labels'][i]]} {found['scores'][i]:.3f} "

@@ -213,14 +213,32 @@ class Segmentation(Task):
                                     self.align_corners)[0]
         return colour_mask(np.asarray(jnp.argmax(upsampled, -1)), self.palette)
 
-    def render(self, predict, image, boxes=None):
-        height, width = self.resized({"image": image})["image"].shape[:2]
+    def results(self, predict, image, boxes=None):
+        """`labels` (H, W) and `probabilities` (H, W, classes) at the image's size, by the
+        evaluation's inference (eval.scales, eval.flip, sliding windows, data.resize)."""
+        from hrnet_jax.data.pipeline import normalize
+        from hrnet_jax.inference.segmentation import multi_scale_probabilities, resize_scores
+
+        data, settings = self.config.data, self.config.eval
+        resized = self.resized({"image": image})["image"]
+        height, width = resized.shape[:2]
         if height * width > MAX_PREDICT_PIXELS:  # the network runs on the whole picture
             raise ValueError(f"{width}x{height} pixels, above the {MAX_PREDICT_PIXELS:,}-pixel "
                              "limit of a picture segmented whole (its activations grow with "
                              "it): resize it first, or crop it into tiles")
-        logits = whole_image(predict, self.resized({"image": image})["image"])
-        mask = self.predicted_mask(logits, image.shape[:2])
+        base = data.base_size or max(resized.shape[:2])
+        crop = tuple(data.crop_size) or resized.shape[:2]
+        scores = multi_scale_probabilities(predict, normalize(resized), settings.scales,
+                                           settings.flip, base, crop, self.flip_pairs,
+                                           self.align_corners, settings.pad_to_crop)
+        scores = np.asarray(resize_scores(scores, image.shape[:2], self.align_corners),
+                            np.float32)
+        probabilities = scores / np.maximum(scores.sum(-1, keepdims=True), 1e-12)
+        return {"labels": probabilities.argmax(-1).astype(np.int32),
+                "probabilities": probabilities}
+
+    def render(self, predict, image, boxes=None):
+        mask = colour_mask(self.results(predict, image)["labels"], self.palette)
         return {"mask": mask, "overlay": (0.5 * image + 0.5 * mask).astype(np.uint8)}
 
     def draw(self, predict, record):

@@ -143,8 +143,16 @@ class TopDownKeypoints(Task):
                        ("prediction", self.skeletons(image, predicted, PREDICTION_COLOUR)),
                        ("ground truth", self.skeletons(image, truth, TRUTH_COLOUR))])
 
-    def render(self, predict, image, boxes=None):
+    def results(self, predict, image, boxes=None):
+        """`keypoints` (N, K, 2) in the image's pixels and their `scores` (N, K) for the N
+        `boxes` (x, y, w, h; default: the whole image as one person), and the `boxes`."""
         if boxes is None:  # the whole image is the person's box
             boxes = np.array([[0, 0, image.shape[1], image.shape[0]]], np.float32)
-        predicted, _ = self.predict_persons(predict, image, boxes)
-        return {"skeleton": self.skeletons(image, predicted, PREDICTION_COLOUR)}
+        predicted, _ = self.predict_persons(predict, image, np.asarray(boxes, np.float32))
+        return {"keypoints": predicted[..., :2], "scores": predicted[..., 2],
+                "boxes": np.asarray(boxes, np.float32)}
+
+    def render(self, predict, image, boxes=None):
+        found = self.results(predict, image, boxes)
+        poses = np.concatenate([found["keypoints"], found["scores"][..., None]], -1)
+        return {"skeleton": self.skeletons(image, poses, PREDICTION_COLOUR)}
