@@ -25,11 +25,14 @@ OPTIONS = {
                                           "metrics.jsonl, checkpoints/, pictures/")),
     "set": (("--set",), dict(dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                              help="override a config field, e.g. --set optim.learning_rate=0.02")),
-    "input": (("--input",), dict(help="predict: an image file or a folder of images")),
+    "input": (("--input",), dict(help="predict: an image file, a folder of images or frames, "
+                                      "or a video (.mp4)")),
     "output": (("--output",), dict(help="predict: where the pictures go (default "
                                         "WORKDIR/predictions); export: the artifact's file")),
     "boxes": (("--boxes",), dict(help="predict, pose: person boxes, a JSON list of [x, y, w, h] "
                                       "or of COCO detections")),
+    "detector": (("--detector",), dict(help="predict, pose: the workdir of a detection run whose "
+                                            "persons (score >= 0.5) the pose model is run on")),
     "from_init": (("--from_init",), dict(action="store_true",
                                          help="eval / predict / export: use the initialisation "
                                               "(or model.pretrained) when the workdir holds no "
@@ -53,7 +56,7 @@ COMMANDS = {
     "eval": ("evaluate the workdir's latest checkpoint", "eval",
              ("workdir", "set", "from_init", *HOSTS)),
     "predict": ("the task's pictures of image files (or of evaluation examples)", "predict",
-                ("workdir", "set", "input", "output", "boxes", "from_init", *HOSTS)),
+                ("workdir", "set", "input", "output", "boxes", "detector", "from_init", *HOSTS)),
     "export": ("write the latest checkpoint as a self-contained inference artifact", "export",
                ("workdir", "set", "output", "from_init")),
     "config": ("print the experiment's fully resolved config", "config", ("set",)),

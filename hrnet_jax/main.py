@@ -3,7 +3,9 @@
 
 `--mode=predict` draws eval examples next to their ground truth, or, with `--input=IMAGE_OR_DIR
 [--output=DIR]`, the task's pictures of any images (segmentation: colour mask and overlay;
-pose: skeletons of the persons in `--boxes=JSON`, or of the whole image taken as one person).
+pose: skeletons of the persons in `--boxes=JSON`, of those a detection run finds with
+`--detector=WORKDIR`, or of the whole image taken as one person); a video is written back with
+the pictures drawn.
 
 Multi-host: pass --coordinator_address, --num_processes and --process_id (or run on a TPU pod,
 where jax.distributed finds them itself).
@@ -94,11 +96,13 @@ def run(args: argparse.Namespace) -> int:
         elif args.input:
             output = args.output or storage.join(args.workdir, "predictions")
             try:
-                written, failures = predict_files(trainer, args.input, output, args.boxes)
+                written, failures = predict_files(trainer, args.input, output, args.boxes,
+                                                  args.detector)
             except (FileNotFoundError, ValueError, storage.StorageError) as error:  # the input or the boxes
                 print(f"error: {error}", file=sys.stderr)
                 return 2
-            print(f"wrote {len(written)} pictures to {output}")
+            print(f"wrote {len(written)} {'video' if written[0].endswith('.mp4') else 'pictures'}"
+                  f" to {output}" if written else f"wrote nothing to {output}")
             if failures:
                 print(f"error: {len(failures)} of the images failed:\n  " + "\n  ".join(failures),
                       file=sys.stderr)

@@ -86,17 +86,66 @@ def image_files(path: str) -> list[str]:
     return files or [os.fspath(location)]
 
 
-def predict_files(trainer: Any, path: str, output: str, boxes_file: str | None = None
-                  ) -> tuple[list[str], list[str]]:
-    """The task's pictures of every image at `path` (a file or a folder) in `output`, from the
-    trainer's latest checkpoint (or the initialisation). `boxes_file`: person boxes for pose, a
-    JSON list of [x, y, w, h] or of COCO detections ({"bbox": ...}) of the one image.
-    Returns the pictures written and the images that failed ("FILE: why"); a bad image does not
+def person_detector(workdir: str) -> "PersonDetector":
+    """The persons a trained detection run of this project finds (`--detector=WORKDIR`), or an
+    error saying why the run cannot serve (not a run, not a detector, no person class)."""
+    from hrnet_jax.data import datasets
+    from hrnet_jax.predictor import Predictor
+    from hrnet_jax.training.workdir import recorded_config
+
+    config = recorded_config(workdir)  # checked before any checkpoint is read
+    if config is None:
+        raise FileNotFoundError(f"--detector={workdir} holds no run (no config.json)")
+    if config.task != "detection":
+        raise ValueError(f"--detector={workdir}: a {config.task} run ({config.name}), not a "
+                         "detector")
+    names = list(datasets.get(config.data.name).names(config.model.num_classes))
+    if "person" not in names:
+        raise ValueError(f"--detector={workdir}: its classes ({', '.join(names[:6])}"
+                         f"{', ...' if len(names) > 6 else ''}) have no person")
+    return PersonDetector(Predictor.from_workdir(workdir), names.index("person"))
+
+
+class PersonDetector:
+    """Person boxes (x, y, w, h) of an image: the detector's persons scoring at least
+    PERSON_SCORE, as the references' test protocol feeds detections to the pose model."""
+
+    def __init__(self, detector: Any, person: int):
+        self.detector, self.person = detector, person
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        found = self.detector(image)[0]
+        kept = (found["labels"] == self.person) & (found["scores"] >= PERSON_SCORE)
+        corners = found["boxes"][kept]
+        return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], 1)
+
+
+PERSON_SCORE = 0.5  # the detected persons the pose model is run on
+
+
+def predict_files(trainer: Any, path: str, output: str, boxes_file: str | None = None,
+                  detector: str | None = None) -> tuple[list[str], list[str]]:
+    """The task's pictures of every image at `path` (a file, a folder of images or frames, or
+    a video, written back with the pictures drawn) in `output`, from the trainer's latest
+    checkpoint (or the initialisation). Pose's persons: `boxes_file`, a JSON list of
+    [x, y, w, h] or of COCO detections ({"bbox": ...}) of the one image; or `detector`, the
+    workdir of a detection run whose persons are used in every image; else the whole image.
+    Returns the files written and the images that failed ("FILE: why"); a bad image does not
     stop the others."""
-    files = image_files(path)
-    boxes = read_boxes(boxes_file) if boxes_file else None
+    if detector is not None and not hasattr(trainer.task, "predict_persons"):
+        raise ValueError(f"--detector finds persons for the pose and landmark experiments, "
+                         f"not for {trainer.config.name} ({trainer.task.name})")
+    persons = person_detector(detector) if detector else None
+    given = read_boxes(boxes_file) if boxes_file else None
     predict = trainer.predict_fn(trainer.restore_or_init())
+
+    def pictures(image: np.ndarray) -> dict[str, np.ndarray]:
+        return trainer.task.render(predict, image, persons(image) if persons else given)
+
+    if storage.path(path).suffix.lower() in VIDEO_SUFFIXES:
+        return [predict_video(path, output, pictures)], []
     written, failures = [], []
+    files = image_files(path)
     for file in tqdm(files, desc="predict", unit="image", disable=len(files) < 2):
         try:
             image = read_image(file)
@@ -105,13 +154,56 @@ def predict_files(trainer: Any, path: str, output: str, boxes_file: str | None =
             continue
         stem = storage.path(file).stem
         try:
-            pictures = trainer.task.render(predict, image, boxes)
+            drawn = pictures(image)
         except ValueError as error:  # a picture the task refuses (too large, say), named
             failures.append(f"{file}: {error}")
             continue
-        for suffix, picture in pictures.items():
+        for suffix, picture in drawn.items():
             target = storage.join(output, f"{stem}_{suffix}.png")
             with storage.errors_named(target, "write"):
                 storage.write_png(target, picture)
             written.append(target)
     return written, failures
+
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+
+
+def predict_video(path: str, output: str, pictures: Any) -> str:
+    """A video read frame by frame and written back (`output/STEM_NAME.mp4`) with the task's
+    first picture of each frame, with a progress bar; a video that cannot be decoded is named."""
+    import cv2
+
+    with storage.local_file(path) as local:
+        capture = cv2.VideoCapture(local)
+        if not capture.isOpened():
+            raise ValueError(f"{path}: cannot be decoded as a video (not a video, or a codec "
+                             "OpenCV lacks)")
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        writer, target, local_target = None, None, None
+        try:
+            with tqdm(total=total, desc=f"predict {storage.path(path).name}", unit="frame") as bar:
+                while True:
+                    read, frame = capture.read()
+                    if not read:
+                        break
+                    name, picture = next(iter(pictures(frame[..., ::-1].copy()).items()))
+                    if writer is None:
+                        target = storage.join(output, f"{storage.path(path).stem}_{name}.mp4")
+                        local_target = target if not storage.is_remote(target) else \
+                            os.path.join(storage.cache_folder(output), os.path.basename(target))
+                        os.makedirs(os.path.dirname(os.path.abspath(local_target)), exist_ok=True)
+                        writer = cv2.VideoWriter(local_target, cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 fps, picture.shape[1::-1])
+                    writer.write(np.ascontiguousarray(picture[..., ::-1]))
+                    bar.update(1)
+        finally:
+            capture.release()
+            if writer is not None:
+                writer.release()
+    if writer is None:
+        raise ValueError(f"{path}: no frame could be decoded")
+    if local_target != target:
+        storage.copy_file(local_target, target)
+    return target
