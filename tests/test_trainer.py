@@ -158,42 +158,40 @@ def test_multi_device_steps_and_restore_onto_fewer_devices():
     assert "multiple of 8" in report["indivisible_batch_refusal"]
 
 
-def test_sigterm_saves_a_checkpoint_then_exits(tmp_path):
-    overrides = ("loop.num_steps=400", "loop.log_every=1", "checkpoint.every_steps=1000")
-    process = run_cli(tmp_path, *overrides, wait=False)
+def signalled_once_training(workdir, number: int) -> tuple[int, str, list[int]]:
+    """A 400-step smoke run sent signal `number` once it has logged step 5: its exit code, its
+    stderr and the steps saved."""
+    command = [sys.executable, "-m", "hrnet_jax.main", "--experiment=seg_synthetic:smoke",
+               f"--workdir={workdir}", "--set=loop.num_steps=400", "--set=loop.log_every=1",
+               "--set=checkpoint.every_steps=1000"]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if (tmp_path / "metrics.jsonl").exists() and any(
-                l["step"] >= 5 for l in read_metrics(tmp_path)):
+        if (workdir / "metrics.jsonl").exists() and any(
+                l["step"] >= 5 for l in read_metrics(workdir)):
             break
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 0
-    saved = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
+    process.send_signal(number)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err, sorted(int(p) for p in os.listdir(workdir / "checkpoints")
+                                           if p.isdigit())
+
+
+def test_sigterm_saves_a_checkpoint_then_exits(tmp_path):
+    code, err, saved = signalled_once_training(tmp_path, signal.SIGTERM)
+    assert code == 0, err[-2000:]
     assert len(saved) == 1 and 5 <= saved[0] < 400  # the step it was at, not a periodic save
 
 
 def test_ctrl_c_saves_the_step_reached_and_the_same_command_resumes(tmp_path, capsys):
     """The first Ctrl-C is treated as SIGTERM (saved, said, exit 130); the rerun says where it
     resumed."""
-    overrides = ("loop.num_steps=400", "loop.log_every=1", "checkpoint.every_steps=1000")
-    command = [sys.executable, "-m", "hrnet_jax.main", "--experiment=seg_synthetic:smoke",
-               f"--workdir={tmp_path}", *[f"--set={o}" for o in overrides]]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if (tmp_path / "metrics.jsonl").exists() and any(
-                l["step"] >= 5 for l in read_metrics(tmp_path)):
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err[-2000:]
-    saved = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
+    code, err, saved = signalled_once_training(tmp_path, signal.SIGINT)
+    assert code == 130, err[-2000:]
     assert len(saved) == 1 and 5 <= saved[0] < 400
     assert f"interrupted: saved step {saved[0]}" in err and "Traceback" not in err
+
     from hrnet_jax.main import main
 
     assert main(["--experiment=seg_synthetic:smoke", f"--workdir={tmp_path}",
