@@ -89,35 +89,32 @@ def image_files(path: str) -> list[str]:
 def person_detector(workdir: str) -> "PersonDetector":
     """The persons a trained detection run of this project finds (`--detector=WORKDIR`), or an
     error saying why the run cannot serve (not a run, not a detector, no person class)."""
-    from hrnet_jax.data import datasets
     from hrnet_jax.predictor import Predictor
+    from hrnet_jax.tasks import make_task
     from hrnet_jax.training.workdir import recorded_config
 
     config = recorded_config(workdir)  # checked before any checkpoint is read
     if config is None:
         raise FileNotFoundError(f"--detector={workdir} holds no run (no config.json)")
-    if config.task != "detection":
+    task = make_task(config)
+    if not hasattr(task, "person_boxes"):
         raise ValueError(f"--detector={workdir}: a {config.task} run ({config.name}), not a "
                          "detector")
-    names = list(datasets.get(config.data.name).names(config.model.num_classes))
-    if "person" not in names:
-        raise ValueError(f"--detector={workdir}: its classes ({', '.join(names[:6])}"
-                         f"{', ...' if len(names) > 6 else ''}) have no person")
-    return PersonDetector(Predictor.from_workdir(workdir), names.index("person"))
+    if "person" not in task.names:
+        raise ValueError(f"--detector={workdir}: its classes ({', '.join(task.names[:6])}"
+                         f"{', ...' if len(task.names) > 6 else ''}) have no person")
+    return PersonDetector(Predictor.from_workdir(workdir))
 
 
 class PersonDetector:
     """Person boxes (x, y, w, h) of an image: the detector's persons scoring at least
     PERSON_SCORE, as the references' test protocol feeds detections to the pose model."""
 
-    def __init__(self, detector: Any, person: int):
-        self.detector, self.person = detector, person
+    def __init__(self, detector: Any):
+        self.detector = detector
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        found = self.detector(image)[0]
-        kept = (found["labels"] == self.person) & (found["scores"] >= PERSON_SCORE)
-        corners = found["boxes"][kept]
-        return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], 1)
+        return self.detector.task.person_boxes(self.detector(image)[0], PERSON_SCORE)
 
 
 PERSON_SCORE = 0.5  # the detected persons the pose model is run on

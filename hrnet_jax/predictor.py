@@ -35,7 +35,6 @@ class Predictor:
 
         self.config = config
         self.task = make_task(config)
-        self.names = list(self.task.names) if hasattr(self.task, "names") else None
         inference = jax.jit(make_predict(build_model(config), self.task.postprocess))
         state = jax.device_put({c: variables[c] for c in ("params", "batch_stats")})
 

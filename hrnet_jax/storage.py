@@ -177,13 +177,17 @@ def move(source: str | os.PathLike, target: str | os.PathLike) -> None:
     path(source).rmtree()
 
 
+def cache_root() -> str:
+    """This host's cache of the project: $HRNET_JAX_CACHE, else ~/.cache/hrnet_jax."""
+    return os.path.expanduser(os.environ.get("HRNET_JAX_CACHE") or DEFAULT_CACHE_DIR)
+
+
 def cache_folder(location: str | os.PathLike) -> str:
     """This host's local folder for a staged copy of `location` (a bucket path)."""
     text = os.fspath(location).rstrip("/")
     scheme, _, rest = text.partition("://")
     digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-    root = os.environ.get("HRNET_JAX_CACHE") or DEFAULT_CACHE_DIR
-    return os.path.join(os.path.expanduser(root), "staged", scheme,
+    return os.path.join(cache_root(), "staged", scheme,
                         rest.replace("/", "_")[:120] + "-" + digest)
 
 

@@ -185,6 +185,14 @@ class Detection(Task):
         indices into `names`), best first, and `masks` (D, H, W) for the detectors with masks."""
         return self.detect(predict, image)
 
+    def person_boxes(self, found: dict[str, np.ndarray], min_score: float) -> np.ndarray:
+        """(N, 4) x, y, w, h of the `results` of class "person" scoring at least `min_score`:
+        what a top-down pose model is run on (--detector)."""
+        kept = (found["labels"] == list(self.names).index("person")) & \
+            (found["scores"] >= min_score)
+        corners = found["boxes"][kept]
+        return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], 1)
+
     def render(self, predict, image, boxes=None):
         """The detections scoring at least DRAW_SCORE, printed (class, score, box x0 y0 x1 y1 in
         the image's pixels) and drawn (with their masks for the detectors with masks)."""

@@ -152,8 +152,9 @@ class CompiledOnFirstCall:
 
 
 def _compile_times_path() -> str:
-    root = os.environ.get("HRNET_JAX_CACHE") or os.path.join("~", ".cache", "hrnet_jax")
-    return os.path.join(os.path.expanduser(root), "compile_times.json")
+    from hrnet_jax.storage import cache_root
+
+    return os.path.join(cache_root(), "compile_times.json")
 
 
 def _compile_times() -> dict[str, float]:
