@@ -7,6 +7,7 @@ subcommands and `python -m hrnet_jax.main`. Both parse into the same namespace, 
     hrnet-jax eval seg_synthetic --workdir /tmp/seg_synthetic
     hrnet-jax predict seg_synthetic --workdir /tmp/seg_synthetic --input street.png
     hrnet-jax export seg_synthetic --workdir /tmp/seg_synthetic --output model.jax
+    hrnet-jax export seg_synthetic --workdir /tmp/seg_synthetic --format=onnx
     hrnet-jax config seg_cityscapes:w18,ohem --set optim.learning_rate=0.02
     hrnet-jax prepare cityscapes --manual_dir ~/downloads/cityscapes
 """
@@ -29,6 +30,9 @@ OPTIONS = {
                                       "or a video (.mp4)")),
     "output": (("--output",), dict(help="predict: where the pictures go (default "
                                         "WORKDIR/predictions); export: the artifact's file")),
+    "format": (("--format",), dict(choices=("stablehlo", "onnx"), default="stablehlo",
+                                   help="export: StableHLO for jax (model.jax) or ONNX for "
+                                        "onnxruntime, TensorRT, OpenVINO (model.onnx)")),
     "boxes": (("--boxes",), dict(help="predict, pose: person boxes, a JSON list of [x, y, w, h] "
                                       "or of COCO detections")),
     "detector": (("--detector",), dict(help="predict, pose: the workdir of a detection run whose "
@@ -58,7 +62,7 @@ COMMANDS = {
     "predict": ("the task's pictures of image files (or of evaluation examples)", "predict",
                 ("workdir", "set", "input", "output", "boxes", "detector", "from_init", *HOSTS)),
     "export": ("write the latest checkpoint as a self-contained inference artifact", "export",
-               ("workdir", "set", "output", "from_init")),
+               ("workdir", "set", "output", "format", "from_init")),
     "config": ("print the experiment's fully resolved config", "config", ("set",)),
 }
 

@@ -89,10 +89,15 @@ def run(args: argparse.Namespace) -> int:
         elif args.mode == "eval":
             trainer.evaluate()
         elif args.mode == "export":
-            from hrnet_jax.export import export_run
+            from hrnet_jax.export import FORMATS, export_run
 
-            written = export_run(trainer, args.output or storage.join(args.workdir, "model.jax"))
-            print(f"wrote {written[0]} (StableHLO with the weights) and {written[1]}")
+            try:
+                written = export_run(trainer, args.output or storage.join(
+                    args.workdir, FORMATS[args.format]), args.format)
+            except ValueError as error:  # a head the format cannot express
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            print(f"wrote {written[0]} ({args.format}, with the weights) and {written[1]}")
         elif args.input:
             output = args.output or storage.join(args.workdir, "predictions")
             try:

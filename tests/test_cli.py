@@ -56,3 +56,11 @@ def test_the_console_script_runs_the_main_module(capsys):
         help_text = subprocess.run([sys.executable, "-m", "hrnet_jax.cli", command, "--help"],
                                    capture_output=True, text=True, cwd=ROOT).stdout
         assert help_text.startswith(f"usage: hrnet-jax {command}") and "--" in help_text
+
+
+def test_the_export_formats_offered_are_the_exporters():
+    from hrnet_jax.export import FORMATS
+
+    export = subcommands(cli.command_parser())["export"]
+    offered = next(a for a in export._actions if a.dest == "format")
+    assert tuple(offered.choices) == tuple(FORMATS) and offered.default == "stablehlo"

@@ -182,7 +182,7 @@ def test_rcnn_smoke_trains_both_stages_and_reports_ap(coco_detection_data, tmp_p
     mask) AP from the detections, pictures with masks."""
     from hrnet_jax import main
 
-    assert main.main([f"--experiment={experiment}:smoke", f"--workdir={tmp_path}",
+    assert main.main([f"--experiment={experiment},smoke", f"--workdir={tmp_path}",
                       f"--set=data.data_dir={coco_detection_data}", "--set=loop.num_steps=2"]) == 0
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     [train] = [l for l in lines if l["split"] == "train"]

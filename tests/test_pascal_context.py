@@ -186,13 +186,14 @@ def test_ocr_smoke_run_evaluates_multi_scale_with_flip(prepared, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["seg_pascal_context", "seg_pascal_context:60,ocr"])
+@pytest.mark.parametrize("experiment", ["seg_pascal_context:smoke",
+                                        "seg_pascal_context:60,ocr,smoke"])
 def test_the_other_smoke_runs_log_miou(prepared, tmp_path, experiment):
     from hrnet_jax.main import main
 
     root, _ = prepared
     workdir = tmp_path / "run"
-    assert main([f"--experiment={experiment}:smoke", f"--workdir={workdir}",
+    assert main([f"--experiment={experiment}", f"--workdir={workdir}",
                  f"--set=data.data_dir={root / 'data'}"]) == 0
     last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["split"] == "eval" and 0.0 <= last["miou"] <= 1.0

@@ -1,6 +1,6 @@
 """Detection decoding in static shapes: the R-CNN's boxes from RoIs, class scores and deltas
-(`box_detections`) and FCOS's from points (`point_detections`), each ending in class-wise NMS
-with a fixed number of detections an image."""
+(`box_detections`) and FCOS's from points (`point_detections`: `point_candidates`, then NMS),
+each ending in class-wise NMS with a fixed number of detections an image."""
 
 from __future__ import annotations
 
@@ -36,11 +36,12 @@ def box_detections(logits: jnp.ndarray, deltas: jnp.ndarray, rois: jnp.ndarray,
     return class_wise_nms(boxes, top, cls, iou_threshold, keep)
 
 
-def point_detections(outputs: dict[str, list[jnp.ndarray]], strides: Sequence[int],
-                     score_threshold: float = 0.05, pre_nms_top_k: int = 1000, iou_threshold: float = 0.6,
-                     max_detections: int = 100, score: str = "sqrt") -> dict[str, jnp.ndarray]:
-    """FCOS's head outputs of a batch -> per image `max_detections` boxes (N, D, 4) as x0, y0, x1, y1
-    in input pixels, their scores, classes and valid flags.
+def point_candidates(outputs: dict[str, list[jnp.ndarray]], strides: Sequence[int],
+                     score_threshold: float = 0.05, pre_nms_top_k: int = 1000,
+                     score: str = "sqrt") -> dict[str, jnp.ndarray]:
+    """FCOS's head outputs of a batch -> the candidates of NMS: boxes (N, K, 4) as x0, y0, x1, y1
+    in input pixels, their scores (N, K) (0: none) and classes (N, K), K the levels' top k
+    together.
 
     score "sqrt": per level the top k (location, class) pairs of sqrt(p x centerness) among
     those with p > threshold. score "product" (mmdet): per level the k locations of the best
@@ -59,22 +60,40 @@ def point_detections(outputs: dict[str, list[jnp.ndarray]], strides: Sequence[in
             pair_score = jnp.sqrt(probabilities * centre[..., None])
             pair_score = jnp.where(probabilities > score_threshold, pair_score, 0.0).reshape(n, -1)
             top, index = jax.lax.top_k(pair_score, min(pre_nms_top_k, pair_score.shape[1]))
-            cell, cls = index // num_classes, index % num_classes
+            cell, cls = _divmod(index, num_classes)
         else:
             product = probabilities * centre[..., None]
             _, best_cells = jax.lax.top_k(product.max(-1), min(pre_nms_top_k, h * w))
             pair_score = jnp.take_along_axis(product, best_cells[..., None], 1)  # (N, k, C)
             pair_score = jnp.where(pair_score > score_threshold, pair_score, 0.0).reshape(n, -1)
             top, index = jax.lax.top_k(pair_score, min(pre_nms_top_k, pair_score.shape[1]))
-            cell = jnp.take_along_axis(best_cells, index // num_classes, 1)
-            cls = index % num_classes
+            best, cls = _divmod(index, num_classes)
+            cell = jnp.take_along_axis(best_cells, best, 1)
         distances = jnp.take_along_axis(outputs["boxes"][level].reshape(n, h * w, 4),
                                         cell[..., None], 1)
         points = jnp.asarray(locations)[cell]  # (N, k, 2)
         boxes.append(jnp.concatenate([points - distances[..., :2], points + distances[..., 2:]], -1))
         scores.append(top)
         classes.append(cls)
+    return {"boxes": jnp.concatenate(boxes, 1), "scores": jnp.concatenate(scores, 1),
+            "classes": jnp.concatenate(classes, 1)}
+
+
+def _divmod(index: jnp.ndarray, divisor: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Quotient and remainder of non-negative indices. lax.div (truncating: the floor here)
+    rather than `//` and `%`, whose sign corrections the ONNX converter cannot shape for a
+    symbolic batch (`export --format=onnx` converts these candidates)."""
+    quotient = jax.lax.div(index, jnp.asarray(divisor, index.dtype))
+    return quotient, index - quotient * divisor
+
+
+def point_detections(outputs: dict[str, list[jnp.ndarray]], strides: Sequence[int],
+                     score_threshold: float = 0.05, pre_nms_top_k: int = 1000, iou_threshold: float = 0.6,
+                     max_detections: int = 100, score: str = "sqrt") -> dict[str, jnp.ndarray]:
+    """FCOS's head outputs of a batch -> per image `max_detections` boxes (N, D, 4) as x0, y0,
+    x1, y1 in input pixels, their scores, classes and valid flags: `point_candidates`, then
+    class-wise NMS."""
+    candidates = point_candidates(outputs, strides, score_threshold, pre_nms_top_k, score)
     nms = functools.partial(class_wise_nms, iou_threshold=iou_threshold,
                             max_detections=max_detections)
-    return jax.vmap(nms)(jnp.concatenate(boxes, 1), jnp.concatenate(scores, 1),
-                         jnp.concatenate(classes, 1))
+    return jax.vmap(nms)(candidates["boxes"], candidates["scores"], candidates["classes"])

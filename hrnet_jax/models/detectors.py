@@ -32,6 +32,8 @@ class Detector:
     masks: bool = False
     two_stage: bool = False
     bgr_checkpoints: Callable[[Any], bool] = lambda options: False
+    # What `export --format=onnx` cannot convert in this detector's forward, if anything.
+    onnx_blocker: str | None = None
 
     def default_options(self) -> Any:
         return self.options(**self.defaults)
@@ -99,6 +101,10 @@ _CASCADE = dict(stage_ious=(0.5, 0.6, 0.7),
                 stage_stds=(0.1, 0.1, 0.2, 0.2, 0.05, 0.05, 0.1, 0.1, 0.033, 0.033, 0.067, 0.067),
                 stage_weights=(1.0, 0.5, 0.25), class_agnostic=True, rpn_beta=1 / 9,
                 box_beta=1.0, train_proposals=2000)
+# The R-CNNs select their proposals (and each stage its detections) by NMS inside the forward,
+# where ONNX's NonMaxSuppression cannot stand in for ours as it does after FCOS's head.
+_RPN_NMS = ("the RPN's proposal NMS inside the network (a lax.fori_loop / while_loop under "
+            "vmap, which jax2onnx cannot convert)")
 _R_CNN_CLASSES = ("roi_head.bbox_head.fc_cls.weight", 1)
 _CASCADE_CLASSES = ("roi_head.bbox_head.0.fc_cls.weight", 1)
 
@@ -107,19 +113,19 @@ DETECTORS: dict[str, Detector] = {d.name: d for d in (
     Detector("detection", _fcos, FCOSOptions, {}, _FCOS, "bbox_head.conv_cls.weight", 0,
              bgr_checkpoints=lambda options: style_named(options.style).bgr_checkpoints),
     Detector("faster_rcnn", _two_stage(False), RCNNOptions, {}, (*_RPN, *_ONE_STAGE_BOXES),
-             *_R_CNN_CLASSES, two_stage=True),
+             *_R_CNN_CLASSES, two_stage=True, onnx_blocker=_RPN_NMS),
     Detector("mask_rcnn", _two_stage(True), RCNNOptions, {},
              (*_RPN, *_ONE_STAGE_BOXES, *_ONE_STAGE_MASKS), *_R_CNN_CLASSES, masks=True,
-             two_stage=True),
+             two_stage=True, onnx_blocker=_RPN_NMS),
     Detector("cascade_rcnn", _two_stage(False), RCNNOptions, _CASCADE, (*_RPN, *_CASCADE_BOXES),
-             *_CASCADE_CLASSES, two_stage=True),
+             *_CASCADE_CLASSES, two_stage=True, onnx_blocker=_RPN_NMS),
     Detector("cascade_mask_rcnn", _two_stage(True), RCNNOptions, _CASCADE,
              (*_RPN, *_CASCADE_BOXES, *_CASCADE_MASKS), *_CASCADE_CLASSES, masks=True,
-             two_stage=True),
+             two_stage=True, onnx_blocker=_RPN_NMS),
     Detector("htc", _two_stage(True), RCNNOptions,
              dict(_CASCADE, interleaved=True, mask_info_flow=True, semantic_classes=183),
              (*_RPN, *_CASCADE_BOXES, *_CASCADE_MASKS, *_SEMANTIC), *_CASCADE_CLASSES,
-             masks=True, two_stage=True),
+             masks=True, two_stage=True, onnx_blocker=_RPN_NMS),
 )}
 
 

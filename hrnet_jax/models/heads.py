@@ -96,7 +96,7 @@ class PyramidNeck(nn.Module):
         x = layers.conv(self.features, 1, bias=True, name="reduction")(x)
         levels = []
         for k in range(self.num_levels):
-            pooled = x if k == 0 else nn.avg_pool(x, (2 ** k, 2 ** k), strides=(2 ** k, 2 ** k))
+            pooled = x if k == 0 else nn.avg_pool(x, window_shape=(2 ** k, 2 ** k), strides=(2 ** k, 2 ** k))
             levels.append(layers.conv(self.features, 3, stride=self.stride, bias=True,
                                            name=f"fpn{k}")(pooled))
         return levels

@@ -5,6 +5,7 @@ keypoints, evaluation protocol) it reads from the dataset (hrnet_jax.data.datase
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, ClassVar, Protocol
 
 import jax
@@ -16,6 +17,18 @@ Record = dict[str, np.ndarray]
 # The model in inference mode: normalised images (N, H, W, 3), and for the detectors each
 # image's size in its padded canvas (N, 2) (optional), -> outputs as numpy.
 Predict = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class BeforeNMS:
+    """A task's `postprocess` cut before its class-wise NMS, for `export --format=onnx`: the
+    converter cannot express our NMS's loop, so the exported graph ends in ONNX's own
+    NonMaxSuppression over these candidates instead. `candidates`: model outputs -> boxes
+    (N, K, 4) x0, y0, x1, y1, scores (N, K) (0: none), classes (N, K)."""
+
+    candidates: Callable[[Any], dict[str, jnp.ndarray]]
+    iou_threshold: float
+    max_detections: int
 
 
 class Evaluation(Protocol):
@@ -49,6 +62,7 @@ class Task:
       `--mode=predict --input`.
     postprocess: applied to the model's outputs inside the jitted inference (e.g. detection's
       decoding and NMS), so that only the result leaves the device.
+    before_nms: where `postprocess` ends in class-wise NMS, the part before it (`BeforeNMS`).
     model_inputs: (batch) -> keyword arguments of the model in training (default none; a
       two-stage detector samples its RoIs from the ground truth inside its forward).
     """
@@ -57,6 +71,7 @@ class Task:
     augment: Callable[[Record, np.random.Generator], Record] | None = None
     mix_batch: Callable[[Batch, np.random.Generator], Batch] | None = None
     postprocess: Callable[[Any], Any] | None = None
+    before_nms: BeforeNMS | None = None
 
     def __init__(self, config: Any, dataset: Any):
         self.config, self.dataset = config, dataset

@@ -30,12 +30,12 @@ import numpy as np
 from hrnet_jax.data.detection import (decode_masks, flip_boxes, flip_masks, object_arrays,
                                       resize_and_pad, semantic_target, training_boxes)
 from hrnet_jax.data.pipeline import normalize
-from hrnet_jax.detection.decode import point_detections
+from hrnet_jax.detection.decode import point_candidates, point_detections
 from hrnet_jax.detection.mask_targets import mask_targets
 from hrnet_jax.metrics import coco
 from hrnet_jax.models.detectors import DETECTORS
 from hrnet_jax.models.fcos_head import style_named
-from hrnet_jax.tasks import Task, fcos, panels, rcnn
+from hrnet_jax.tasks import BeforeNMS, Task, fcos, panels, rcnn
 
 TRUTH_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 255)
 DRAW_SCORE = 0.3  # pictures show the detections scoring at least this
@@ -221,6 +221,15 @@ class OneStageDetection(Detection):
         return point_detections(outputs, self.strides, settings.score_threshold,
                                 settings.pre_nms_top_k, settings.nms_threshold,
                                 settings.max_detections, self.style.score)
+
+    @property
+    def before_nms(self) -> BeforeNMS:
+        settings = self.config.eval
+        return BeforeNMS(lambda outputs: point_candidates(outputs, self.strides,
+                                                          settings.score_threshold,
+                                                          settings.pre_nms_top_k,
+                                                          self.style.score),
+                         settings.nms_threshold, settings.max_detections)
 
 
 class TwoStageDetection(Detection):
