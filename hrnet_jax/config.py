@@ -26,6 +26,12 @@ class ModelConfig:
     # and variables, compiled ~2x faster (W48 seg step 61 -> 33 s here, scripts/compile_time.py).
     # Off by default: XLA:CPU runs the scanned backward ~7x slower. For TPU pods.
     scan_modules: bool = False
+    # Activations recomputed in the backward pass instead of kept, to fit a larger batch in
+    # HBM: "none", "module" (each HighResolutionModule) or "block" (each residual block);
+    # remat_saves "convs" keeps the convolutions' outputs all the same. Same gradients.
+    # scripts/remat_memory.py reports memory and step time of each.
+    remat: str = "none"
+    remat_saves: str = "nothing"
     norm_eval: bool = False  # backbone BatchNorm frozen in inference mode (mmdet's norm_eval)
     # A detector head's options, chosen by the head as the data options by the task
     # (hrnet_jax.models.detectors): FCOS's strides / channels / style, the R-CNNs' proposals,
@@ -331,6 +337,7 @@ NON_NEGATIVE = ("optim.learning_rate", "optim.weight_decay", "optim.clip_grad_no
 POSITIVE = ("data.heatmap_sigma", "eval.pre_nms_top_k", "eval.max_detections",
             "data.max_boxes", "data.max_long_side")
 CHOICES = {"model.dtype": ("float32", "bfloat16", "float16"),
+           "model.remat": ("none", "module", "block"), "model.remat_saves": ("nothing", "convs"),
            "optim.optimizer": ("sgd", "adam", "adamw"),
            "optim.schedule": ("constant", "poly", "multistep", "cosine"),
            "eval.decoder": ("argmax", "dark")}

@@ -11,6 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import rows_from_targets
+from test_heatmaps import full_grid_heatmaps
 from hrnet_jax.data import prepare, topdown
 from hrnet_jax.metrics import coco_keypoints
 from hrnet_jax.experiments import load
@@ -148,3 +149,40 @@ def test_predict_draws_skeletons_in_the_given_boxes(coco_run, shared_data, tmp_p
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([[1, 2, 3]]))
     assert main.main(args + ["--mode=predict", f"--input={image}", f"--boxes={bad}"]) == 2
+
+
+def whole_image_crop(view, input_size):
+    """The crop as the pipeline made it before it copied only the sampled region of a
+    mirrored picture: the whole (mirrored) picture made contiguous, then warped."""
+    height, width = input_size
+    matrix = topdown.affine_matrix(view["centre"], view["scale"], float(view["rotation"]),
+                                   (width, height))
+    return cv2.warpAffine(np.ascontiguousarray(view["image"]), matrix, (width, height),
+                          flags=cv2.INTER_LINEAR)
+
+
+def test_faster_person_crops_and_targets_are_the_same_samples(prepared):
+    """300 augmented training samples of the real sample (every person, mirrored or not,
+    rotated, half-body): the targets are exactly the full-grid ones; the crops exactly the
+    whole-picture warp's, but for a mirrored picture, where OpenCV's fixed-point coordinates
+    of the region's shifted map round differently now and then: at most one grey level, on at
+    most 0.1% of a crop's pixels (measured: 0.02%)."""
+    config = coco_config(prepared, train_split="val")
+    task = make_task(config)
+    train, _ = task.dataset.sources(config.data)
+    mirrored = 0
+    for index in range(300):
+        view = task.augment(train[index % len(train)], np.random.default_rng(index))
+        sample = task.prepare(view)
+        reference = whole_image_crop(view, task.input_size)
+        difference = np.abs(sample["image"].astype(int) - reference)
+        if view["image"].flags.c_contiguous:
+            np.testing.assert_array_equal(sample["image"], reference)
+        else:
+            mirrored += 1
+            assert difference.max() <= 1 and (difference > 0).mean() <= 1e-3
+        maps, weights = full_grid_heatmaps(sample["joints"], sample["visible"],
+                                           task.heatmap_size, config.data.heatmap_sigma)
+        np.testing.assert_array_equal(sample["heatmaps"], maps)
+        np.testing.assert_array_equal(sample["target_weight"], weights)
+    assert 100 < mirrored < 200  # both kinds were compared

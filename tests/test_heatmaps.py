@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from hrnet_jax.data.datasets.coco import KEYPOINTS as COCO
 from hrnet_jax.tasks import heatmaps
@@ -19,6 +20,38 @@ def test_gaussian_targets_follow_the_reference_rule():
     assert maps[5, 3, 0] == 1.0 and np.unravel_index(maps[..., 0].argmax(), (16, 12)) == (5, 3)
     assert abs(maps[5, 4, 0] - np.exp(-1 / 8)) < 1e-6
     assert maps[5, 10, 0] == 0.0 and maps[..., 1:].max() == 0.0
+
+
+def full_grid_heatmaps(joints, visible, heatmap_size, sigma, stride=4):
+    """The targets as the pipeline made them before it evaluated each Gaussian in its window
+    only: every joint's exp over the whole grid, masked to 3 sigma."""
+    h, w = heatmap_size
+    radius = sigma * 3
+    centres = (joints / stride + 0.5).astype(np.int64)
+    lower, upper = (centres - radius).astype(np.int64), (centres + radius + 1).astype(np.int64)
+    inside = (lower[:, 0] < w) & (lower[:, 1] < h) & (upper[:, 0] >= 0) & (upper[:, 1] >= 0)
+    weights = (np.asarray(visible) > 0) & inside
+    xs, ys = np.arange(w)[None, :], np.arange(h)[:, None]
+    maps = np.zeros((h, w, len(joints)), np.float32)
+    for k in np.flatnonzero(weights):
+        dx, dy = xs - centres[k, 0], ys - centres[k, 1]
+        window = (np.abs(dx) <= radius) & (np.abs(dy) <= radius)
+        maps[..., k] = np.where(window, np.exp(-(dx ** 2 + dy ** 2) / (2 * sigma ** 2)), 0.0)
+    return maps, weights.astype(np.float32)
+
+
+@pytest.mark.parametrize("sigma", [2, 3, 1.5, 2.5])
+def test_windowed_targets_are_the_full_grid_ones(sigma):
+    """Each Gaussian evaluated in its 3-sigma window only: the same float32 targets and weights
+    as over the whole grid, joints inside, on the edges and off the heatmap."""
+    rng = np.random.default_rng(int(sigma * 10))
+    for _ in range(300):
+        joints = rng.uniform(-60, 300, (17, 2)).astype(np.float32)
+        visible = rng.integers(0, 2, 17)
+        maps, weights = gaussian_heatmaps(joints, visible, (64, 48), sigma)
+        expected_maps, expected_weights = full_grid_heatmaps(joints, visible, (64, 48), sigma)
+        np.testing.assert_array_equal(maps, expected_maps)
+        np.testing.assert_array_equal(weights, expected_weights)
 
 
 def test_heatmap_mse_is_the_reference_joints_mse():

@@ -244,3 +244,47 @@ def test_scanned_modules_are_the_same_function_with_the_same_variables(head):
     eval_p = jax.jit(lambda v: plain.apply(v, x, train=False))(variables)
     eval_s = jax.jit(lambda v: scanned.apply(v, x, train=False))(variables)
     assert relative_error(eval_s, eval_p) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def plain_gradients():
+    """The tiny segmentation net's loss, updated statistics and gradients without remat."""
+    x = jnp.asarray(np.random.RandomState(1).randn(2, 64, 64, 3).astype(np.float32))
+    model = create_model(tiny_arch(4), "segmentation", 3)
+    variables = jax.jit(lambda: model.init(jax.random.key(0, impl="rbg"), x[:1]))()
+    return x, variables, _loss_and_gradients(model, variables, x)
+
+
+def _loss_and_gradients(model, variables, x):
+    def loss(params):
+        out, updates = model.apply({**variables, "params": params}, x, train=True,
+                                   mutable=["batch_stats"])
+        return jnp.mean(out ** 2), updates["batch_stats"]
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+
+@pytest.mark.parametrize("remat,saves", [("module", "nothing"), ("block", "nothing"),
+                                         ("module", "convs"), ("block", "convs")])
+def test_remat_gives_the_same_gradients_with_the_same_variables(plain_gradients, remat, saves):
+    """Recomputing activations in the backward pass (per module, stage 1 whole; per block;
+    keeping the convolutions' outputs or nothing) changes neither the variables nor the loss,
+    the statistics or the gradients (up to the float rounding of a recomputation)."""
+    x, variables, ((loss, stats), gradients) = plain_gradients
+    model = create_model(tiny_arch(4), "segmentation", 3, remat=remat, remat_saves=saves)
+    assert (jax.tree_util.tree_structure(jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1])))
+            == jax.tree_util.tree_structure(variables))
+    (loss_r, stats_r), gradients_r = _loss_and_gradients(model, variables, x)
+    assert relative_error(loss_r, loss) < 1e-6
+    for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(stats_r)):
+        assert relative_error(b, a) < 1e-6
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(gradients))
+    for a, b in zip(jax.tree.leaves(gradients), jax.tree.leaves(gradients_r)):
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-5 * scale
+
+
+def test_remat_settings_are_checked():
+    with pytest.raises(ValueError, match="remat must be one of none, module, block, got 'layer'"):
+        create_model(tiny_arch(4), "segmentation", 3, remat="layer")
+    with pytest.raises(ValueError, match="remat_saves must be one of nothing, convs"):
+        create_model(tiny_arch(4), "segmentation", 3, remat="module", remat_saves="all")

@@ -82,3 +82,17 @@ def test_prefetch_raises_a_record_error_in_the_training_thread():
 
 def _take(iterator, count):
     return [next(iterator) for _ in range(count)]
+
+
+def test_normalisation_by_table_is_the_arithmetic():
+    """cv2.LUT's table of every uint8 value: the same float32 values as (x - mean) / std, for
+    single images, batches, mirrored views and empty arrays."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, shape, np.uint8)
+              for shape in [(5, 7, 3), (2, 64, 48, 3), (1, 1, 3), (0, 4, 3)]]
+    images.append(rng.integers(0, 256, (40, 30, 3), np.uint8)[:, ::-1])
+    for image in images:
+        normalised = pipeline.normalize(image)
+        expected = (image.astype(np.float32) - pipeline.IMAGENET_MEAN) / pipeline.IMAGENET_STD
+        assert normalised.dtype == np.float32 and normalised.shape == image.shape
+        np.testing.assert_array_equal(normalised, expected)

@@ -13,6 +13,7 @@ import queue
 import threading
 from typing import Any, Callable, Iterator
 
+import cv2
 import grain
 import jax
 import numpy as np
@@ -21,9 +22,29 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
+# Every uint8 value's normalised float32 a channel, for cv2.LUT: the same values as the
+# arithmetic below, 8-12x faster (a Cityscapes crop: 0.7 ms against 8), on the host that feeds
+# an accelerator.
+_NORMALISED = ((np.arange(256, dtype=np.float32)[:, None] - IMAGENET_MEAN)
+               / IMAGENET_STD).reshape(256, 1, 3)
+
+
 def normalize(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> float32 normalised with the ImageNet statistics, as every reference does."""
+    """uint8 RGB (..., H, W, 3) -> float32 normalised with the ImageNet statistics, as every
+    reference does."""
+    if image.dtype == np.uint8 and image.ndim >= 3 and image.shape[-1] == 3 and image.size:
+        rows = np.ascontiguousarray(image).reshape(-1, image.shape[-2], 3)
+        return cv2.LUT(rows, _NORMALISED).reshape(image.shape)
     return (image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def _one_opencv_thread() -> None:
+    """A loading process (or grain worker) is one core's worth of work: OpenCV's own thread
+    pool inside it (warpAffine, resize, its decoders) added CPU time without adding speed (a
+    COCO person crop: 4.0 ms of CPU against 2.8 single-threaded, the same wall time) and
+    oversubscribes a host whose cores the workers already share."""
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
 
 
 class _Prepare(grain.transforms.Map):
@@ -33,6 +54,7 @@ class _Prepare(grain.transforms.Map):
         self._prepare = prepare
 
     def map(self, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _one_opencv_thread()
         example = self._prepare(dict(example))
         example["image"] = normalize(example["image"])
         return example
@@ -46,6 +68,7 @@ class _Augment(grain.transforms.RandomMap):
         self._augment = augment
 
     def random_map(self, example: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+        _one_opencv_thread()
         return self._augment(dict(example), rng)
 
 

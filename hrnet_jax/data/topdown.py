@@ -102,11 +102,27 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def warp(image: np.ndarray, centre: np.ndarray, scale: np.ndarray, rotation: float,
          input_size: tuple[int, int]) -> np.ndarray:
-    """The (height, width) = input_size crop of `image` (bilinear, zero outside)."""
+    """The (height, width) = input_size crop of `image` (bilinear, zero outside).
+
+    A mirrored image is a view: rather than copy all of it for one crop (which cost more than
+    the warp), only the region the crop samples is copied (its bounding box, with pixels to
+    spare for the bilinear neighbours), and the inverse map shifted by the region's offset.
+    OpenCV's fixed-point coordinates then round differently now and then: a few pixels of a
+    crop may differ by one grey level from warping the whole mirrored image (tests bound it)."""
     height, width = input_size
     matrix = affine_matrix(centre, scale, rotation, (width, height))
-    return cv2.warpAffine(np.ascontiguousarray(image), matrix, (width, height),
-                          flags=cv2.INTER_LINEAR)
+    if image.flags.c_contiguous:
+        return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR)
+    inverse = cv2.invertAffineTransform(matrix)  # as warpAffine inverts it
+    corners = apply_affine(np.array([[0, 0], [width, 0], [0, height], [width, height]],
+                                    np.float64), inverse)
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 3, image.shape[1::-1])
+    if x0 >= x1 or y0 >= y1:  # the crop lies wholly outside the image
+        return np.zeros((height, width, *image.shape[2:]), image.dtype)
+    inverse[:, 2] -= (x0, y0)
+    return cv2.warpAffine(np.ascontiguousarray(image[y0:y1, x0:x1]), inverse, (width, height),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
 
 def mirror_joints(joints: np.ndarray, visible: np.ndarray, image_width: int,

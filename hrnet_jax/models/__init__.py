@@ -88,7 +88,7 @@ def create_model(arch: str | ArchSpec, head: str | None = None, num_classes: int
     defaults; inference: the R-CNNs' detection settings (`score_threshold`, `nms_threshold`,
     `detections`, `pre_nms`).
     overrides: any `LayerConfig` field (upsample, align_corners, bn_momentum, bn_epsilon, dtype,
-    scan_modules, norm_eval);
+    scan_modules, norm_eval, remat, remat_saves);
     the head picks the papers' defaults for the rest.
     """
     if isinstance(arch, str):

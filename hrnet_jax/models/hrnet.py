@@ -171,13 +171,16 @@ class Fuse(nn.Module):
 
 
 def residual_layer(block: str, planes: int, num_blocks: int, layers: LayerConfig, in_width: int,
-                   initializing: bool, name: str) -> nn.Module:
+                   initializing: bool, name: str, unit: str = "branch") -> nn.Module:
     """A ResidualLayer; with `layers.scan_modules`, its identical blocks run as one scan (all
-    of them, or all after a first block that changes the width)."""
+    of them, or all after a first block that changes the width). `unit` "module": stage 1,
+    rematerialised whole as a module is (`layers.remat`)."""
     start = int(in_width != planes * BLOCKS[block].expansion)
     if not layers.scan_modules or num_blocks - start < 2:
-        return ResidualLayer(block, planes, num_blocks, layers, start, name=name)
-    view = stacked_view(ResidualLayer, "block", start, num_blocks - start, initializing)
+        layer = layers.checkpointed(ResidualLayer, unit)
+        return layer(block, planes, num_blocks, layers, start, name=name)
+    view = layers.checkpointed(stacked_view(ResidualLayer, "block", start, num_blocks - start,
+                                            initializing), unit)
     return view(block, planes, num_blocks, layers, start, scanned=True, name=name)
 
 
@@ -194,7 +197,7 @@ class ResidualLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        block = BLOCKS[self.block]
+        block = self.layers.checkpointed(BLOCKS[self.block], "block")
         unrolled = self.first_scanned if self.scanned else self.num_blocks
         for k in range(unrolled):
             x = block(self.planes, self.layers, name=f"block{k}")(x, train)
@@ -214,7 +217,8 @@ class _BlockBody(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, _) -> tuple[jnp.ndarray, None]:
-        return BLOCKS[self.block](self.planes, self.layers, name="block")(x, self.train), None
+        block = self.layers.checkpointed(BLOCKS[self.block], "block")
+        return block(self.planes, self.layers, name="block")(x, self.train), None
 
 
 class HRNetBackbone(nn.Module):
@@ -233,7 +237,7 @@ class HRNetBackbone(nn.Module):
         check_input_size(x.shape[1:3], self.layers.upsample)
         x = Stem(self.arch.stem_width, self.layers, name="stem")(x.astype(self.layers.dtype), train)
         x = residual_layer("bottleneck", self.arch.stage1_planes, self.arch.stage1_blocks, self.layers,
-                           x.shape[-1], self.is_initializing(), name="layer1")(x, train)
+                           x.shape[-1], self.is_initializing(), name="layer1", unit="module")(x, train)
         xs, widths = [x], (self.arch.stage1_planes * Bottleneck.expansion,)
         for s, stage in enumerate(self.arch.stages, start=2):
             xs = Transition(widths, stage.widths, self.layers, name=f"transition{s - 1}")(xs, train)
@@ -256,9 +260,9 @@ class Stage(nn.Module):
     def __call__(self, xs: list[jnp.ndarray], train: bool) -> list[jnp.ndarray]:
         for m in range(self.spec.num_modules):
             last = m == self.spec.num_modules - 1
-            xs = HighResolutionModule(self.spec.widths, self.spec.num_blocks, self.layers,
-                                      self.spec.block, 1 if (last and self.single_output) else None,
-                                      name=f"module{m}")(xs, train)
+            module = self.layers.checkpointed(HighResolutionModule, "module")
+            xs = module(self.spec.widths, self.spec.num_blocks, self.layers, self.spec.block,
+                        1 if (last and self.single_output) else None, name=f"module{m}")(xs, train)
         return xs
 
 
@@ -282,8 +286,8 @@ class _ModuleBody(nn.Module):
 
     @nn.compact
     def __call__(self, xs: list[jnp.ndarray], _) -> tuple[list[jnp.ndarray], None]:
-        module = HighResolutionModule(self.spec.widths, self.spec.num_blocks, self.layers,
-                                      self.spec.block, name="module")
+        module = self.layers.checkpointed(HighResolutionModule, "module")(
+            self.spec.widths, self.spec.num_blocks, self.layers, self.spec.block, name="module")
         return module(xs, self.train), None
 
 
@@ -300,8 +304,9 @@ class _ScannedStage(nn.Module):
         body = scan_body(_ModuleBody, self.scanned)
         xs, _ = body(self.spec, self.layers, train, name="scan")(xs, None)
         for m in range(self.scanned, self.spec.num_modules):
-            xs = HighResolutionModule(self.spec.widths, self.spec.num_blocks, self.layers,
-                                      self.spec.block, 1, name=f"module{m}")(xs, train)
+            module = self.layers.checkpointed(HighResolutionModule, "module")
+            xs = module(self.spec.widths, self.spec.num_blocks, self.layers, self.spec.block, 1,
+                        name=f"module{m}")(xs, train)
         return xs
 
 

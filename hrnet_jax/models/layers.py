@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -34,6 +35,16 @@ def conv_or_matmul(lhs, rhs, window_strides, padding, **kwargs):
                            precision=kwargs.get("precision"))
 
 
+REMAT = ("none", "module", "block")
+REMAT_SAVES = {"nothing": None, "convs": jax.checkpoint_policies.dots_saveable}
+
+
+@functools.lru_cache(maxsize=None)
+def _checkpointed(module: type[nn.Module], saves: str) -> type[nn.Module]:
+    # static_argnums counts self: `train` is a Python bool the body branches on.
+    return nn.remat(module, static_argnums=(2,), policy=REMAT_SAVES[saves])
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerConfig:
     """Settings every conv, BatchNorm and resampling of one network shares.
@@ -50,6 +61,11 @@ class LayerConfig:
     `folded_batchnorm`: every BatchNorm already folded into the conv before it
     (`hrnet_jax.surgery.fold_batchnorm`): convs carry a bias, norms are the identity;
     inference only.
+    `remat`: which units recompute their activations in the backward pass instead of keeping
+    them (jax.checkpoint): "none", "module" (each HighResolutionModule, and stage 1 whole) or
+    "block" (each residual block). `remat_saves`: what such a unit keeps all the same,
+    "nothing" or "convs" (the convolutions' outputs: BatchNorm, ReLU, the fuse's sums and
+    resampling are recomputed). Same function, same variables, same gradients.
     """
 
     bn_momentum: float = 0.9
@@ -60,10 +76,23 @@ class LayerConfig:
     scan_modules: bool = False
     norm_eval: bool = False
     folded_batchnorm: bool = False
+    remat: str = "none"
+    remat_saves: str = "nothing"
 
     def __post_init__(self):
         if self.upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}")
+        if self.remat not in REMAT:
+            raise ValueError(f"remat must be one of {', '.join(REMAT)}, got {self.remat!r}")
+        if self.remat_saves not in REMAT_SAVES:
+            raise ValueError(f"remat_saves must be one of {', '.join(REMAT_SAVES)}, got "
+                             f"{self.remat_saves!r}")
+
+    def checkpointed(self, module: type[nn.Module], unit: str) -> type[nn.Module]:
+        """`module` (called as (x, train)) under jax.checkpoint if `remat` is `unit`."""
+        if self.remat != unit:
+            return module
+        return _checkpointed(module, self.remat_saves)
 
     def conv(self, features: int, kernel: int = 3, stride: int = 1, bias: bool = False,
              name: str | None = None, kernel_init: Any = conv_init) -> nn.Conv:

@@ -36,13 +36,19 @@ def gaussian_heatmaps(joints: np.ndarray, visible: np.ndarray, heatmap_size: tup
     upper = (centres + radius + 1).astype(np.int64)
     inside = (lower[:, 0] < w) & (lower[:, 1] < h) & (upper[:, 0] >= 0) & (upper[:, 1] >= 0)
     weights = (np.asarray(visible) > 0) & inside
-    xs, ys = np.arange(w)[None, :], np.arange(h)[:, None]
-    maps = np.zeros((h, w, len(joints)), np.float32)
+    # Each joint's Gaussian inside its window (|dx|, |dy| <= 3 sigma) only, written into maps
+    # laid out joint-first: a tenth of the work of evaluating every map over the whole grid.
+    offsets = np.arange(-int(radius), int(radius) + 1)
+    patch = np.exp(-(offsets[None, :] ** 2 + offsets[:, None] ** 2) / (2 * sigma ** 2))
+    maps = np.zeros((len(joints), h, w), np.float32)
     for k in np.flatnonzero(weights):
-        dx, dy = xs - centres[k, 0], ys - centres[k, 1]
-        window = (np.abs(dx) <= radius) & (np.abs(dy) <= radius)
-        maps[..., k] = np.where(window, np.exp(-(dx ** 2 + dy ** 2) / (2 * sigma ** 2)), 0.0)
-    return maps, weights.astype(np.float32)
+        x0, y0 = max(centres[k, 0] - int(radius), 0), max(centres[k, 1] - int(radius), 0)
+        x1, y1 = min(centres[k, 0] + int(radius) + 1, w), min(centres[k, 1] + int(radius) + 1, h)
+        if x1 <= x0 or y1 <= y0:  # counted inside by the reference's bounds, yet no pixel
+            continue
+        top, left = y0 - (centres[k, 1] - int(radius)), x0 - (centres[k, 0] - int(radius))
+        maps[k, y0:y1, x0:x1] = patch[top:top + y1 - y0, left:left + x1 - x0]
+    return maps.transpose(1, 2, 0), weights.astype(np.float32)
 
 
 def heatmap_mse(heatmaps: jnp.ndarray, targets: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:

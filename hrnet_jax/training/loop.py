@@ -39,7 +39,7 @@ def build_model(config: config_lib.ExperimentConfig):
     m = config.model
     arch = tiny_arch(m.width) if m.arch == "tiny" else m.arch
     overrides = {"dtype": jnp.dtype(m.dtype), "scan_modules": m.scan_modules,
-                 "norm_eval": m.norm_eval}
+                 "norm_eval": m.norm_eval, "remat": m.remat, "remat_saves": m.remat_saves}
     if m.upsample is not None:
         overrides["upsample"] = m.upsample
     if m.bn_momentum is not None:
