@@ -85,13 +85,20 @@ def timed_steps(step: Callable[[], Any], sync: Callable[[Any], Any], steps: int)
     return (time.perf_counter() - start) / steps
 
 
-def jax_case(case: Case, steps: int) -> dict[str, Any]:
-    model = create_model(arch_spec(case), case.head, case.classes, dtype=jnp.bfloat16)
+def jax_train_step(case: Case, variables: dict | None = None, **model_options: Any
+                   ) -> tuple[Callable, list, Any, dict]:
+    """The case's train step (forward, loss, backward, SGD-momentum update) in bfloat16 compute,
+    its arguments [params, batch_stats, opt_state, images, targets] (the batch an argument, not
+    a constant XLA would fold), the model and its variables (initialised unless given).
+    `model_options`: LayerConfig fields (remat, remat_saves)."""
+    model = create_model(arch_spec(case), case.head, case.classes, dtype=jnp.bfloat16,
+                         **model_options)
     images, targets = (jnp.asarray(a) for a in inputs(case))
-    variables = jax.jit(lambda: model.init(jax.random.key(0), images[:1], train=False))()
+    if variables is None:
+        variables = jax.jit(lambda: model.init(jax.random.key(0), images[:1], train=False))()
     tx = optax.sgd(0.01, momentum=0.9)
 
-    def loss_fn(params, batch_stats):
+    def loss_fn(params, batch_stats, images, targets):
         out, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
                                    train=True, mutable=["batch_stats"])
         out = out.astype(jnp.float32)
@@ -103,18 +110,25 @@ def jax_case(case: Case, steps: int) -> dict[str, Any]:
             loss = optax.softmax_cross_entropy_with_integer_labels(out, targets).mean()
         return loss, updates["batch_stats"]
 
-    def train_step(params, batch_stats, opt_state):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
+    def train_step(params, batch_stats, opt_state, images, targets):
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, batch_stats, images, targets)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
-    state = [variables["params"], variables["batch_stats"], tx.init(variables["params"])]
+    state = [variables["params"], variables["batch_stats"], tx.init(variables["params"]),
+             images, targets]
+    return train_step, state, model, variables
+
+
+def jax_case(case: Case, steps: int, **model_options: Any) -> dict[str, Any]:
+    train_step, state, model, variables = jax_train_step(case, **model_options)
     start = time.perf_counter()
     compiled = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(*state).compile()
     compile_s = time.perf_counter() - start
 
     def step():
-        *state[:], loss = compiled(*state)
+        *state[:3], loss = compiled(*state)
         return loss
 
     seconds = timed_steps(step, jax.block_until_ready, steps)
@@ -213,6 +227,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="comma-separated subset of " + ", ".join(c.name for c in CASES))
     parser.add_argument("--steps", type=int, default=10, help="timed steps a case")
     parser.add_argument("--compare", default="torch", choices=["torch", "none"])
+    parser.add_argument("--remat", default="none", choices=["none", "module", "block"],
+                        help="model.remat of our step (scripts/remat_memory.py compares them)")
+    parser.add_argument("--remat_saves", default="nothing", choices=["nothing", "convs"])
     args = parser.parse_args(argv)
     chosen = {name.strip() for name in args.cases.split(",")}
     unknown = chosen - {c.name for c in CASES}
@@ -225,7 +242,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         run = tiny(case) if args.tiny else case
         result = {"case": case.name, "arch": run.arch, "head": run.head, "batch": run.batch,
                   "size": f"{run.size[0]}x{run.size[1]}", "dtype": "bfloat16",
-                  "jax": jax.__version__, **jax_case(run, args.steps)}
+                  "jax": jax.__version__, "remat": args.remat, "remat_saves": args.remat_saves,
+                  **jax_case(run, args.steps, remat=args.remat, remat_saves=args.remat_saves)}
         if args.compare == "torch":
             theirs = torch_case(run, args.steps)
             result.update({"torch_images_per_s": theirs["images_per_s"],
