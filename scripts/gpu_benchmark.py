@@ -86,10 +86,11 @@ def timed_steps(step: Callable[[], Any], sync: Callable[[Any], Any], steps: int)
 
 
 def jax_train_step(case: Case, variables: dict | None = None, **model_options: Any
-                   ) -> tuple[Callable, list, Any, dict]:
+                   ) -> tuple[Callable, Callable, list, Any, dict]:
     """The case's train step (forward, loss, backward, SGD-momentum update) in bfloat16 compute,
-    its arguments [params, batch_stats, opt_state, images, targets] (the batch an argument, not
-    a constant XLA would fold), the model and its variables (initialised unless given).
+    its loss (params, batch_stats, images, targets) -> (loss, batch_stats), its arguments
+    [params, batch_stats, opt_state, images, targets] (the batch an argument, not a constant
+    XLA would fold), the model and its variables (initialised unless given).
     `model_options`: LayerConfig fields (remat, remat_saves)."""
     model = create_model(arch_spec(case), case.head, case.classes, dtype=jnp.bfloat16,
                          **model_options)
@@ -118,11 +119,11 @@ def jax_train_step(case: Case, variables: dict | None = None, **model_options: A
 
     state = [variables["params"], variables["batch_stats"], tx.init(variables["params"]),
              images, targets]
-    return train_step, state, model, variables
+    return train_step, loss_fn, state, model, variables
 
 
 def jax_case(case: Case, steps: int, **model_options: Any) -> dict[str, Any]:
-    train_step, state, model, variables = jax_train_step(case, **model_options)
+    train_step, _, state, model, variables = jax_train_step(case, **model_options)
     start = time.perf_counter()
     compiled = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(*state).compile()
     compile_s = time.perf_counter() - start

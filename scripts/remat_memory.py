@@ -9,8 +9,12 @@ setting the step is compiled here at batch 1 and 2: `temp` is XLA's temporary me
 (activations kept for the backward pass and workspace), `per_image` its growth a batch image,
 `fixed` what does not grow (weights, statistics, momentum, the step's outputs; the batch's
 own images and targets are counted per image); the largest
-batch in `--hbm_gib` is (HBM - fixed) / per_image, rounded down. The memory is this machine's
-compiler's buffer assignment (XLA:CPU); an accelerator's differs in detail, not in kind.
+batch in `--hbm_gib` is (HBM - fixed) / per_image, rounded down. That memory is this machine's
+compiler's buffer assignment, and XLA:CPU's scheduler does not realise remat's savings (it runs
+the recomputations early: a 20-layer MLP checkpointed in groups of 5 shows 176 -> 200 MiB of
+temp here). So the script also reports what the forward keeps for the backward
+(`kept_for_backward`: jax's saved residuals, the same on every backend), and the largest batch
+by it; on an accelerator, gpu_benchmark.py --remat measures the peak memory itself.
 `step_s` is the batch-1 step on this machine's CPU: its ratio to "none" is the recomputation's
 price. One JSON line a case and setting.
 """
@@ -27,6 +31,7 @@ import time
 from typing import Any
 
 import jax
+from jax._src.ad_checkpoint import saved_residuals  # what print_saved_residuals prints
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import gpu_benchmark  # noqa: E402  (the cases and their train step)
@@ -37,18 +42,22 @@ GIB, MIB = 2 ** 30, 2 ** 20
 
 
 def compiled_step(case: gpu_benchmark.Case, variables: dict, remat: str, saves: str
-                  ) -> tuple[Any, list]:
-    step, state, _, _ = gpu_benchmark.jax_train_step(case, variables, remat=remat,
-                                                     remat_saves=saves)
-    return jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state).compile(), state
+                  ) -> tuple[Any, list, int]:
+    """The compiled step, its arguments, and the bytes the forward keeps for the backward."""
+    step, loss_fn, state, _, _ = gpu_benchmark.jax_train_step(case, variables, remat=remat,
+                                                              remat_saves=saves)
+    params, batch_stats, _, images, targets = state
+    kept = saved_residuals(lambda p: loss_fn(p, batch_stats, images, targets)[0], params)
+    residual_bytes = sum(math.prod(aval.shape) * aval.dtype.itemsize for aval, _ in kept)
+    return jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state).compile(), state, residual_bytes
 
 
 def measure(case: gpu_benchmark.Case, remat: str, saves: str, variables: dict,
             hbm_gib: float) -> dict[str, Any]:
-    sizes = {}
+    sizes, residuals = {}, {}
     for batch in (1, 2):
-        compiled, state = compiled_step(dataclasses.replace(case, batch=batch), variables,
-                                        remat, saves)
+        compiled, state, residuals[batch] = compiled_step(
+            dataclasses.replace(case, batch=batch), variables, remat, saves)
         analysis = compiled.memory_analysis()
         sizes[batch] = (analysis.temp_size_in_bytes, analysis.argument_size_in_bytes
                         + analysis.output_size_in_bytes - analysis.alias_size_in_bytes)
@@ -64,11 +73,16 @@ def measure(case: gpu_benchmark.Case, remat: str, saves: str, variables: dict,
     per_image = total[2] - total[1]
     fixed = total[1] - per_image
     fits = math.floor((hbm_gib * GIB - fixed) / per_image) if per_image > 0 else None
+    kept_per_image = residuals[2] - residuals[1]
+    fits_kept = math.floor((hbm_gib * GIB - fixed) / kept_per_image) if kept_per_image else None
     return {"case": case.name, "arch": case.arch, "size": f"{case.size[0]}x{case.size[1]}",
             "remat": remat, "remat_saves": saves,
             "temp_mib_batch1": round(sizes[1][0] / MIB, 1),
             "per_image_mib": round(per_image / MIB, 1), "fixed_mib": round(fixed / MIB, 1),
-            f"largest_batch_in_{hbm_gib:g}_gib": fits, "step_s_batch1_cpu": round(step_s, 2)}
+            f"largest_batch_in_{hbm_gib:g}_gib": fits,
+            "kept_for_backward_mib_per_image": round(kept_per_image / MIB, 1),
+            f"largest_batch_in_{hbm_gib:g}_gib_by_kept": fits_kept,
+            "step_s_batch1_cpu": round(step_s, 2)}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -85,7 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results = []
     for name in args.cases.split(","):
         case = gpu_benchmark.tiny(cases[name]) if args.tiny else cases[name]
-        _, _, _, variables = gpu_benchmark.jax_train_step(dataclasses.replace(case, batch=1))
+        *_, variables = gpu_benchmark.jax_train_step(dataclasses.replace(case, batch=1))
         for remat, saves in SETTINGS:
             results.append(measure(case, remat, saves, variables, args.hbm_gib))
             print(json.dumps(results[-1]), flush=True)

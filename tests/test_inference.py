@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from hrnet_jax.inference.segmentation import (BLACK, logits_at_input_size,
                                                multi_scale_probabilities, sliding_window_scores)
@@ -88,3 +89,21 @@ def test_flip_test_swaps_the_left_and_right_classes_back():
     np.testing.assert_allclose(swapped, plain)
     unswapped = logits_at_input_size(sides, image, flip=True)
     assert np.allclose(unswapped[..., 1], unswapped[..., 2])  # the tie the swap prevents
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_score_resizing_by_taps_is_the_interpolation_matrix_product(align_corners):
+    """Each output row from its two source rows: the very values of the dense product with the
+    interpolation matrix (PyTorch's sampling rule), up and down, to and from one pixel."""
+    from hrnet_jax.inference.segmentation import resize_scores
+    from hrnet_jax.models.layers import interpolation_matrix
+
+    rng = np.random.default_rng(0)
+    for (h, w), size in [((16, 32), (64, 128)), ((75, 150), (64, 128)), ((7, 5), (13, 3)),
+                         ((1, 1), (4, 4)), ((10, 10), (1, 1))]:
+        scores = np.exp(5 * rng.normal(size=(h, w, 19)))
+        rows = interpolation_matrix(h, size[0], align_corners).astype(np.float64)
+        cols = interpolation_matrix(w, size[1], align_corners).astype(np.float64)
+        dense = np.einsum("Pw,pwc->pPc", cols, np.einsum("Hh,hwc->Hwc", rows, scores))
+        np.testing.assert_allclose(resize_scores(scores, size, align_corners), dense,
+                                   rtol=1e-15, atol=0)

@@ -16,6 +16,7 @@ overlapping scores averaged) follows one of the reference's two rules:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -48,9 +49,26 @@ def resize_scores(scores: np.ndarray, size: Sequence[int], align_corners: bool =
     scores keep exp(logits) above float32's range), with PyTorch's sampling rule."""
     if scores.shape[:2] == tuple(size):
         return scores
-    rows = interpolation_matrix(scores.shape[0], size[0], align_corners).astype(scores.dtype)
-    cols = interpolation_matrix(scores.shape[1], size[1], align_corners).astype(scores.dtype)
-    return np.einsum("Pw,pwc->pPc", cols, np.einsum("Hh,hwc->Hwc", rows, scores))
+    # Each output row (column) from its two source rows (columns): the interpolation matrix's
+    # two taps, not a dense product with it (which cost a 1.75-scale Cityscapes map ~10 s).
+    lower, upper, w_lower, w_upper = _taps(scores.shape[0], size[0], align_corners)
+    rows = (scores[lower] * w_lower.astype(scores.dtype)[:, None, None]
+            + scores[upper] * w_upper.astype(scores.dtype)[:, None, None])
+    lower, upper, w_lower, w_upper = _taps(scores.shape[1], size[1], align_corners)
+    return (rows[:, lower] * w_lower.astype(scores.dtype)[None, :, None]
+            + rows[:, upper] * w_upper.astype(scores.dtype)[None, :, None])
+
+
+@functools.lru_cache(maxsize=32)
+def _taps(size_in: int, size_out: int, align_corners: bool
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """interpolation_matrix's two non-zero entries a row: their columns and weights (the
+    second 0 where a row has one), so that the taps give the matrix product's very values."""
+    matrix = interpolation_matrix(size_in, size_out, align_corners)
+    lower = np.argmax(matrix > 0, axis=1)
+    upper = np.minimum(lower + 1, size_in - 1)
+    index = np.arange(size_out)
+    return lower, upper, matrix[index, lower], np.where(upper != lower, matrix[index, upper], 0)
 
 
 def logits_at_input_size(predict: Predict, image: np.ndarray, flip: bool,
