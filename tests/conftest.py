@@ -134,3 +134,27 @@ def detection_smoke_config(data_dir: pathlib.Path):
     config = load("det_coco_fcos:w18,smoke")
     config.data.data_dir = str(data_dir)
     return config
+
+
+def run_readme_block(marker: str, replacements: dict[str, str], forbidden: set[str],
+                     cwd: pathlib.Path) -> tuple[str, np.ndarray]:
+    """The README's python block after `<!-- marker`, with `replacements` made, run in a
+    fresh process (no PYTHONPATH) that must not import any of the `forbidden` packages;
+    returns its output and its `logits`."""
+    import re
+    import subprocess
+    import sys
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    script = re.search(rf"<!-- {marker}.*?-->\n```python\n(.*?)```", readme, re.S).group(1)
+    for old, new in replacements.items():
+        script = script.replace(old, new)
+    script += ("\nimport sys\n"
+               "loaded = {name.split('.')[0] for name in sys.modules}\n"
+               f"assert not loaded & set({sorted(forbidden)!r}), loaded\n"
+               f"np.save({str(cwd / 'logits.npy')!r}, logits)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=cwd, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, np.load(cwd / "logits.npy")

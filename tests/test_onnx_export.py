@@ -5,11 +5,8 @@ onnxruntime-only block runs, and what cannot be converted is refused naming why.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
-import subprocess
-import sys
 import types
 
 import jax
@@ -18,7 +15,8 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from conftest import coco_detection_records, detection_smoke_config, relative_error
+from conftest import (coco_detection_records, detection_smoke_config, relative_error,
+                      run_readme_block)
 from hrnet_jax import cli, config as config_lib, experiments, onnx_export, surgery
 from hrnet_jax.data.pipeline import normalize
 from hrnet_jax.export import export_run
@@ -141,20 +139,11 @@ def test_the_readme_runs_the_onnx_file_with_onnxruntime_alone(tmp_path):
     from PIL import Image
 
     Image.fromarray(picture).save(tmp_path / "street.png")
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- onnx-example.*?-->\n```python\n(.*?)```", readme, re.S).group(1)
-    script = block.replace('"model.onnx', f'"{artifact}').replace(
-        '"street.png"', f'"{tmp_path / "street.png"}"')
-    script += ("\nimport sys\n"
-               "loaded = {name.split('.')[0] for name in sys.modules}\n"
-               "assert not loaded & {'jax', 'flax', 'hrnet_jax', 'tensorflow', 'torch'}, loaded\n"
-               f"np.save({str(tmp_path / 'logits.npy')!r}, logits)\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=tmp_path, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"\{'[0-4]': \d+", result.stdout)
+    output, logits = run_readme_block(
+        "onnx-example", {'"model.onnx': f'"{artifact}', '"street.png"': f'"{tmp_path / "street.png"}"'},
+        {"jax", "flax", "hrnet_jax", "tensorflow", "torch"}, tmp_path)
+    assert re.search(r"\{'[0-4]': \d+", output)
 
     trainer = Trainer(experiments.load("seg_synthetic:smoke"), str(workdir))
     expected = trainer.predict_fn(trainer.init_fn())(normalize(picture)[None])
-    assert relative_error(np.load(tmp_path / "logits.npy"), expected) <= 1e-4
+    assert relative_error(logits, expected) <= 1e-4
