@@ -38,21 +38,32 @@ class PersonPredictor:
         self.decoder, self.sigma = decoder, sigma
 
     def heatmaps(self, predict: Callable, crops: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 crops -> (N, h, w, K) heatmaps, in fixed-size batches (padded)."""
+        """(N, H, W, 3) uint8 crops -> (N, h, w, K) heatmaps, in fixed-size batches (one
+        compiled shape); with the flip test, one call on the batch and its mirror images."""
         out = []
-        for start in range(0, len(crops), self.batch_size):
-            chunk = normalize(crops[start:start + self.batch_size])
+        size = self.batch_size
+        for start in range(0, len(crops), size):
+            chunk = crops[start:start + size]
             count = len(chunk)
-            chunk = np.concatenate([chunk, np.zeros((self.batch_size - count, *chunk.shape[1:]),
-                                                    chunk.dtype)])
-            if self.flip:  # one call: the batch and its mirror image
-                maps = np.asarray(predict(np.concatenate([chunk, chunk[:, :, ::-1]])), np.float32)
-                maps = 0.5 * (maps[:self.batch_size]
-                              + heatmaps.flip_back(maps[self.batch_size:], self.keypoints))
-            else:
-                maps = np.asarray(predict(chunk), np.float32)
+            # Each row's heatmaps depend on that row alone (inference BatchNorm): the padding
+            # rows are never read back, so only `count` rows (and mirrors) are written into a
+            # kept buffer, rather than building and copying whole padded batches an image.
+            images = self._batch_buffer((2 if self.flip else 1) * size, chunk.shape[1:])
+            images[:count] = normalize(chunk)
+            if self.flip:
+                images[size:size + count] = images[:count, :, ::-1]
+            maps = np.asarray(predict(images), np.float32)
+            if self.flip:
+                maps = 0.5 * (maps[:count] + heatmaps.flip_back(maps[size:size + count],
+                                                                self.keypoints))
             out.append(maps[:count])
         return np.concatenate(out)
+
+    def _batch_buffer(self, rows: int, shape: tuple[int, ...]) -> np.ndarray:
+        buffer = getattr(self, "_buffer", None)
+        if buffer is None or buffer.shape != (rows, *shape):
+            buffer = self._buffer = np.zeros((rows, *shape), np.float32)
+        return buffer
 
     def __call__(self, predict: Callable, image: np.ndarray, centres: np.ndarray,
                  scales: np.ndarray) -> np.ndarray:
