@@ -41,23 +41,36 @@ SETTINGS = (("none", "nothing"), ("module", "nothing"), ("module", "convs"),
 GIB, MIB = 2 ** 30, 2 ** 20
 
 
-def compiled_step(case: gpu_benchmark.Case, variables: dict, remat: str, saves: str
-                  ) -> tuple[Any, list, int]:
-    """The compiled step, its arguments, and the bytes the forward keeps for the backward."""
-    step, loss_fn, state, _, _ = gpu_benchmark.jax_train_step(case, variables, remat=remat,
-                                                              remat_saves=saves)
+def kept_for_backward(case: gpu_benchmark.Case, variables: dict, remat: str, saves: str) -> int:
+    """The bytes the forward keeps for the backward (traced, not compiled)."""
+    _, loss_fn, state, _, _ = gpu_benchmark.jax_train_step(case, variables, remat=remat,
+                                                           remat_saves=saves)
     params, batch_stats, _, images, targets = state
     kept = saved_residuals(lambda p: loss_fn(p, batch_stats, images, targets)[0], params)
-    residual_bytes = sum(math.prod(aval.shape) * aval.dtype.itemsize for aval, _ in kept)
-    return jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state).compile(), state, residual_bytes
+    return sum(math.prod(aval.shape) * aval.dtype.itemsize for aval, _ in kept)
+
+
+def compiled_step(case: gpu_benchmark.Case, variables: dict, remat: str, saves: str
+                  ) -> tuple[Any, list]:
+    step, _, state, _, _ = gpu_benchmark.jax_train_step(case, variables, remat=remat,
+                                                        remat_saves=saves)
+    return jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state).compile(), state
 
 
 def measure(case: gpu_benchmark.Case, remat: str, saves: str, variables: dict,
-            hbm_gib: float) -> dict[str, Any]:
-    sizes, residuals = {}, {}
+            hbm_gib: float, kept_only: bool = False) -> dict[str, Any]:
+    kept = {batch: kept_for_backward(dataclasses.replace(case, batch=batch), variables, remat,
+                                     saves) for batch in (1, 2)}
+    kept_per_image = kept[2] - kept[1]
+    result = {"case": case.name, "arch": case.arch, "size": f"{case.size[0]}x{case.size[1]}",
+              "remat": remat, "remat_saves": saves,
+              "kept_for_backward_mib_per_image": round(kept_per_image / MIB, 1)}
+    if kept_only:
+        return result
+    sizes = {}
     for batch in (1, 2):
-        compiled, state, residuals[batch] = compiled_step(
-            dataclasses.replace(case, batch=batch), variables, remat, saves)
+        compiled, state = compiled_step(dataclasses.replace(case, batch=batch), variables,
+                                        remat, saves)
         analysis = compiled.memory_analysis()
         sizes[batch] = (analysis.temp_size_in_bytes, analysis.argument_size_in_bytes
                         + analysis.output_size_in_bytes - analysis.alias_size_in_bytes)
@@ -72,16 +85,14 @@ def measure(case: gpu_benchmark.Case, remat: str, saves: str, variables: dict,
     total = {batch: temp + other for batch, (temp, other) in sizes.items()}
     per_image = total[2] - total[1]
     fixed = total[1] - per_image
-    fits = math.floor((hbm_gib * GIB - fixed) / per_image) if per_image > 0 else None
-    kept_per_image = residuals[2] - residuals[1]
-    fits_kept = math.floor((hbm_gib * GIB - fixed) / kept_per_image) if kept_per_image else None
-    return {"case": case.name, "arch": case.arch, "size": f"{case.size[0]}x{case.size[1]}",
-            "remat": remat, "remat_saves": saves,
-            "temp_mib_batch1": round(sizes[1][0] / MIB, 1),
+
+    def largest(per: int) -> int | None:
+        return math.floor((hbm_gib * GIB - fixed) / per) if per > 0 else None
+
+    return {**result, "temp_mib_batch1": round(sizes[1][0] / MIB, 1),
             "per_image_mib": round(per_image / MIB, 1), "fixed_mib": round(fixed / MIB, 1),
-            f"largest_batch_in_{hbm_gib:g}_gib": fits,
-            "kept_for_backward_mib_per_image": round(kept_per_image / MIB, 1),
-            f"largest_batch_in_{hbm_gib:g}_gib_by_kept": fits_kept,
+            f"largest_batch_in_{hbm_gib:g}_gib": largest(per_image),
+            f"largest_batch_in_{hbm_gib:g}_gib_by_kept": largest(kept_per_image),
             "step_s_batch1_cpu": round(step_s, 2)}
 
 
@@ -91,6 +102,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="comma-separated gpu_benchmark cases")
     parser.add_argument("--hbm_gib", type=float, default=16.0, help="the chip's memory (v5e: 16)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (the tests)")
+    parser.add_argument("--kept_only", action="store_true",
+                        help="only what the forward keeps (traced in seconds, not compiled)")
     args = parser.parse_args(argv)
     cases = {case.name: case for case in gpu_benchmark.CASES}
     unknown = set(args.cases.split(",")) - set(cases)
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         case = gpu_benchmark.tiny(cases[name]) if args.tiny else cases[name]
         *_, variables = gpu_benchmark.jax_train_step(dataclasses.replace(case, batch=1))
         for remat, saves in SETTINGS:
-            results.append(measure(case, remat, saves, variables, args.hbm_gib))
+            results.append(measure(case, remat, saves, variables, args.hbm_gib, args.kept_only))
             print(json.dumps(results[-1]), flush=True)
     return results
 
