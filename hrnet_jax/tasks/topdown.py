@@ -36,6 +36,7 @@ class PersonPredictor:
         self.input_size, self.keypoints = input_size, keypoints
         self.batch_size, self.flip = batch_size, flip
         self.decoder, self.sigma = decoder, sigma
+        self._buffer: np.ndarray | None = None  # the network's input batch, kept between calls
 
     def heatmaps(self, predict: Callable, crops: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 crops -> (N, h, w, K) heatmaps, in fixed-size batches (one
@@ -60,10 +61,9 @@ class PersonPredictor:
         return np.concatenate(out)
 
     def _batch_buffer(self, rows: int, shape: tuple[int, ...]) -> np.ndarray:
-        buffer = getattr(self, "_buffer", None)
-        if buffer is None or buffer.shape != (rows, *shape):
-            buffer = self._buffer = np.zeros((rows, *shape), np.float32)
-        return buffer
+        if self._buffer is None or self._buffer.shape != (rows, *shape):
+            self._buffer = np.zeros((rows, *shape), np.float32)
+        return self._buffer
 
     def __call__(self, predict: Callable, image: np.ndarray, centres: np.ndarray,
                  scales: np.ndarray) -> np.ndarray:
