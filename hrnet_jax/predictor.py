@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hrnet_jax import config as config_lib, storage
@@ -31,17 +30,13 @@ class Predictor:
     def __init__(self, config: config_lib.ExperimentConfig, variables: dict):
         from hrnet_jax.tasks import make_task
         from hrnet_jax.training.loop import build_model
-        from hrnet_jax.training.step import make_predict
+        from hrnet_jax.training.step import Network, make_predict
 
         self.config = config
         self.task = make_task(config)
         inference = jax.jit(make_predict(build_model(config), self.task.postprocess))
-        state = jax.device_put({c: variables[c] for c in ("params", "batch_stats")})
-
-        def predict(images, image_sizes=None):
-            sizes = None if image_sizes is None else jnp.asarray(image_sizes, jnp.int32)
-            return jax.device_get(inference(state, jnp.asarray(images), sizes))
-        self.predict = predict
+        self.predict = Network(inference, jax.device_put({c: variables[c]
+                                                          for c in ("params", "batch_stats")}))
 
     @classmethod
     def from_workdir(cls, workdir: str, step: int | None = None) -> "Predictor":

@@ -1,4 +1,6 @@
-"""Flip, multi-scale and sliding-window inference: known answers with a pointwise 'model'."""
+"""Flip, multi-scale and sliding-window inference: known answers with a pointwise 'model'.
+The inference keeps log-scores (log of the summed exp(logits)) on the device: the answers are
+their exp, or the logits themselves."""
 
 from __future__ import annotations
 
@@ -7,14 +9,15 @@ import numpy as np
 import pytest
 
 from hrnet_jax.inference.segmentation import (BLACK, logits_at_input_size,
-                                               multi_scale_probabilities, sliding_window_scores)
+                                               multi_scale_log_scores, resize_log_scores,
+                                               sliding_window_log_scores)
 
 MIX = np.random.RandomState(0).randn(3, 4).astype(np.float32)
 
 
 def pointwise(images: np.ndarray) -> np.ndarray:
     """A 'model' whose logits at a pixel depend on that pixel alone: windows cannot change it."""
-    return images @ MIX
+    return np.asarray(images) @ MIX
 
 
 def smooth_image(height: int, width: int) -> np.ndarray:
@@ -29,8 +32,8 @@ def test_sliding_windows_reproduce_a_whole_image_prediction():
     # black beyond it (LIP, PASCAL-Context); overlapping scores averaged.
     for pad_to_crop in (False, True):
         np.testing.assert_allclose(
-            sliding_window_scores(pointwise, image, (20, 30), False, pad_to_crop=pad_to_crop),
-            np.exp(whole), rtol=1e-5)
+            sliding_window_log_scores(pointwise, image, (20, 30), False, pad_to_crop=pad_to_crop),
+            whole, rtol=1e-5, atol=1e-5)
 
 
 def test_flip_averages_the_mirrored_prediction():
@@ -44,7 +47,7 @@ def test_flip_averages_the_mirrored_prediction():
 def test_multi_scale_sums_exp_logits_resized_back():
     image = smooth_image(64, 128)
     scales, base, crop = (0.5, 1.0, 1.5), 128, (32, 64)
-    total = multi_scale_probabilities(pointwise, image, scales, False, base, crop)
+    total = np.exp(multi_scale_log_scores(pointwise, image, scales, False, base, crop))
     expected = np.zeros((64, 128, 4), np.float32)
     for scale in scales:
         long_side = int(base * scale + 0.5)
@@ -63,10 +66,10 @@ def test_pad_to_crop_runs_a_small_image_padded_black_and_cuts_the_padding():
         seen.append(images[0])
         return pointwise(images)
 
-    total = multi_scale_probabilities(model, image, (1.0,), False, 40, (48, 48), pad_to_crop=True)
+    total = multi_scale_log_scores(model, image, (1.0,), False, 40, (48, 48), pad_to_crop=True)
     assert seen[0].shape == (48, 48, 3)
-    np.testing.assert_allclose(seen[0][30:, :], np.broadcast_to(BLACK, (18, 48, 3)))
-    np.testing.assert_allclose(total, np.exp(pointwise(image[None])[0]), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(seen[0])[30:, :], np.broadcast_to(BLACK, (18, 48, 3)))
+    np.testing.assert_allclose(total, pointwise(image[None])[0], rtol=1e-5, atol=1e-5)
 
 
 def test_flip_test_swaps_the_left_and_right_classes_back():
@@ -92,18 +95,48 @@ def test_flip_test_swaps_the_left_and_right_classes_back():
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
-def test_score_resizing_by_taps_is_the_interpolation_matrix_product(align_corners):
-    """Each output row from its two source rows: the very values of the dense product with the
-    interpolation matrix (PyTorch's sampling rule), up and down, to and from one pixel."""
-    from hrnet_jax.inference.segmentation import resize_scores
+def test_score_resizing_in_log_space_is_the_interpolation_matrix_product(align_corners):
+    """exp of the resized log-scores: the dense product of the scores with the interpolation
+    matrices (PyTorch's sampling rule, float64), up and down, to and from one pixel, with
+    scores from exp(-40) to exp(+40) a map."""
     from hrnet_jax.models.layers import interpolation_matrix
 
     rng = np.random.default_rng(0)
     for (h, w), size in [((16, 32), (64, 128)), ((75, 150), (64, 128)), ((7, 5), (13, 3)),
                          ((1, 1), (4, 4)), ((10, 10), (1, 1))]:
-        scores = np.exp(5 * rng.normal(size=(h, w, 19)))
+        logits = 10 * rng.normal(size=(h, w, 19))
         rows = interpolation_matrix(h, size[0], align_corners).astype(np.float64)
         cols = interpolation_matrix(w, size[1], align_corners).astype(np.float64)
-        dense = np.einsum("Pw,pwc->pPc", cols, np.einsum("Hh,hwc->Hwc", rows, scores))
-        np.testing.assert_allclose(resize_scores(scores, size, align_corners), dense,
-                                   rtol=1e-15, atol=0)
+        dense = np.einsum("Pw,pwc->pPc", cols, np.einsum("Hh,hwc->Hwc", rows, np.exp(logits)))
+        resized = resize_log_scores(logits.astype(np.float32), size, align_corners)
+        np.testing.assert_allclose(np.asarray(resized, np.float64), np.log(dense), rtol=0,
+                                   atol=2e-5)
+
+
+def test_logits_beyond_float32s_exp_keep_their_argmax():
+    """A network confident past exp's float32 range (logits up to ~400: exp is inf) with
+    pixels whose every logit is 250 below others' (exp underflows): the multi-scale,
+    sliding-window, flip inference's classes are float64's."""
+    from hrnet_jax.models.layers import interpolation_matrix
+
+    image = smooth_image(48, 96)
+    mix = np.random.RandomState(1).randn(3, 5) * 60
+
+    def confident(images):  # pointwise: windows and mirrors do not change a pixel's logits
+        images = np.asarray(images, np.float64)
+        return (images @ mix + 200 - 250 * (images[..., :1] > 0.5)).astype(np.float32)
+
+    scales, base, crop = (0.75, 1.0, 1.25), 96, (32, 64)
+    log_scores = np.asarray(multi_scale_log_scores(confident, image, scales, True, base, crop))
+    assert np.isfinite(log_scores).all()
+    expected = np.zeros((48, 96, 5))
+    for scale in scales:  # float64 scores, resized back by the dense interpolation matrices
+        long_side = int(base * scale + 0.5)
+        scaled = cv2.resize(image, (long_side, long_side // 2), interpolation=cv2.INTER_LINEAR)
+        scores = np.exp(confident(scaled[None])[0].astype(np.float64))
+        rows = interpolation_matrix(scaled.shape[0], 48, False).astype(np.float64)
+        cols = interpolation_matrix(scaled.shape[1], 96, False).astype(np.float64)
+        expected += np.einsum("Pw,pwc->pPc", cols, np.einsum("Hh,hwc->Hwc", rows, scores))
+    agree = log_scores.argmax(-1) == expected.argmax(-1)
+    assert agree.mean() > 0.999, agree.mean()
+    np.testing.assert_allclose(log_scores, np.log(expected), rtol=1e-5, atol=1e-4)

@@ -9,14 +9,19 @@ import cv2
 import numpy as np
 
 
+def long_side_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(height, width) of an image of `size` whose longer side becomes `long_side`."""
+    h, w = size
+    if h > w:
+        return long_side, int(w * long_side / h + 0.5)
+    return int(h * long_side / w + 0.5), long_side
+
+
 def resize_long_side(image: np.ndarray, label: np.ndarray | None, long_side: int
                      ) -> tuple[np.ndarray, np.ndarray | None]:
     """Both resized so the longer side is `long_side`: the image bilinearly, labels nearest."""
-    h, w = image.shape[:2]
-    if h > w:
-        size = (int(w * long_side / h + 0.5), long_side)
-    else:
-        size = (long_side, int(h * long_side / w + 0.5))
+    height, width = long_side_size(image.shape[:2], long_side)
+    size = (width, height)
     image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
     if label is not None:
         label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)

@@ -153,18 +153,21 @@ def interpolation_matrix(size_in: int, size_out: int, align_corners: bool) -> np
     return weights.astype(np.float32)
 
 
-def resize_bilinear(x: jnp.ndarray, size: tuple[int, int], align_corners: bool = False) -> jnp.ndarray:
+def resize_bilinear(x: jnp.ndarray, size: tuple[int, int], align_corners: bool = False,
+                    precision: jax.lax.PrecisionLike = None) -> jnp.ndarray:
     """Bilinear resize of NHWC `x` to `size`, identical to `F.interpolate(mode='bilinear')`.
 
     Separable: one small matmul per axis, which XLA runs as dense GEMMs on every backend.
+    `precision`: the matmuls' (inference passes HIGHEST: a GPU's default float32 matmul rounds
+    its inputs to TF32's 10-bit mantissa).
     """
     _, h, w, _ = x.shape
     if (h, w) == tuple(size):
         return x
     rows = jnp.asarray(interpolation_matrix(h, size[0], align_corners), x.dtype)
     cols = jnp.asarray(interpolation_matrix(w, size[1], align_corners), x.dtype)
-    x = jnp.einsum("oh,nhwc->nowc", rows, x)
-    return jnp.einsum("pw,nowc->nopc", cols, x)
+    x = jnp.einsum("oh,nhwc->nowc", rows, x, precision=precision)
+    return jnp.einsum("pw,nowc->nopc", cols, x, precision=precision)
 
 
 class ConvBN(nn.Module):

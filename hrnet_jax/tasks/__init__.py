@@ -15,7 +15,8 @@ import numpy as np
 Batch = dict[str, Any]
 Record = dict[str, np.ndarray]
 # The model in inference mode: normalised images (N, H, W, 3), and for the detectors each
-# image's size in its padded canvas (N, 2) (optional), -> outputs as numpy.
+# image's size in its padded canvas (N, 2) (optional), -> outputs as numpy (the trainer's is a
+# hrnet_jax.training.step.Network, whose `on_device` leaves them on the device).
 Predict = Callable[..., Any]
 
 

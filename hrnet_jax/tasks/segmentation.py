@@ -184,7 +184,7 @@ class Segmentation(Task):
 
     def evaluate_image(self, predict, record):
         from hrnet_jax.data.pipeline import normalize
-        from hrnet_jax.inference.segmentation import multi_scale_probabilities, resize_scores
+        from hrnet_jax.inference.segmentation import multi_scale_log_scores, resize_log_scores
 
         data, settings = self.config.data, self.config.eval
         example = self.prepare(record)
@@ -192,12 +192,13 @@ class Segmentation(Task):
         image = self.resized(example)["image"]
         base = data.base_size or max(image.shape[:2])
         crop = tuple(data.crop_size) or image.shape[:2]
-        scores = multi_scale_probabilities(predict, normalize(image), settings.scales,
-                                           settings.flip, base, crop, self.flip_pairs,
-                                           self.align_corners, settings.pad_to_crop)
+        log_scores = multi_scale_log_scores(predict, normalize(image), settings.scales,
+                                            settings.flip, base, crop, self.flip_pairs,
+                                            self.align_corners, settings.pad_to_crop)
         # data.resize: the scores resized back to the label, as the reference's LIP testval.
-        scores = resize_scores(scores, labels.shape, self.align_corners)
-        confusion = confusion_matrix(jnp.asarray(scores.argmax(-1)), jnp.asarray(labels),
+        log_scores = resize_log_scores(log_scores, labels.shape, self.align_corners)
+        # On the device to the end: only the confusion matrix comes back.
+        confusion = confusion_matrix(jnp.argmax(log_scores, -1), jnp.asarray(labels),
                                      self.num_classes, jnp.ones(labels.shape, jnp.float32),
                                      self.ignore_label)
         return {"confusion": np.asarray(confusion)[None]}
@@ -217,7 +218,7 @@ class Segmentation(Task):
         """`labels` (H, W) and `probabilities` (H, W, classes) at the image's size, by the
         evaluation's inference (eval.scales, eval.flip, sliding windows, data.resize)."""
         from hrnet_jax.data.pipeline import normalize
-        from hrnet_jax.inference.segmentation import multi_scale_probabilities, resize_scores
+        from hrnet_jax.inference.segmentation import multi_scale_log_scores, resize_log_scores
 
         data, settings = self.config.data, self.config.eval
         resized = self.resized({"image": image})["image"]
@@ -228,14 +229,12 @@ class Segmentation(Task):
                              "it): resize it first, or crop it into tiles")
         base = data.base_size or max(resized.shape[:2])
         crop = tuple(data.crop_size) or resized.shape[:2]
-        scores = multi_scale_probabilities(predict, normalize(resized), settings.scales,
-                                           settings.flip, base, crop, self.flip_pairs,
-                                           self.align_corners, settings.pad_to_crop)
-        scores = np.asarray(resize_scores(scores, image.shape[:2], self.align_corners),
-                            np.float32)
-        probabilities = scores / np.maximum(scores.sum(-1, keepdims=True), 1e-12)
-        return {"labels": probabilities.argmax(-1).astype(np.int32),
-                "probabilities": probabilities}
+        log_scores = multi_scale_log_scores(predict, normalize(resized), settings.scales,
+                                            settings.flip, base, crop, self.flip_pairs,
+                                            self.align_corners, settings.pad_to_crop)
+        log_scores = resize_log_scores(log_scores, image.shape[:2], self.align_corners)
+        return jax.device_get({"labels": jnp.argmax(log_scores, -1).astype(jnp.int32),
+                               "probabilities": jax.nn.softmax(log_scores, -1)})
 
     def render(self, predict, image, boxes=None):
         mask = colour_mask(self.results(predict, image)["labels"], self.palette)

@@ -266,13 +266,9 @@ class Trainer:
         self.metrics.write(step, "eval", result)  # after printing: a failed write loses nothing
         self.tensorboard.scalars(step, "eval", result)
 
-    def predict_fn(self, state: dict):
-        """Normalised images (and for detectors each image's size in its canvas) -> the
-        network's outputs as numpy (inference mode)."""
-        def predict(images, image_sizes=None):
-            sizes = None if image_sizes is None else jnp.asarray(image_sizes, jnp.int32)
-            return jax.device_get(self.predict(state, jnp.asarray(images), sizes))
-        return predict
+    def predict_fn(self, state: dict) -> step_lib.Network:
+        """The network of `state` in inference mode, as the tasks call it."""
+        return step_lib.Network(self.predict, state)
 
     def draw_pictures(self, state: dict) -> list[str]:
         """The first eval examples: prediction next to ground truth, DIR/pictures/*.png."""

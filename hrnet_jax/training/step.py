@@ -88,3 +88,21 @@ def make_predict(model: nn.Module, postprocess: Callable[[Any], Any] | None = No
                               images, train=False, image_sizes=image_sizes)
         return outputs if postprocess is None else postprocess(outputs)
     return predict
+
+
+class Network:
+    """The model in inference mode as the tasks call it (hrnet_jax.tasks.Predict): normalised
+    images (N, H, W, 3), and for the detectors each image's size in its canvas (N, 2), ->
+    outputs as numpy. `on_device`: the same outputs left on the device, for inference that goes
+    on working on them there (segmentation's multi-scale scores)."""
+
+    def __init__(self, inference: Callable[..., Any], state: State):
+        """`inference`: jitted `make_predict`; `state`: at least its params and batch_stats."""
+        self.inference, self.state = inference, state
+
+    def on_device(self, images: Any, image_sizes: Any = None) -> Any:
+        sizes = None if image_sizes is None else jnp.asarray(image_sizes, jnp.int32)
+        return self.inference(self.state, jnp.asarray(images), sizes)
+
+    def __call__(self, images: Any, image_sizes: Any = None) -> Any:
+        return jax.device_get(self.on_device(images, image_sizes))
