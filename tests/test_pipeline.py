@@ -4,6 +4,7 @@ prefetching keeps checkpoints exact and errors where they belong."""
 from __future__ import annotations
 
 import grain
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -96,3 +97,5 @@ def test_normalisation_by_table_is_the_arithmetic():
         expected = (image.astype(np.float32) - pipeline.IMAGENET_MEAN) / pipeline.IMAGENET_STD
         assert normalised.dtype == np.float32 and normalised.shape == image.shape
         np.testing.assert_array_equal(normalised, expected)
+        # The device's (uint8 sent, normalised there): the very same values.
+        np.testing.assert_array_equal(pipeline.normalize_on_device(jnp.asarray(image)), expected)

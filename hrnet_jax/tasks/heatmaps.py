@@ -90,6 +90,9 @@ def decode_quarter_offset(heatmaps: Any) -> tuple[Any, Any]:
     return coords + 0.25 * shift * inside[..., None], scores
 
 
+_decode_quarter_offset_on_device = jax.jit(decode_quarter_offset)
+
+
 def blur_kernel_size(sigma: float) -> int:
     """DARK's modulation kernel: 11 for sigma 2 (64x48 heatmaps), 17 for sigma 3 (96x72)."""
     return int(6 * sigma) - 1
@@ -132,20 +135,23 @@ DECODERS = ("argmax", "dark")
 
 
 def decode(heatmaps: Any, decoder: str = "argmax", sigma: float = 2.0) -> tuple[Any, Any]:
-    """Coordinates (N, K, 2) in heatmap pixels and scores (N, K) by the named decoder."""
+    """Coordinates (N, K, 2) in heatmap pixels and scores (N, K) by the named decoder; the
+    argmax decoder runs where the heatmaps are (compiled, on the device, for device arrays)."""
     if decoder == "argmax":
+        if isinstance(heatmaps, jax.Array):
+            return _decode_quarter_offset_on_device(heatmaps)
         return decode_quarter_offset(heatmaps)
     if decoder == "dark":
         return decode_dark(np.asarray(heatmaps, np.float32), blur_kernel_size(sigma))
     raise ValueError(f"unknown heatmap decoder {decoder!r}; choose {' or '.join(DECODERS)}")
 
 
-def flip_back(heatmaps: np.ndarray, keypoints: KeypointSet, shift: bool = True) -> np.ndarray:
+def flip_back(heatmaps: Any, keypoints: KeypointSet, shift: bool = True) -> jax.Array:
     """Heatmaps of mirrored inputs (N, h, w, K) mapped back onto the unmirrored input: mirrored
     columns, left/right joints swapped and, as the reference does, moved one pixel right."""
-    back = heatmaps[:, :, ::-1, :][..., keypoints.flip_permutation()]
+    back = jnp.asarray(heatmaps)[:, :, ::-1, :][..., keypoints.flip_permutation()]
     if shift:
-        back = np.concatenate([back[:, :, :1], back[:, :, :-1]], axis=2)
+        back = jnp.concatenate([back[:, :, :1], back[:, :, :-1]], axis=2)
     return back
 
 
