@@ -44,7 +44,8 @@ def test_every_experiment_resolves_to_its_recorded_config():
     value is the same; re-keyed when the detector options moved into model.detector, each old
     value checked equal to its new key's; re-keyed again when the one-file-a-run experiments
     became families, with nothing but `name` and `description` changed; model.remat and
-    model.remat_saves added at their defaults, which no experiment changes)."""
+    model.remat_saves and eval.host_threads added at their defaults, which no experiment
+    changes)."""
     recorded = json.loads(SNAPSHOT.read_text())
     kept = ["seg_cityscapes", *(name for name in experiments.available() if "synthetic" in name)]
     assert sorted(recorded) == sorted(experiments.current_name(f"{old}{suffix}")

@@ -244,3 +244,29 @@ def test_without_tensorboardx_the_run_says_once_that_tensorboard_is_off(tmp_path
     err = capsys.readouterr().err
     assert err.count("TensorBoard logging is off") == 1 and "pip install tensorboardX" in err
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_image_by_image_evaluation_runs_on_host_threads_and_keeps_the_images_order():
+    """eval.host_threads images at once; the rows come back in the images' order whatever
+    order the threads finish in."""
+    import threading
+    import types
+
+    from hrnet_jax.training.loop import EvaluationPass
+
+    source = [{"index": np.array(i)} for i in range(12)]
+    trainer = types.SimpleNamespace(
+        config=configured("seg_synthetic:smoke", "eval.host_threads=3"), eval_source=source,
+        predict_fn=lambda state: "network")
+    threads, started = set(), threading.Barrier(3, timeout=10)
+
+    def evaluate_image(predict, record):
+        threads.add(threading.get_ident())
+        if int(record["index"]) < 3:
+            started.wait()  # the first three images are in flight together
+        time.sleep(0.01 * (12 - int(record["index"])) / 12)  # later images finish sooner
+        return {"index": np.array([int(record["index"]) * 10]), "network": np.array([predict])}
+
+    rows = EvaluationPass(trainer, state={}).rows(evaluate_image)
+    assert rows["index"].tolist() == [i * 10 for i in range(12)]
+    assert set(rows["network"].tolist()) == {"network"} and len(threads) == 3

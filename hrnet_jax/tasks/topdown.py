@@ -12,6 +12,7 @@ dataset's protocol then scores the rows (COCO keypoint AP, PCKh, NME).
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any, Callable
 
 import jax
@@ -40,7 +41,8 @@ class PersonPredictor:
         self.batch_size, self.flip = batch_size, flip
         self.decoder, self.sigma = decoder, sigma
         self.heatmap_size = (input_size[1] // STRIDE, input_size[0] // STRIDE)  # (w, h)
-        self._buffer: np.ndarray | None = None  # the network's uint8 input, kept between calls
+        # The network's uint8 input, kept between calls: one a thread (eval.host_threads).
+        self._buffers = threading.local()
 
     def decoded(self, predict: Callable, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W, 3) uint8 crops -> coordinates (N, K, 2) in heatmap pixels and scores
@@ -66,9 +68,10 @@ class PersonPredictor:
         return np.concatenate(coords), np.concatenate(scores)
 
     def _batch_buffer(self, rows: int, shape: tuple[int, ...]) -> np.ndarray:
-        if self._buffer is None or self._buffer.shape != (rows, *shape):
-            self._buffer = np.zeros((rows, *shape), np.uint8)
-        return self._buffer
+        buffer = getattr(self._buffers, "batch", None)
+        if buffer is None or buffer.shape != (rows, *shape):
+            buffer = self._buffers.batch = np.zeros((rows, *shape), np.uint8)
+        return buffer
 
     def __call__(self, predict: Callable, image: np.ndarray, centres: np.ndarray,
                  scales: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ Every task runs through here; a task only supplies its loss, metric and pictures
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 import signal
@@ -315,9 +316,13 @@ class EvaluationPass:
         if not indices:
             raise ValueError(f"{len(source)} evaluation images for {jax.process_count()} hosts: "
                              "every host needs at least one")
-        results = [evaluate_image(self.predict, dict(source[index]))
-                   for index in tqdm(indices, desc="eval", unit="image", leave=False,
-                                     disable=jax.process_index() != 0)]
+        # Images at once on host threads (eval.host_threads), rows kept in the images' order.
+        with concurrent.futures.ThreadPoolExecutor(self.trainer.config.eval.host_threads) as pool:
+            results = list(tqdm(pool.map(lambda index: evaluate_image(self.predict,
+                                                                      dict(source[index])),
+                                         indices),
+                                desc="eval", unit="image", leave=False, total=len(indices),
+                                disable=jax.process_index() != 0))
         combined = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
         if jax.process_count() > 1:
             sharding.barrier("hrnet_jax evaluation rows")  # hosts finish at different times
