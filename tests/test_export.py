@@ -55,12 +55,12 @@ def test_exported_two_stage_detector_takes_each_images_size_and_clips_to_it():
                          inference=dict(score_threshold=0.0, nms_threshold=0.5, detections=10,
                                         pre_nms=60))
     images = jnp.asarray(np.random.default_rng(4).normal(size=(2, 64, 64, 3)), jnp.float32)
-    variables = model.init(jax.random.key(0), images[:1])
+    variables = jax.jit(model.init)(jax.random.key(0), images[:1])
     exported = surgery.export_inference(model, variables, (64, 64))
     restored = surgery.load_exported(exported.serialize())
     sizes = jnp.array([[64, 40], [24, 64]], jnp.int32)
     served = restored.call(images, sizes)
-    direct = model.apply(variables, images, image_sizes=sizes)
+    direct = jax.jit(model.apply)(variables, images, image_sizes=sizes)  # (eager: op by op)
     np.testing.assert_allclose(served["boxes"], direct["boxes"], atol=1e-4)
     boxes = np.asarray(served["boxes"])
     assert boxes[0, :, 2].max() <= 40 + 1e-4 and boxes[1, :, 3].max() <= 24 + 1e-4

@@ -161,11 +161,14 @@ def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
     x = jnp.asarray(np.random.RandomState(1).rand(2, 64, 64, 3), jnp.float32)
     model32 = create_model(tiny_arch(8), "segmentation", 5)
     model16 = create_model(tiny_arch(8), "segmentation", 5, dtype=jnp.bfloat16)
-    variables = model32.init(jax.random.key(0), x, train=False)
-    assert {v.dtype for v in jax.tree.leaves(model16.init(jax.random.key(0), x, train=False))} == {
-        jnp.dtype(jnp.float32)}
-    out32, state32 = model32.apply(variables, x, train=True, mutable=["batch_stats"])
-    out16, state16 = model16.apply(variables, x, train=True, mutable=["batch_stats"])
+    init = lambda model: jax.jit(model.init, static_argnames="train")(jax.random.key(0), x,
+                                                                       train=False)
+    train = lambda model: jax.jit(lambda v: model.apply(v, x, train=True,
+                                                        mutable=["batch_stats"]))(variables)
+    variables = init(model32)
+    assert {v.dtype for v in jax.tree.leaves(init(model16))} == {jnp.dtype(jnp.float32)}
+    out32, state32 = train(model32)
+    out16, state16 = train(model16)
     assert out16.dtype == jnp.bfloat16
     assert {v.dtype for v in jax.tree.leaves(state16)} == {jnp.dtype(jnp.float32)}
     # bf16 keeps ~3 significant digits; through ~40 layers the logits stay within a few percent.

@@ -42,7 +42,8 @@ def test_onnxruntime_equals_the_jax_model(head, classes):
     dimension is dynamic."""
     model = create_model(tiny_arch(4), head, classes)
     images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 64, 64, 3)), jnp.float32)
-    variables = model.init(jax.random.key(0), images[:1], train=False)
+    variables = jax.jit(model.init, static_argnames="train")(jax.random.key(0), images[:1],
+                                                             train=False)
     variables = jax.tree.map(  # zero-initialised classifiers and unit statistics no more
         lambda x: x + 0.1 * jax.random.uniform(jax.random.key(1), x.shape), variables)
     proto = onnx_export.convert(*surgery.fold_batchnorm(model, variables), (64, 64),
@@ -50,7 +51,7 @@ def test_onnxruntime_equals_the_jax_model(head, classes):
     assert [i.name for i in proto.graph.input] == ["images"]
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     session = session_of(proto)
-    expected = model.apply(variables, images, train=False)
+    expected = jax.jit(model.apply, static_argnames="train")(variables, images, train=False)
     for batch in (1, 3):
         served, = session.run(None, {"images": np.asarray(images[:batch])})
         assert relative_error(served, expected[:batch]) <= 1e-4
@@ -114,7 +115,8 @@ def test_exported_fcos_detects_what_ours_does_on_the_coco_sample(coco_detection_
         "classes": f"int32['batch', {detections}]", "valid": f"bool['batch', {detections}]"}
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
 
-    def served(images, image_sizes=None):
+    def served(images, image_sizes=None):  # the task sends uint8 pictures; the file takes
+        images = normalize(images)            # normalised floats, as the README's recipe
         return dict(zip(onnx_export.NMS_OUTPUTS, session.run(None, {"images": images})))
 
     ours = trainer.predict_fn(trainer.restore_or_init())

@@ -109,7 +109,8 @@ def run_cli(workdir, *overrides, wait=True):
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(tmp_path):
+@pytest.mark.slow  # the fast tier's SIGKILL resume is test_storage's, which asserts the same
+def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(tmp_path):  # (in a bucket)
     overrides = ("loop.num_steps=24", "loop.log_every=1", "checkpoint.every_steps=8",
                  "data.image_size=64x64", "data.batch_size=8")
     straight = run_cli(tmp_path / "straight", *overrides)

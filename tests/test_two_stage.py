@@ -47,11 +47,12 @@ def test_cascade_inference_averages_the_stages_logits_and_masks():
                          inference=dict(score_threshold=0.0, nms_threshold=0.5, detections=10,
                                         pre_nms=100), detector=SMALL)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 64, 64, 3)), jnp.float32)
-    variables = model.init(jax.random.key(0), x)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
     sizes = jnp.array([[64, 56]])
-    found = model.apply(variables, x, image_sizes=sizes)
-    captured = model.apply(variables, x, image_sizes=sizes, capture_intermediates=True,
-                           mutable=["intermediates"])[1]["intermediates"]["head"]
+    found, captured = jax.jit(lambda v: model.apply(v, x, image_sizes=sizes,  # (eager: slow)
+                                                    capture_intermediates=True,
+                                                    mutable=["intermediates"]))(variables)
+    captured = captured["intermediates"]["head"]
     rois = captured["rpn"]["__call__"][0]["proposals"]
     valid = captured["rpn"]["__call__"][0]["proposal_valid"]
     logits_sum = 0
@@ -62,8 +63,9 @@ def test_cascade_inference_averages_the_stages_logits_and_masks():
         if stage < 2:
             rois = jax.vmap(coder.decode_deltas, (0, 0, None, 0))(rois, deltas, stds,
                                                                   sizes.astype(jnp.float32))
-    expected = jax.vmap(lambda *a: box_detections(*a, stds=stds, score_threshold=0.0,
-                                                  iou_threshold=0.5, keep=10, pre_nms=100))(
+    expected = jax.jit(jax.vmap(lambda *a: box_detections(*a, stds=stds, score_threshold=0.0,
+                                                          iou_threshold=0.5, keep=10,
+                                                          pre_nms=100)))(
         logits_sum / 3, deltas, rois, valid, sizes.astype(jnp.float32))
     np.testing.assert_allclose(found["boxes"], expected["boxes"], atol=1e-4)
     np.testing.assert_allclose(found["scores"], expected["scores"], atol=1e-6)

@@ -14,9 +14,10 @@ import numpy as np
 
 Batch = dict[str, Any]
 Record = dict[str, np.ndarray]
-# The model in inference mode: normalised images (N, H, W, 3), and for the detectors each
-# image's size in its padded canvas (N, 2) (optional), -> outputs as numpy (the trainer's is a
-# hrnet_jax.training.step.Network, whose `on_device` leaves them on the device).
+# The model in inference mode: images (N, H, W, 3), uint8 pictures (normalised on the device)
+# or normalised floats, and for the detectors each image's size in its padded canvas (N, 2)
+# (optional), -> outputs as numpy (the trainer's is a hrnet_jax.training.step.Network, whose
+# `on_device` leaves them on the device).
 Predict = Callable[..., Any]
 
 
@@ -140,9 +141,7 @@ def panels(named: list[tuple[str, np.ndarray]]) -> np.ndarray:
 
 def whole_image(predict: Predict, image: np.ndarray) -> Any:
     """The outputs of one uint8 image given whole to the network."""
-    from hrnet_jax.data.pipeline import normalize
-
-    return jax.tree.map(lambda x: x[0], predict(normalize(image)[None]))
+    return jax.tree.map(lambda x: x[0], predict(image[None]))  # uint8: normalised on the device
 
 
 def task_classes() -> dict[str, Callable[[Any, Any], Task]]:

@@ -65,10 +65,14 @@ class Classification(Task):
         return {"image": image, "label": np.int32(example["label"])}
 
     def mix_batch(self, batch, rng):
-        """mixup / CutMix of the batch (timm's alphas)."""
+        """mixup / CutMix of the batch (timm's alphas), of the normalised images (the blends
+        are not uint8: the step passes float images through as they are)."""
+        from hrnet_jax.data.pipeline import normalize
+
         data = self.config.data
-        images, targets = transforms.mix_batch(batch["image"], batch["label"], self.num_classes,
-                                               rng, data.mixup_alpha, data.cutmix_alpha)
+        images, targets = transforms.mix_batch(normalize(batch["image"]), batch["label"],
+                                               self.num_classes, rng, data.mixup_alpha,
+                                               data.cutmix_alpha)
         return {**batch, "image": images, "label": targets}
 
     def loss(self, logits, batch):

@@ -9,9 +9,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hrnet_jax.data.pipeline import normalize_on_device
 from hrnet_jax.tasks import Task
 
 State = dict[str, Any]  # {'step', 'params', 'batch_stats', 'opt_state'}
+
+
+def network_input(images: jnp.ndarray) -> jnp.ndarray:
+    """The network's normalised input: the loaders' uint8 images are normalised here, on the
+    device (a quarter of the bytes batched, copied between processes and sent; the host's
+    table, so the same values); float images arrive normalised (mixup's blends, inference)."""
+    return normalize_on_device(images) if images.dtype == jnp.uint8 else images
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
@@ -32,7 +40,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
 
     def loss_fn(params, batch_stats, batch, dropout_key):
         outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
-                                       batch["image"], train=True, mutable=["batch_stats"],
+                                       network_input(batch["image"]), train=True,
+                                       mutable=["batch_stats"],
                                        rngs={"dropout": dropout_key}, **task.model_inputs(batch))
         loss, figures = task.loss(outputs, batch)
         return loss, (updates["batch_stats"], figures)
@@ -71,7 +80,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
 def make_eval_step(model: nn.Module, task: Task) -> Callable[[State, dict], dict]:
     def eval_step(state: State, batch: dict) -> dict:
         outputs = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
-                              batch["image"], train=False)
+                              network_input(batch["image"]), train=False)
         return task.eval_sums(outputs, batch)
     return eval_step
 
@@ -85,7 +94,7 @@ def make_predict(model: nn.Module, postprocess: Callable[[Any], Any] | None = No
         """`image_sizes` (N, 2): each image's height and width in its padded canvas (the
         detectors clip to it)."""
         outputs = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
-                              images, train=False, image_sizes=image_sizes)
+                              network_input(images), train=False, image_sizes=image_sizes)
         return outputs if postprocess is None else postprocess(outputs)
     return predict
 
