@@ -47,6 +47,34 @@ def test_prepared_tree_reproduces_the_real_train_id_file(sample, tmp_path):
     assert example["file_name"] in (STEM, STEM.encode())
 
 
+def test_raw_pixel_storage_holds_the_same_arrays_and_gives_the_same_batches(sample, tmp_path):
+    """cityscapes_raw (pixels stored raw, fast to read): the records' very arrays, hence the
+    training pipeline's very batches for the same seed."""
+    from hrnet_jax import experiments
+    from hrnet_jax.data import pipeline
+    from hrnet_jax.tasks import make_task
+
+    batches = {}
+    for name in ("cityscapes", "cityscapes_raw"):
+        prepare.prepare(name, str(sample["root"]), str(tmp_path))
+        config = experiments.load("seg_cityscapes:smoke")
+        config.data.name, config.data.data_dir, config.data.train_split = name, str(tmp_path), "val"
+        task = make_task(config)
+        train, evaluation = task.dataset.sources(config.data)
+        stored = task.dataset.prepared_builder(str(tmp_path)).info.features["image"]
+        assert isinstance(stored, tfds.features.Tensor if name.endswith("raw")  # no codec
+                          else tfds.features.Image)
+        loader = pipeline.train_loader(train, task.prepare, 2, 7, 0, task.augment)
+        iterator = iter(loader)
+        batches[name] = [next(iterator) for _ in range(3)]
+        np.testing.assert_array_equal(evaluation[0]["image"], sample["image"])
+        np.testing.assert_array_equal(evaluation[0]["label"][..., 0], sample["train_ids"])
+    for png, raw in zip(batches["cityscapes"], batches["cityscapes_raw"]):
+        assert png.keys() == raw.keys()
+        for key in png:
+            np.testing.assert_array_equal(png[key], raw[key])
+
+
 def official_zips(sample, folder) -> None:
     """The sample packed as the official downloads (gtFine holds labelIds, no trainIds)."""
     folder.mkdir()

@@ -43,15 +43,20 @@ def checked_label(label: np.ndarray, num_classes: int, name: str, ignore: int | 
 
 
 def segmentation_info(builder: Any, homepage: str, image_format: str = "jpeg") -> Any:
-    """DatasetInfo of records holding an image, its (H, W, 1) label image and a file name."""
+    """DatasetInfo of records holding an image, its (H, W, 1) label image and a file name.
+    `image_format` "raw": both stored as their pixels (no codec: reading is a copy)."""
     import tensorflow_datasets as tfds
 
+    if image_format == "raw":
+        pixels = lambda channels: tfds.features.Tensor(
+            shape=(None, None, channels), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES)
+        image, label = pixels(3), pixels(1)
+    else:
+        image = tfds.features.Image(shape=(None, None, 3), encoding_format=image_format)
+        label = tfds.features.Image(shape=(None, None, 1), encoding_format="png")
     return builder.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format=image_format),
-            "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-            "file_name": tfds.features.Text(),
-        }),
+        features=tfds.features.FeaturesDict({"image": image, "label": label,
+                                             "file_name": tfds.features.Text()}),
         homepage=homepage)
 
 

@@ -1,6 +1,7 @@
 """Cityscapes: urban street scenes, 19 training classes (HRNetV2 semantic segmentation).
 
     python -m hrnet_jax.data.prepare cityscapes --manual_dir DOWNLOADS   # the two official zips
+    python -m hrnet_jax.data.prepare cityscapes_raw --manual_dir DOWNLOADS  # pixels stored raw
 
 Prepared by hrnet_jax.data.builders.cityscapes from `leftImg8bit_trainvaltest.zip` +
 `gtFine_trainvaltest.zip` (or the extracted tree): labels are the 19 trainIds (255 = ignore),
@@ -10,6 +11,8 @@ The label definitions are cityscapesScripts' labels.py, as facts.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -52,4 +55,11 @@ CITYSCAPES = Dataset(name="cityscapes", task="segmentation",
                      colours=tuple(tuple(int(v) for v in c) for c in PALETTE),
                      train_examples=TRAIN_IMAGES, same_size_images=True)
 
-DATASETS = (CITYSCAPES,)
+# The same frames with their pixels stored raw (hrnet_cityscapes_raw): for hosts whose cores the
+# PNG decoding of full frames would starve an accelerator of. The same arrays, so the same
+# batches; three times the storage. `prepare cityscapes_raw`, then `--set data.name=cityscapes_raw`.
+CITYSCAPES_RAW = dataclasses.replace(CITYSCAPES, name="cityscapes_raw",
+                                     builder=("cityscapes", "HrnetCityscapesRaw"),
+                                     tfds_name="hrnet_cityscapes_raw")
+
+DATASETS = (CITYSCAPES, CITYSCAPES_RAW)
