@@ -139,7 +139,8 @@ def measure(case: str, fixtures: pathlib.Path, images: int, threads: int = 1) ->
                                                    classes), np.float32))
     chosen = [records[i % len(records)] for i in range(images)]
     cv2.setNumThreads(1)  # OpenCV's work on the calling thread, counted in its CPU time
-    task.evaluate_image(stand_in, chosen[0])  # warm: imports, caches, compilations
+    for record in {np.shape(r["image"]): r for r in chosen}.values():  # warm: imports, caches,
+        task.evaluate_image(stand_in, record)  # compilations (once a size or bucket of sizes)
     stand_in.pixels = 0
 
     def timed(record):  # the evaluating thread's own CPU time for the image
