@@ -51,8 +51,8 @@ class Evaluation(Protocol):
 class Task:
     """What the shared trainer needs from a task. Subclasses set `name` and define the methods; `augment`, `mix_batch` and `postprocess` stay None where a task has none.
 
-    prepare: host-side, one example -> the arrays the step consumes (targets, normalisation
-      follows in the pipeline).
+    prepare: host-side, one example -> the arrays the step consumes (targets; the image stays
+      uint8, normalised by the step on the device).
     augment: training only, before `prepare`: (example, numpy Generator) -> example.
     mix_batch: training only, a whole batch: (batch, Generator) -> batch (mixup, CutMix).
     loss: (model outputs, batch) -> (scalar loss, dict of scalar figures to log).
