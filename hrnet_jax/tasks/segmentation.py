@@ -182,21 +182,25 @@ class Segmentation(Task):
             return self.summarize(evaluation.rows(self.evaluate_image))
         return self.summarize(evaluation.sums())
 
-    def evaluate_image(self, predict, record):
+    def log_scores(self, predict, image: np.ndarray, size: tuple[int, int]) -> jax.Array:
+        """The evaluation's inference (eval.scales, eval.flip, sliding windows) of a uint8
+        image (already at data.resize, if set): (size, classes) log-scores on the device,
+        resized to `size` (the label's or the picture's, as the reference's LIP testval)."""
         from hrnet_jax.data.pipeline import normalize
         from hrnet_jax.inference.segmentation import multi_scale_log_scores, resize_log_scores
 
         data, settings = self.config.data, self.config.eval
-        example = self.prepare(record)
-        labels = example["label"]
-        image = self.resized(example)["image"]
         base = data.base_size or max(image.shape[:2])
         crop = tuple(data.crop_size) or image.shape[:2]
         log_scores = multi_scale_log_scores(predict, normalize(image), settings.scales,
                                             settings.flip, base, crop, self.flip_pairs,
                                             self.align_corners, settings.pad_to_crop)
-        # data.resize: the scores resized back to the label, as the reference's LIP testval.
-        log_scores = resize_log_scores(log_scores, labels.shape, self.align_corners)
+        return resize_log_scores(log_scores, tuple(size), self.align_corners)
+
+    def evaluate_image(self, predict, record):
+        example = self.prepare(record)
+        labels = example["label"]
+        log_scores = self.log_scores(predict, self.resized(example)["image"], labels.shape)
         # On the device to the end: only the confusion matrix comes back.
         confusion = confusion_matrix(jnp.argmax(log_scores, -1), jnp.asarray(labels),
                                      self.num_classes, jnp.ones(labels.shape, jnp.float32),
@@ -217,22 +221,13 @@ class Segmentation(Task):
     def results(self, predict, image, boxes=None):
         """`labels` (H, W) and `probabilities` (H, W, classes) at the image's size, by the
         evaluation's inference (eval.scales, eval.flip, sliding windows, data.resize)."""
-        from hrnet_jax.data.pipeline import normalize
-        from hrnet_jax.inference.segmentation import multi_scale_log_scores, resize_log_scores
-
-        data, settings = self.config.data, self.config.eval
         resized = self.resized({"image": image})["image"]
         height, width = resized.shape[:2]
         if height * width > MAX_PREDICT_PIXELS:  # the network runs on the whole picture
             raise ValueError(f"{width}x{height} pixels, above the {MAX_PREDICT_PIXELS:,}-pixel "
                              "limit of a picture segmented whole (its activations grow with "
                              "it): resize it first, or crop it into tiles")
-        base = data.base_size or max(resized.shape[:2])
-        crop = tuple(data.crop_size) or resized.shape[:2]
-        log_scores = multi_scale_log_scores(predict, normalize(resized), settings.scales,
-                                            settings.flip, base, crop, self.flip_pairs,
-                                            self.align_corners, settings.pad_to_crop)
-        log_scores = resize_log_scores(log_scores, image.shape[:2], self.align_corners)
+        log_scores = self.log_scores(predict, resized, image.shape[:2])
         return jax.device_get({"labels": jnp.argmax(log_scores, -1).astype(jnp.int32),
                                "probabilities": jax.nn.softmax(log_scores, -1)})
 

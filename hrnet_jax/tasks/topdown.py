@@ -21,7 +21,6 @@ import numpy as np
 
 from hrnet_jax.data import topdown
 from hrnet_jax.data.keypoint_sets import KeypointSet
-from hrnet_jax.data.pipeline import normalize_on_device
 from hrnet_jax.metrics.coco_keypoints import VISIBLE_SCORE
 from hrnet_jax.tasks import Task, heatmaps, panels
 from hrnet_jax.tasks.heatmaps import STRIDE, draw_skeleton, gaussian_heatmaps, heatmap_mse
@@ -47,7 +46,7 @@ class PersonPredictor:
     def decoded(self, predict: Callable, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W, 3) uint8 crops -> coordinates (N, K, 2) in heatmap pixels and scores
         (N, K), in fixed-size batches (one compiled shape); with the flip test, one call on
-        the batch and its mirror images. The host sends uint8 crops; normalising, mirroring,
+        the batch and its mirror images. The host sends uint8 crops; mirroring, normalising,
         averaging the mirrors' heatmaps and the argmax decoding happen on the device (on the
         host they were 13x the network's time), DARK's on the host."""
         call = getattr(predict, "on_device", predict)
@@ -90,9 +89,9 @@ class PersonPredictor:
 
 @functools.partial(jax.jit, static_argnames=("flip",))
 def _network_batch(crops: jax.Array, flip: bool) -> jax.Array:
-    """uint8 crops -> the network's normalised batch, their mirror images appended if `flip`."""
-    images = normalize_on_device(crops)
-    return jnp.concatenate([images, images[:, :, ::-1]]) if flip else images
+    """uint8 crops -> the network's batch, their mirror images appended if `flip` (still uint8:
+    the network normalises its input, hrnet_jax.training.step.network_input)."""
+    return jnp.concatenate([crops, crops[:, :, ::-1]]) if flip else crops
 
 
 @functools.partial(jax.jit, static_argnames=("keypoints",))
