@@ -9,6 +9,7 @@ batching, in one process with the loader's reader threads, as one grain worker r
   cityscapes      seg_cityscapes: 1024x2048 PNGs, scale 0.5-2.0, pad, 512x1024 crop, flip
   cityscapes_raw  the same from data.name=cityscapes_raw (the frames' pixels stored raw)
   coco_pose       pose_coco:w32,256x192: one person's affine crop to 256x192, flip, heatmaps
+  coco_pose_crops the same from data.name=coco_keypoints_crops (loose crops stored raw)
   coco_detection  det_coco_fcos:w18: a whole image resized to 800 x <=1333, flip, padded
   coco_instances  det_coco_rcnn:mask_rcnn,w18: the same, and every instance's RLE mask decoded
                   (mirrored with the image) and resampled inside its box to 56x56
@@ -38,11 +39,14 @@ import numpy as np
 CASES = {"cityscapes": ("seg_cityscapes", "cityscapes", "cityscapes_mini", "seg_w48_b12"),
          "cityscapes_raw": ("seg_cityscapes", "cityscapes_raw", "cityscapes_mini", "seg_w48_b12"),
          "coco_pose": ("pose_coco:w32,256x192", "coco_keypoints", "coco_mini", "pose_w32_b64"),
+         "coco_pose_crops": ("pose_coco:w32,256x192", "coco_keypoints_crops", "coco_mini",
+                             "pose_w32_b64"),
          "coco_detection": ("det_coco_fcos:w18", "coco_detection", "coco_mini", None),
          "coco_instances": ("det_coco_rcnn:mask_rcnn,w18", "coco_detection", "coco_mini", None)}
 # The real training sets' lengths: Cityscapes' fine train images, COCO train2017's persons the
 # pose reference trains on, COCO train2017's images.
-FULL_LENGTH = {"cityscapes": 2975, "cityscapes_raw": 2975, "coco_pose": 149813, "coco_detection": 117266,
+FULL_LENGTH = {"cityscapes": 2975, "cityscapes_raw": 2975, "coco_pose": 149813,
+               "coco_pose_crops": 149813, "coco_detection": 117266,
                "coco_instances": 117266}
 
 
@@ -114,6 +118,7 @@ def measure(case: str, fixtures: pathlib.Path, batches: int, gpu_rates: dict[str
     else:  # the COCO sample holds val2017 images only: its val split stands in for train
         prepare.prepare(builder, str(fixtures / sample), data_dir)
         config.data.train_split = "val"
+        config.data.name = builder
     config.data.data_dir = data_dir
     task = make_task(config)
     train, _ = task.dataset.sources(config.data)

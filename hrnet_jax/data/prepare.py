@@ -5,6 +5,7 @@
     python -m hrnet_jax.data.prepare lip --manual_dir LIP_ROOT
     python -m hrnet_jax.data.prepare pascal_context --manual_dir VOCdevkit/VOC2010
     python -m hrnet_jax.data.prepare coco_keypoints --manual_dir COCO_ROOT
+    python -m hrnet_jax.data.prepare coco_keypoints_crops --manual_dir COCO_ROOT  # persons as crops
     python -m hrnet_jax.data.prepare coco_detection --manual_dir COCO_ROOT
     python -m hrnet_jax.data.prepare mpii --manual_dir MPII_ROOT
     python -m hrnet_jax.data.prepare wflw --manual_dir WFLW_ROOT   # or 300w, cofw, aflw

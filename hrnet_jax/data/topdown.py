@@ -101,27 +101,37 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def warp(image: np.ndarray, centre: np.ndarray, scale: np.ndarray, rotation: float,
-         input_size: tuple[int, int]) -> np.ndarray:
-    """The (height, width) = input_size crop of `image` (bilinear, zero outside).
+         input_size: tuple[int, int], origin: tuple[float, float] = (0, 0)) -> np.ndarray:
+    """The (height, width) = input_size crop of `image` (bilinear, zero outside). `origin`:
+    where the pixels' top-left corner lies in the image that `centre` is measured in (a
+    person's loose crop stored at preparation, `PersonCrops`; (0, 0) for a whole image).
 
     A mirrored image is a view: rather than copy all of it for one crop (which cost more than
     the warp), only the region the crop samples is copied (its bounding box, with pixels to
     spare for the bilinear neighbours), and the inverse map shifted by the region's offset.
     OpenCV's fixed-point coordinates then round differently now and then: a few pixels of a
-    crop may differ by one grey level from warping the whole mirrored image (tests bound it)."""
+    crop may differ by one grey level from warping the whole mirrored image (tests bound it);
+    the same holds for a loose crop against its whole image."""
     height, width = input_size
     matrix = affine_matrix(centre, scale, rotation, (width, height))
-    if image.flags.c_contiguous:
+    origin_x, origin_y = int(origin[0]), int(origin[1])
+    if image.flags.c_contiguous and not (origin_x or origin_y):
         return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR)
     inverse = cv2.invertAffineTransform(matrix)  # as warpAffine inverts it
     corners = apply_affine(np.array([[0, 0], [width, 0], [0, height], [width, height]],
                                     np.float64), inverse)
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 3, image.shape[1::-1])
-    if x0 >= x1 or y0 >= y1:  # the crop lies wholly outside the image
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, (origin_x, origin_y))
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 3,
+                        (origin_x + image.shape[1], origin_y + image.shape[0]))
+    if x0 >= x1 or y0 >= y1:  # the crop lies wholly outside the pixels
         return np.zeros((height, width, *image.shape[2:]), image.dtype)
     inverse[:, 2] -= (x0, y0)
-    return cv2.warpAffine(np.ascontiguousarray(image[y0:y1, x0:x1]), inverse, (width, height),
+    region = image[y0 - origin_y:y1 - origin_y, x0 - origin_x:x1 - origin_x]
+    if region.strides[1] < 0:  # a mirrored view: OpenCV reads rows of any stride, not these
+        region = region[:, ::-1]  # the pixels as stored, and the map mirrored to match
+        inverse[0] = -inverse[0]
+        inverse[0, 2] += region.shape[1] - 1
+    return cv2.warpAffine(region, inverse, (width, height),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
 
@@ -177,12 +187,14 @@ def random_person_view(example: dict[str, Any], rng: np.random.Generator, keypoi
     if rng.random() <= ROTATION_PROBABILITY:
         rotation = float(rng.uniform(-rotation_factor, rotation_factor) if uniform else np.clip(
             rng.standard_normal() * rotation_factor, -2 * rotation_factor, 2 * rotation_factor))
-    image = example["image"]
+    image, origin = example["image"], example.get("origin", np.zeros(2, np.float32))
+    width = example.get("image_width", image.shape[1])  # of the whole image, for a loose crop
     if flip and rng.random() <= 0.5:
-        image = image[:, ::-1]
-        joints, visible = mirror_joints(joints, visible, image.shape[1], keypoints)
-        centre = np.array([image.shape[1] - centre[0] - 1, centre[1]], np.float32)
-    return {**example, "image": image, "joints": joints, "visible": visible,
+        image = image[:, ::-1]  # the pixels' mirror image lies mirrored in the mirrored image
+        origin = np.array([width - origin[0] - image.shape[1], origin[1]], np.float32)
+        joints, visible = mirror_joints(joints, visible, width, keypoints)
+        centre = np.array([width - centre[0] - 1, centre[1]], np.float32)
+    return {**example, "image": image, "origin": origin, "joints": joints, "visible": visible,
             "centre": np.asarray(centre, np.float32), "scale": np.asarray(scale, np.float32),
             "rotation": np.float32(rotation)}
 
@@ -190,7 +202,8 @@ def random_person_view(example: dict[str, Any], rng: np.random.Generator, keypoi
 def crop_person(example: dict[str, Any], input_size: tuple[int, int]) -> dict[str, np.ndarray]:
     """The network input of one person and its joints in input pixels (unlabelled stay 0)."""
     centre, scale, rotation = example["centre"], example["scale"], float(example["rotation"])
-    image = warp(example["image"], centre, scale, rotation, input_size)
+    image = warp(example["image"], centre, scale, rotation, input_size,
+                 example.get("origin", (0, 0)))
     matrix = affine_matrix(centre, scale, rotation, (input_size[1], input_size[0]))
     visible = np.asarray(example["visible"], np.float32)
     joints = apply_affine(np.asarray(example["joints"], np.float32), matrix) * (visible[:, None] > 0)
@@ -229,3 +242,61 @@ class PersonInstances:
 
     def __repr__(self) -> str:
         return f"PersonInstances({len(self)} persons of {self.records!r})"
+
+
+def loose_region(box: np.ndarray, joints: np.ndarray, visible: np.ndarray,
+                 keypoints: KeypointSet, aspect_ratio: float, scale_factor: float,
+                 width: int, height: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the pixels of the (width, height) image that any training view of
+    this person can sample (`random_person_view`, then `crop_person`). Every centre the view
+    can take (the box's; with enough labelled joints, either half body's), at the largest
+    scale, turned by any angle: a disc of half the sampled rectangle's diagonal about it, with
+    the pixels `warp` keeps for the bilinear neighbours. A mirror samples the mirror image of
+    the same region. `box`: as training takes it (clipped for COCO)."""
+    views = [box_to_centre_scale(box, aspect_ratio)]
+    if visible.sum() > HALF_BODY_MIN_JOINTS:
+        upper = np.isin(np.arange(len(joints)), keypoints.upper_body)
+        for half in (upper, ~upper):
+            chosen = joints[(visible > 0) & half]
+            if len(chosen) >= 2:
+                low, high = chosen.min(0), chosen.max(0)
+                w, h = fit_aspect(high[0] - low[0], high[1] - low[1], aspect_ratio)
+                views.append((chosen.mean(0), np.array([w, h]) / PIXEL_STD * HALF_BODY_PADDING))
+    x0, y0, x1, y1 = width, height, 0, 0
+    for centre, scale in views:
+        sampled_width = float(scale[0]) * PIXEL_STD * (1 + scale_factor)
+        radius = 0.5 * sampled_width * np.hypot(1.0, 1.0 / aspect_ratio)
+        x0, y0 = min(x0, int(np.floor(centre[0] - radius)) - 2), min(y0, int(np.floor(centre[1] - radius)) - 2)
+        x1, y1 = max(x1, int(np.ceil(centre[0] + radius)) + 3), max(y1, int(np.ceil(centre[1] + radius)) + 3)
+    return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+
+
+class PersonCrops:
+    """Random access to training persons stored one a record as their loose crop (the pixels
+    of `loose_region`, hrnet_jax.data.builders.coco_person_crops): items as `PersonInstances`
+    gives them, the image being the crop and `origin` where it lies in its image, so that the
+    same seed draws the same views and crops (up to OpenCV's rounding, see `warp`) without
+    decoding the whole image."""
+
+    def __init__(self, records: Any, aspect_ratio: float, clip_boxes: bool = True):
+        self.records, self.aspect_ratio, self.clip_boxes = records, aspect_ratio, clip_boxes
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self.records[index]
+        height, width = (int(v) for v in example["image_size"])
+        keypoints = np.asarray(example["keypoints"], np.float32)
+        box = np.asarray(example["bbox"], np.float32)
+        if self.clip_boxes:
+            box = clean_box(box, width, height)
+        centre, scale = box_to_centre_scale(box, self.aspect_ratio)
+        visible = (keypoints[:, 2] > 0).astype(np.float32)
+        return {"image": example["image"], "origin": np.asarray(example["origin"], np.float32),
+                "image_width": width, "joints": keypoints[:, :2] * visible[:, None],
+                "visible": visible, "centre": centre, "scale": scale,
+                "rotation": np.float32(0.0)}
+
+    def __repr__(self) -> str:
+        return f"PersonCrops({len(self)} persons of {self.records!r})"

@@ -139,9 +139,54 @@ COCO_KEYPOINTS = CocoKeypoints(name="coco_keypoints", task="pose",
                                builder=("coco_keypoints", "HrnetCocoKeypoints"),
                                tfds_name="hrnet_coco_keypoints", keypoints=KEYPOINTS,
                                clip_boxes=True, train_examples=TRAIN_PERSONS)
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoPersonCrops(CocoKeypoints):
+    """COCO keypoints whose training persons are read as loose crops stored raw at preparation
+    (hrnet_jax.data.builders.coco_person_crops): no JPEG decoded to train, the same batches as
+    `coco_keypoints` for a seed. Evaluation reads `images`' whole images; preparing this
+    prepares both."""
+
+    images: CocoKeypoints | None = None
+
+    def prepare(self, manual_dir: str, data_dir: str = "~/tensorflow_datasets") -> Any:
+        self.images.prepare(manual_dir, data_dir)
+        return super().prepare(manual_dir, data_dir)
+
+    def sources(self, data: Any) -> tuple[Any, Any]:
+        crops = self.prepared_builder(data.data_dir)
+        images = self.images.prepared_builder(data.data_dir)
+        return (self.training_view(self.split(crops, data.train_split), crops, data),
+                self.images.split(images, data.eval_split))
+
+    def training_view(self, records: Any, builder: Any, data: Any) -> Any:
+        from hrnet_jax.data import topdown
+
+        height, width = data.image_size
+        cut_for = builder.info.metadata["augmentation"]
+        if (data.scale_factor > cut_for["scale_factor"] + 1e-9
+                or abs(width / height - cut_for["aspect_ratio"]) > 1e-9):
+            raise ValueError(
+                f"{self.name}'s crops were cut for views up to data.scale_factor="
+                f"{cut_for['scale_factor']} at aspect ratio {cut_for['aspect_ratio']} (width / "
+                f"height); this run asks for scale_factor={data.scale_factor} at "
+                f"{width}/{height}: train on data.name={self.images.name}")
+        return topdown.PersonCrops(records, width / height, self.clip_boxes)
+
+
 COCO_DETECTION = DetectionDataset(name="coco_detection", task="detection",
                                   builder=("coco_detection", "HrnetCocoDetection"),
                                   tfds_name="hrnet_coco_detection", categories=CATEGORIES,
                                   train_examples=DETECTION_TRAIN_IMAGES)
 
-DATASETS = (COCO_KEYPOINTS, COCO_DETECTION)
+# COCO_KEYPOINTS' training persons as loose crops, pixels raw: for hosts whose cores the
+# decoding of whole images would starve an accelerator of. `prepare coco_keypoints_crops`, then
+# `--set data.name=coco_keypoints_crops`.
+COCO_KEYPOINTS_CROPS = CocoPersonCrops(name="coco_keypoints_crops", task="pose",
+                                       builder=("coco_person_crops", "HrnetCocoPersonCrops"),
+                                       tfds_name="hrnet_coco_person_crops", keypoints=KEYPOINTS,
+                                       clip_boxes=True, train_examples=TRAIN_PERSONS,
+                                       images=COCO_KEYPOINTS)
+
+DATASETS = (COCO_KEYPOINTS, COCO_KEYPOINTS_CROPS, COCO_DETECTION)
