@@ -81,7 +81,10 @@ def rows_from_targets(task, records, aspect_ratio: float, evaluated, clip_boxes:
         slots = evaluated(index, record)
         person = lambda slot: topdown.PersonInstances(records, [[index, slot]], aspect_ratio,
                                                       clip_boxes)[0]
-        queue = [task.prepare(person(slot))["heatmaps"] for slot in slots]
+        crops = [task.prepare(person(slot)) for slot in slots]
+        queue = [np.asarray(task.targets({"joints": crop["joints"][None],
+                                          "visible": crop["visible"][None]})[0][0])
+                 for crop in crops]
         blank = np.zeros_like(queue[0]) if queue else None
 
         def predict(batch):  # the network, replaced by the targets

@@ -14,7 +14,8 @@ from hrnet_jax.tasks.heatmaps import decode_quarter_offset, gaussian_heatmaps, h
 
 def test_gaussian_targets_follow_the_reference_rule():
     joints = np.array([[10.0, 21.0], [200.0, 5.0], [30.0, 30.0]], np.float32)
-    maps, weights = gaussian_heatmaps(joints, np.array([1, 1, 0]), (16, 12), sigma=2)
+    maps, weights = gaussian_heatmaps(joints[None], np.array([[1, 1, 0]]), (16, 12), sigma=2)
+    maps, weights = np.asarray(maps[0]), np.asarray(weights[0])
     np.testing.assert_array_equal(weights, [1, 0, 0])  # off the heatmap; unlabelled
     # centre int(x / 4 + 0.5): (3, 5); unnormalised peak 1; zero beyond 3 sigma.
     assert maps[5, 3, 0] == 1.0 and np.unravel_index(maps[..., 0].argmax(), (16, 12)) == (5, 3)
@@ -41,17 +42,20 @@ def full_grid_heatmaps(joints, visible, heatmap_size, sigma, stride=4):
 
 
 @pytest.mark.parametrize("sigma", [2, 3, 1.5, 2.5])
-def test_windowed_targets_are_the_full_grid_ones(sigma):
-    """Each Gaussian evaluated in its 3-sigma window only: the same float32 targets and weights
-    as over the whole grid, joints inside, on the edges and off the heatmap."""
+def test_targets_on_the_device_are_the_full_grid_ones(sigma):
+    """The batch's targets made in the loss, each Gaussian read from its window's table: the
+    same float32 targets and weights as the reference's exp over the whole grid, for 300
+    persons with joints inside, on the edges and off the heatmap."""
     rng = np.random.default_rng(int(sigma * 10))
-    for _ in range(300):
-        joints = rng.uniform(-60, 300, (17, 2)).astype(np.float32)
-        visible = rng.integers(0, 2, 17)
-        maps, weights = gaussian_heatmaps(joints, visible, (64, 48), sigma)
-        expected_maps, expected_weights = full_grid_heatmaps(joints, visible, (64, 48), sigma)
-        np.testing.assert_array_equal(maps, expected_maps)
-        np.testing.assert_array_equal(weights, expected_weights)
+    joints = rng.uniform(-60, 300, (300, 17, 2)).astype(np.float32)
+    visible = rng.integers(0, 2, (300, 17))
+    maps, weights = jax.jit(gaussian_heatmaps, static_argnums=(2, 3))(joints, visible, (64, 48),
+                                                                    sigma)
+    for person in range(300):
+        expected_maps, expected_weights = full_grid_heatmaps(joints[person], visible[person],
+                                                             (64, 48), sigma)
+        np.testing.assert_array_equal(maps[person], expected_maps)
+        np.testing.assert_array_equal(weights[person], expected_weights)
 
 
 def test_heatmap_mse_is_the_reference_joints_mse():

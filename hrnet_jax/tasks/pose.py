@@ -32,12 +32,12 @@ class WholeImagePose(Task):
         self.limbs = dataset.keypoints.limbs
 
     def prepare(self, example):
-        maps, weights = gaussian_heatmaps(example["joints"], example["visible"], self.heatmap_size,
-                                          self.config.data.heatmap_sigma)
-        return {**example, "heatmaps": maps, "target_weight": weights}
+        return example
 
     def loss(self, outputs, batch):
-        return heatmap_mse(outputs, batch["heatmaps"], batch["target_weight"]), {}
+        maps, weights = gaussian_heatmaps(batch["joints"], batch["visible"], self.heatmap_size,
+                                          self.config.data.heatmap_sigma)
+        return heatmap_mse(outputs, maps, weights), {}
 
     def eval_sums(self, outputs, batch):
         coords, _ = decode_quarter_offset(outputs)

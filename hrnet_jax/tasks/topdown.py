@@ -133,13 +133,15 @@ class TopDownKeypoints(Task):
                                           uniform=self.dataset.uniform_augment)
 
     def prepare(self, example):
-        crop = topdown.crop_person(example, self.input_size)
-        maps, weights = gaussian_heatmaps(crop["joints"], crop["visible"], self.heatmap_size,
-                                          self.config.data.heatmap_sigma)
-        return {**crop, "heatmaps": maps, "target_weight": weights}
+        return topdown.crop_person(example, self.input_size)
+
+    def targets(self, batch):
+        """The batch's Gaussian heatmaps and joint weights (made on the device, in the loss)."""
+        return gaussian_heatmaps(batch["joints"], batch["visible"], self.heatmap_size,
+                                 self.config.data.heatmap_sigma)
 
     def loss(self, outputs, batch):
-        return heatmap_mse(outputs, batch["heatmaps"], batch["target_weight"]), {}
+        return heatmap_mse(outputs, *self.targets(batch)), {}
 
     def predict_persons(self, predict: Callable, image: np.ndarray, boxes: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray]:
