@@ -11,6 +11,7 @@ import cv2
 import jax
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 import tensorflow_datasets as tfds
 
 from hrnet_jax.data import detection, prepare
@@ -319,4 +320,8 @@ def test_masks_pasted_around_their_boxes_are_those_pasted_over_the_image():
                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) >= 0.5
             flipped += int((mask != whole).sum())
             total += int(whole.sum())
+        # evaluation's strings, encoded box by box: pycocotools' of the pasted image masks
+        encoded = coco.pasted_rles(probabilities, boxes.astype(np.float32), height, width)
+        assert list(encoded) == [mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))[
+            "counts"].decode() for m in pasted]
     assert total > 10 ** 6 and flipped <= 1e-5 * total

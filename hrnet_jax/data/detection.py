@@ -164,33 +164,39 @@ def decode_masks(rles: Any, height: int, width: int) -> np.ndarray:
 
 def encode_masks(masks: np.ndarray) -> list[str]:
     """(M, H, W) binary masks -> compressed RLE strings (pycocotools), the inverse of
-    decode_masks. Each mask's runs are counted in the box around its pixels only (an instance
-    covers a sliver of its image) and compressed by pycocotools: the strings of
-    pycocotools' own encoder, several times faster."""
+    decode_masks: pycocotools' own encoder's strings."""
+    height, width = masks.shape[1:]
+    return [encode_region(mask, 0, 0, height, width) for mask in masks]
+
+
+def encode_region(region: np.ndarray, top: int, left: int, height: int, width: int) -> str:
+    """The compressed RLE string of a height x width mask that is zero but for the (h, w)
+    `region` at (top, left). The runs are counted in the box around the region's pixels only
+    (an instance covers a sliver of its image) and compressed by pycocotools: the strings of
+    pycocotools' own encoder of the whole mask, several times faster."""
     from pycocotools import mask as mask_utils
 
-    height, width = masks.shape[1:]
-    return [mask_utils.frPyObjects({"counts": run_lengths(mask), "size": [height, width]},
-                                   height, width)["counts"].decode() for mask in masks]
+    runs = run_lengths(region, top, left, height, width)
+    return mask_utils.frPyObjects({"counts": runs, "size": [height, width]},
+                                  height, width)["counts"].decode()
 
 
-def run_lengths(mask: np.ndarray) -> list[int]:
-    """COCO's uncompressed RLE of a (H, W) mask: alternating runs of 0s and 1s, first 0s, in
-    column-major order."""
-    height, width = mask.shape
-    columns = np.flatnonzero(mask.any(0))
+def run_lengths(region: np.ndarray, top: int, left: int, height: int, width: int) -> list[int]:
+    """COCO's uncompressed RLE of a height x width mask, zero but for `region` at (top, left):
+    alternating runs of 0s and 1s, first 0s, in column-major order."""
+    columns = np.flatnonzero(region.any(0))
     if not len(columns):
         return [height * width]
     x0, x1 = columns[0], columns[-1] + 1
-    rows = np.flatnonzero(mask[:, x0:x1].any(1))
+    rows = np.flatnonzero(region[:, x0:x1].any(1))
     block = np.zeros((x1 - x0, height), bool)  # the occupied columns, column-major
-    block[:, rows[0]:rows[-1] + 1] = mask[rows[0]:rows[-1] + 1, x0:x1].T
+    block[:, top + rows[0]:top + rows[-1] + 1] = region[rows[0]:rows[-1] + 1, x0:x1].T
     flat = block.ravel()
     edges = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
     runs = np.diff(edges).tolist()  # flat[0] is False: the block's first row is empty or not
     runs = ([0] + runs) if flat[0] else runs
-    runs[0] += int(x0) * height  # the empty columns before and after
-    after = (width - int(x1)) * height
+    runs[0] += (left + int(x0)) * height  # the empty columns before and after
+    after = (width - left - int(x1)) * height
     if after and len(runs) % 2 == 0:  # ends on 1s: the empty columns after, a run of 0s
         runs.append(after)
     elif after:

@@ -127,10 +127,13 @@ class Detection(Task):
             out["semantic"] = semantic_target(example, size, picture.shape[:2], name)
         return out
 
-    def detect(self, predict: Callable, image: np.ndarray) -> dict[str, np.ndarray]:
+    def detect(self, predict: Callable, image: np.ndarray, encoded_masks: bool = False
+               ) -> dict[str, np.ndarray]:
         """One uint8 image -> `boxes` x0, y0, x1, y1 in its pixels, `scores`, `labels` (best
-        first) and with masks `masks` (D, H, W) bool. The two-stage detectors clip their boxes
-        to the resized image on the device (as mmdet); all are clipped to the image here."""
+        first) and with masks `masks` (D, H, W) bool, or with `encoded_masks` their (D,)
+        compressed RLE strings, encoded box by box (what evaluation keeps: never the
+        whole-image masks). The two-stage detectors clip their boxes to the resized image on
+        the device (as mmdet); all are clipped to the image here."""
         picture, scale = resize_and_pad(image, self.eval_short_side,
                                         self.config.data.max_long_side, self.canvas)
         height, width = image.shape[:2]
@@ -143,15 +146,16 @@ class Detection(Task):
         out = {"boxes": boxes, "scores": np.asarray(found["scores"])[valid],
                "labels": np.asarray(found["classes"])[valid]}
         if "masks" in found:
-            out["masks"] = coco.paste_masks(np.asarray(found["masks"])[valid], boxes, height,
-                                            width)
+            paste = coco.pasted_rles if encoded_masks else coco.paste_masks
+            out["masks"] = paste(np.asarray(found["masks"])[valid], boxes, height, width)
         return out
 
     def evaluate(self, evaluation):
         return self.summarize(evaluation.rows(self.evaluate_image))
 
     def evaluate_image(self, predict, record):
-        return self.dataset.evaluation_rows(record, self.detect(predict, record["image"]))
+        return self.dataset.evaluation_rows(record, self.detect(predict, record["image"],
+                                                                encoded_masks=True))
 
     def summarize(self, rows):
         return self.dataset.summarize(rows)

@@ -230,10 +230,10 @@ class DetectionDataset(Dataset):
     def evaluation_rows(self, record: dict, found: dict[str, np.ndarray]
                         ) -> dict[str, np.ndarray]:
         """One image's rows for `summarize`: its detections (`boxes` x0, y0, x1, y1 in its
-        pixels, `scores`, `labels`, and `masks` (D, H, W) for the detectors with masks) and its
-        ground truth, as arrays with a row per object (gathered over hosts)."""
+        pixels, `scores`, `labels`, and `masks` (D,) compressed RLE strings for the detectors
+        with masks) and its ground truth, as arrays with a row per object (gathered over
+        hosts)."""
         from hrnet_jax.data.detection import object_arrays
-        from hrnet_jax.metrics import coco
 
         category_ids = np.array([category_id for category_id, _ in self.categories])
         boxes, objects = found["boxes"], object_arrays(record)
@@ -249,7 +249,7 @@ class DetectionDataset(Dataset):
                 "truth_category_id": category_ids[objects["label"]],
                 "truth_area": objects["area"], "truth_iscrowd": objects["iscrowd"]}
         if "masks" in found:  # compressed RLE strings, gathered over hosts as text
-            rows["mask"] = np.asarray(coco.encode_masks(found["masks"]), object).reshape(-1)
+            rows["mask"] = np.asarray(found["masks"], object).reshape(-1)
             rows["truth_mask"] = objects["mask"]
         return rows
 
