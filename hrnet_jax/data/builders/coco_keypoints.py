@@ -52,6 +52,18 @@ def read_annotations(path: str) -> tuple[list[dict], dict[int, list[dict]]]:
     return sorted(data["images"], key=lambda image: image["id"]), persons
 
 
+def keypoint_files(dl_manager: tfds.download.DownloadManager
+                   ) -> tuple[str, dict[str, tuple[str, str]]]:
+    """The manual folder and its splits' (annotation file, image folder); an error saying what
+    to download when it holds none."""
+    root = os.fspath(dl_manager.manual_dir)
+    found = coco_annotation_files(root, _ANNOTATIONS)
+    if not found:
+        raise FileNotFoundError(f"no annotations/person_keypoints_*.json in {root!r}.\n"
+                                f"{INSTRUCTIONS}")
+    return root, found
+
+
 class HrnetCocoKeypoints(tfds.core.GeneratorBasedBuilder):
     """COCO 2017 person keypoints: images with all their person annotations."""
 
@@ -65,11 +77,7 @@ class HrnetCocoKeypoints(tfds.core.GeneratorBasedBuilder):
         return image_with_persons_info(self, person, "https://cocodataset.org")
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = os.fspath(dl_manager.manual_dir)
-        found = coco_annotation_files(root, _ANNOTATIONS)
-        if not found:
-            raise FileNotFoundError(f"no annotations/person_keypoints_*.json in {root!r}.\n"
-                                    f"{INSTRUCTIONS}")
+        root, found = keypoint_files(dl_manager)
         generators = {}
         for split, (path, image_folder) in found.items():
             images, persons = read_annotations(path)

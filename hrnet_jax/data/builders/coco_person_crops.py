@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hrnet_jax.data import topdown
-from hrnet_jax.data.builders.coco_keypoints import (_ANNOTATIONS, INSTRUCTIONS, NUM_JOINTS,
+from hrnet_jax.data.builders.coco_keypoints import (INSTRUCTIONS, NUM_JOINTS, keypoint_files,
                                                     read_annotations, training_persons)
-from hrnet_jax.data.builders.common import coco_annotation_files, coco_image
+from hrnet_jax.data.builders.common import coco_image
 from hrnet_jax.data.datasets.coco import KEYPOINTS as COCO
 
 # The augmentation bounds the regions are cut for: the COCO recipes' scale factor and aspect
@@ -58,11 +58,7 @@ class HrnetCocoPersonCrops(tfds.core.GeneratorBasedBuilder):
             metadata=tfds.core.MetadataDict())
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = os.fspath(dl_manager.manual_dir)
-        found = coco_annotation_files(root, _ANNOTATIONS)
-        if not found:
-            raise FileNotFoundError(f"no annotations/person_keypoints_*.json in {root!r}.\n"
-                                    f"{INSTRUCTIONS}")
+        root, found = keypoint_files(dl_manager)
         self.info.metadata["augmentation"] = {"scale_factor": SCALE_FACTOR,
                                               "aspect_ratio": ASPECT_RATIO}
         return {split: self._generate_examples(os.path.join(root, folder), *read_annotations(path))
