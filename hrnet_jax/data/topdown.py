@@ -210,6 +210,21 @@ def crop_person(example: dict[str, Any], input_size: tuple[int, int]) -> dict[st
     return {"image": image, "joints": joints.astype(np.float32), "visible": visible}
 
 
+def person_view(image: np.ndarray, keypoints: Any, box: Any, image_size: tuple[int, int],
+                aspect_ratio: float, clip_boxes: bool) -> dict[str, Any]:
+    """A training person before augmentation: its pixels, joints (K, 2) (unlabelled at 0),
+    visibility (K,) in {0, 1}, and centre/scale from its box (clipped to the (height, width)
+    image first when `clip_boxes`)."""
+    keypoints = np.asarray(keypoints, np.float32)
+    box = np.asarray(box, np.float32)
+    if clip_boxes:
+        box = clean_box(box, image_size[1], image_size[0])
+    centre, scale = box_to_centre_scale(box, aspect_ratio)
+    visible = (keypoints[:, 2] > 0).astype(np.float32)
+    return {"image": image, "joints": keypoints[:, :2] * visible[:, None], "visible": visible,
+            "centre": centre, "scale": scale, "rotation": np.float32(0.0)}
+
+
 class PersonInstances:
     """Random access to the training persons of a prepared keypoint dataset.
 
@@ -231,14 +246,9 @@ class PersonInstances:
         record, slot = self.persons[index]
         example = self.records[record]
         image = example["image"]
-        keypoints = np.asarray(example["persons"]["keypoints"][slot], np.float32)
-        box = np.asarray(example["persons"]["bbox"][slot], np.float32)
-        if self.clip_boxes:
-            box = clean_box(box, image.shape[1], image.shape[0])
-        centre, scale = box_to_centre_scale(box, self.aspect_ratio)
-        visible = (keypoints[:, 2] > 0).astype(np.float32)
-        return {"image": image, "joints": keypoints[:, :2] * visible[:, None], "visible": visible,
-                "centre": centre, "scale": scale, "rotation": np.float32(0.0)}
+        return person_view(image, example["persons"]["keypoints"][slot],
+                           example["persons"]["bbox"][slot], image.shape[:2], self.aspect_ratio,
+                           self.clip_boxes)
 
     def __repr__(self) -> str:
         return f"PersonInstances({len(self)} persons of {self.records!r})"
@@ -266,8 +276,10 @@ def loose_region(box: np.ndarray, joints: np.ndarray, visible: np.ndarray,
     for centre, scale in views:
         sampled_width = float(scale[0]) * PIXEL_STD * (1 + scale_factor)
         radius = 0.5 * sampled_width * np.hypot(1.0, 1.0 / aspect_ratio)
-        x0, y0 = min(x0, int(np.floor(centre[0] - radius)) - 2), min(y0, int(np.floor(centre[1] - radius)) - 2)
-        x1, y1 = max(x1, int(np.ceil(centre[0] + radius)) + 3), max(y1, int(np.ceil(centre[1] + radius)) + 3)
+        x0 = min(x0, int(np.floor(centre[0] - radius)) - 2)
+        y0 = min(y0, int(np.floor(centre[1] - radius)) - 2)
+        x1 = max(x1, int(np.ceil(centre[0] + radius)) + 3)
+        y1 = max(y1, int(np.ceil(centre[1] + radius)) + 3)
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
@@ -287,16 +299,9 @@ class PersonCrops:
     def __getitem__(self, index: int) -> dict[str, Any]:
         example = self.records[index]
         height, width = (int(v) for v in example["image_size"])
-        keypoints = np.asarray(example["keypoints"], np.float32)
-        box = np.asarray(example["bbox"], np.float32)
-        if self.clip_boxes:
-            box = clean_box(box, width, height)
-        centre, scale = box_to_centre_scale(box, self.aspect_ratio)
-        visible = (keypoints[:, 2] > 0).astype(np.float32)
-        return {"image": example["image"], "origin": np.asarray(example["origin"], np.float32),
-                "image_width": width, "joints": keypoints[:, :2] * visible[:, None],
-                "visible": visible, "centre": centre, "scale": scale,
-                "rotation": np.float32(0.0)}
+        return {**person_view(example["image"], example["keypoints"], example["bbox"],
+                              (height, width), self.aspect_ratio, self.clip_boxes),
+                "origin": np.asarray(example["origin"], np.float32), "image_width": width}
 
     def __repr__(self) -> str:
         return f"PersonCrops({len(self)} persons of {self.records!r})"

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from hrnet_jax.data.detection import encode_masks, encode_region  # (the RLE coder, with decode_masks)
+from hrnet_jax.data.detection import encode_masks, encode_region  # noqa: F401 (the RLE coder, re-exported)
 
 BOX_STATS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar1", "ar10", "ar100", "ar_s", "ar_m",
              "ar_l")
@@ -141,7 +141,7 @@ def pasted_rles(probabilities: np.ndarray, boxes: np.ndarray, height: int, width
 
 
 def _empty_rle(height: int, width: int) -> str:
-    return encode_masks(np.zeros((1, height, width), np.uint8))[0]
+    return encode_region(np.zeros((0, 0), bool), 0, 0, height, width)
 
 
 def _text(counts) -> str:

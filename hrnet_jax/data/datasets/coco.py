@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hrnet_jax.data.datasets import DetectionDataset, PersonDataset
+from hrnet_jax.data.datasets import DEFAULT_DATA_DIR, DetectionDataset, PersonDataset
 from hrnet_jax.data.keypoint_sets import KeypointSet
 
 KEYPOINTS = KeypointSet(
@@ -150,7 +150,7 @@ class CocoPersonCrops(CocoKeypoints):
 
     images: CocoKeypoints | None = None
 
-    def prepare(self, manual_dir: str, data_dir: str = "~/tensorflow_datasets") -> Any:
+    def prepare(self, manual_dir: str, data_dir: str = DEFAULT_DATA_DIR) -> Any:
         self.images.prepare(manual_dir, data_dir)
         return super().prepare(manual_dir, data_dir)
 
