@@ -78,25 +78,53 @@ def person_arrays(record: dict[str, Any], num_joints: int) -> dict[str, np.ndarr
 def affine_matrix(centre: np.ndarray, scale: np.ndarray, rotation: float,
                   output_size: tuple[int, int], inverse: bool = False) -> np.ndarray:
     """The 2x3 map from image pixels to the (width, height) = output_size crop (or back)."""
-    source_width = float(scale[0]) * PIXEL_STD
+    return affine_matrices(np.asarray(centre)[None], np.asarray(scale)[None],
+                           np.array([rotation]), output_size, inverse)[0]
+
+
+def affine_matrices(centres: np.ndarray, scales: np.ndarray, rotations: np.ndarray,
+                    output_size: tuple[int, int], inverse: bool = False) -> np.ndarray:
+    """`affine_matrix` of N persons at once: (N, 2) centres, (N, 2) scales, (N,) rotations
+    -> (N, 2, 3) float64. The map fixed by three point pairs, solved as OpenCV's
+    getAffineTransform solves it (the points float32, the system in float64): the same
+    matrices to rounding (test)."""
+    centres = np.asarray(centres, np.float32).reshape(-1, 2)
+    source_width = np.asarray(scales, np.float64).reshape(-1, 2)[:, 0] * PIXEL_STD
+    angles = np.deg2rad(np.broadcast_to(np.asarray(rotations, np.float64), len(centres)))
     out_w, out_h = output_size
-    angle = np.deg2rad(rotation)
-    sin, cos = np.sin(angle), np.cos(angle)
-    up = np.array([0.0, -0.5 * source_width])
-    source_up = np.array([up[0] * cos - up[1] * sin, up[0] * sin + up[1] * cos])
-    source = np.stack([centre, centre + source_up, np.zeros(2)]).astype(np.float32)
-    target = np.stack([[out_w * 0.5, out_h * 0.5], [out_w * 0.5, out_h * 0.5 - 0.5 * out_w],
-                       np.zeros(2)]).astype(np.float32)
+    # the second point: half a box width above the centre, turned with the crop
+    up = np.stack([0.5 * source_width * np.sin(angles), -0.5 * source_width * np.cos(angles)], -1)
+    source = np.zeros((len(centres), 3, 2), np.float32)
+    source[:, 0], source[:, 1] = centres, centres + up  # (in float64, then stored)
+    target = np.zeros_like(source)
+    target[:, 0] = [out_w * 0.5, out_h * 0.5]
+    target[:, 1] = [out_w * 0.5, out_h * 0.5 - 0.5 * out_w]
     for points in (source, target):  # the third point: the second turned 90 degrees about the first
-        direction = points[0] - points[1]
-        points[2] = points[1] + np.array([-direction[1], direction[0]])
+        direction = points[:, 0] - points[:, 1]
+        points[:, 2] = points[:, 1] + np.stack([-direction[:, 1], direction[:, 0]], -1)
     if inverse:
-        return cv2.getAffineTransform(target, source)
-    return cv2.getAffineTransform(source, target)
+        source, target = target, source
+    # [x y 1] of the three source points times the matrix's transpose = the target points
+    corners = np.concatenate([source.astype(np.float64), np.ones((len(source), 3, 1))], -1)
+    return np.linalg.solve(corners, target.astype(np.float64)).transpose(0, 2, 1)
+
+
+def inverse_affine(matrices: np.ndarray) -> np.ndarray:
+    """(..., 2, 3) affine maps inverted as OpenCV's warpAffine inverts its map (float64)."""
+    a, b, c = matrices[..., 0, 0], matrices[..., 0, 1], matrices[..., 0, 2]
+    d, e, f = matrices[..., 1, 0], matrices[..., 1, 1], matrices[..., 1, 2]
+    determinant = a * e - b * d
+    reciprocal = np.where(determinant != 0, 1.0 / np.where(determinant != 0, determinant, 1), 0)
+    a11, a12, a21, a22 = e * reciprocal, -b * reciprocal, -d * reciprocal, a * reciprocal
+    return np.stack([np.stack([a11, a12, -a11 * c - a12 * f], -1),
+                     np.stack([a21, a22, -a21 * c - a22 * f], -1)], -2)
 
 
 def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """(..., 2) points through a 2x3 matrix."""
+    """(..., 2) points through a 2x3 matrix, or (N, K, 2) points each through its own of N
+    (N, 2, 3) matrices."""
+    if matrix.ndim == 3:
+        return points @ matrix[:, :, :2].transpose(0, 2, 1) + matrix[:, None, :, 2]
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 

@@ -12,7 +12,6 @@ dataset's protocol then scores the rows (COCO keypoint AP, PCKh, NME).
 from __future__ import annotations
 
 import functools
-import threading
 from typing import Any, Callable
 
 import jax
@@ -21,6 +20,7 @@ import numpy as np
 
 from hrnet_jax.data import topdown
 from hrnet_jax.data.keypoint_sets import KeypointSet
+from hrnet_jax.inference import warp
 from hrnet_jax.metrics.coco_keypoints import VISIBLE_SCORE
 from hrnet_jax.tasks import Task, heatmaps, panels
 from hrnet_jax.tasks.heatmaps import STRIDE, draw_skeleton, gaussian_heatmaps, heatmap_mse
@@ -40,57 +40,54 @@ class PersonPredictor:
         self.batch_size, self.flip = batch_size, flip
         self.decoder, self.sigma = decoder, sigma
         self.heatmap_size = (input_size[1] // STRIDE, input_size[0] // STRIDE)  # (w, h)
-        # The network's uint8 input, kept between calls: one a thread (eval.host_threads).
-        self._buffers = threading.local()
+        self._images = warp.ImageBuckets()  # the images sent, padded to a few shapes
 
-    def decoded(self, predict: Callable, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, H, W, 3) uint8 crops -> coordinates (N, K, 2) in heatmap pixels and scores
-        (N, K), in fixed-size batches (one compiled shape); with the flip test, one call on
-        the batch and its mirror images. The host sends uint8 crops; mirroring, normalising,
-        averaging the mirrors' heatmaps and the argmax decoding happen on the device (on the
-        host they were 13x the network's time), DARK's on the host."""
+    def decoded(self, predict: Callable, image: np.ndarray, forward: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The crops of `image` by the (N, 2, 3) `forward` maps -> coordinates (N, K, 2) in
+        heatmap pixels and scores (N, K), in fixed-size batches (one compiled shape); with
+        the flip test, one call on the batch and its mirror images. The host sends the image
+        once and two numbers a crop row: cutting the crops (hrnet_jax.inference.warp),
+        mirroring, normalising, averaging the mirrors' heatmaps and the argmax decoding
+        happen on the device (on the host they were 13x the network's time), DARK's on the
+        host."""
         call = getattr(predict, "on_device", predict)
+        pixels, extent = self._images(image)
+        height, width = self.input_size
+        steps, starts = warp.sampling_rows(topdown.inverse_affine(forward), height)
         coords, scores = [], []
         size = self.batch_size
-        for start in range(0, len(crops), size):
-            chunk = crops[start:start + size]
-            count = len(chunk)
+        for start in range(0, len(forward), size):
+            count = min(size, len(forward) - start)
             # Each row's heatmaps depend on that row alone (inference BatchNorm): the padding
-            # rows of the kept buffer are never read back, whatever they hold.
-            batch = self._batch_buffer(size, chunk.shape[1:])
-            batch[:count] = chunk
-            maps = call(_network_batch(jnp.asarray(batch), self.flip))
-            maps = _flip_test(jnp.asarray(maps), self.keypoints if self.flip else None)
+            # rows (the chunk's first crop again) are never read back.
+            rows = np.concatenate([np.arange(start, start + count), np.full(size - count, start)])
+            batch = _network_batch(pixels, extent, steps[rows], starts[rows], width, self.flip)
+            maps = _flip_test(jnp.asarray(call(batch)), self.keypoints if self.flip else None)
             found = jax.device_get(heatmaps.decode(maps, self.decoder, self.sigma))
             coords.append(np.asarray(found[0])[:count])
             scores.append(np.asarray(found[1])[:count])
         return np.concatenate(coords), np.concatenate(scores)
-
-    def _batch_buffer(self, rows: int, shape: tuple[int, ...]) -> np.ndarray:
-        buffer = getattr(self._buffers, "batch", None)
-        if buffer is None or buffer.shape != (rows, *shape):
-            buffer = self._buffers.batch = np.zeros((rows, *shape), np.uint8)
-        return buffer
 
     def __call__(self, predict: Callable, image: np.ndarray, centres: np.ndarray,
                  scales: np.ndarray) -> np.ndarray:
         """(N, K, 3): x, y in image pixels and the heatmap maximum as score."""
         if not len(centres):
             return np.zeros((0, self.keypoints.num_joints, 3), np.float32)
-        crops = np.stack([topdown.warp(image, c, s, 0.0, self.input_size)
-                          for c, s in zip(centres, scales)])
-        coords, scores = self.decoded(predict, crops)
-        points = np.stack([topdown.apply_affine(xy, topdown.affine_matrix(c, s, 0.0,
-                                                                          self.heatmap_size,
-                                                                          inverse=True))
-                           for xy, c, s in zip(coords, centres, scales)])
+        height, width = self.input_size
+        forward = topdown.affine_matrices(centres, scales, 0.0, (width, height))
+        coords, scores = self.decoded(predict, image, forward)
+        back = topdown.affine_matrices(centres, scales, 0.0, self.heatmap_size, inverse=True)
+        points = topdown.apply_affine(coords, back)
         return np.concatenate([points, scores[..., None]], -1).astype(np.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("flip",))
-def _network_batch(crops: jax.Array, flip: bool) -> jax.Array:
-    """uint8 crops -> the network's batch, their mirror images appended if `flip` (still uint8:
-    the network normalises its input, hrnet_jax.training.step.network_input)."""
+@functools.partial(jax.jit, static_argnames=("width", "flip"))
+def _network_batch(image: jax.Array, extent: jax.Array, steps: jax.Array, starts: jax.Array,
+                   width: int, flip: bool) -> jax.Array:
+    """The crops cut from the image, their mirror images appended if `flip` (still uint8: the
+    network normalises its input, hrnet_jax.training.step.network_input)."""
+    crops = warp.warp_crops(image, extent, steps, starts, width)
     return jnp.concatenate([crops, crops[:, :, ::-1]]) if flip else crops
 
 
