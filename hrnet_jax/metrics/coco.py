@@ -119,25 +119,13 @@ def pasted_regions(probabilities: np.ndarray, boxes: np.ndarray, height: int, wi
 
 def paste_masks(probabilities: np.ndarray, boxes: np.ndarray, height: int, width: int,
                 threshold: float = 0.5) -> np.ndarray:
-    """`pasted_regions` as (D, height, width) bool image masks (pictures, users' results)."""
+    """`pasted_regions` as (D, height, width) bool image masks (pictures, users' results;
+    evaluation pastes on the device: hrnet_jax.detection.paste)."""
     out = np.zeros((len(boxes), height, width), bool)
     for index, top, left, region in pasted_regions(probabilities, boxes, height, width,
                                                    threshold):
         out[index, top:top + region.shape[0], left:left + region.shape[1]] = region
     return out
-
-
-def pasted_rles(probabilities: np.ndarray, boxes: np.ndarray, height: int, width: int,
-                threshold: float = 0.5) -> np.ndarray:
-    """`paste_masks` as compressed RLE strings (D,), the strings of `encode_masks` of the
-    pasted masks: each encoded from its region, never a whole-image mask (100 of those an
-    image were most of COCO evaluation's host time: 30 MB to fill and scan)."""
-    empty = _empty_rle(height, width)
-    rles = [empty] * len(boxes)
-    for index, top, left, region in pasted_regions(probabilities, boxes, height, width,
-                                                   threshold):
-        rles[index] = encode_region(region, top, left, height, width)
-    return np.asarray(rles, object).reshape(len(rles))
 
 
 def _empty_rle(height: int, width: int) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 from hrnet_jax.data.detection import (decode_masks, flip_boxes, flip_masks, object_arrays,
                                       resize_and_pad, semantic_target, training_boxes)
 from hrnet_jax.detection.decode import point_candidates, point_detections
+from hrnet_jax.detection import paste
 from hrnet_jax.detection.mask_targets import mask_targets
 from hrnet_jax.metrics import coco
 from hrnet_jax.models.detectors import DETECTORS
@@ -131,23 +132,28 @@ class Detection(Task):
                ) -> dict[str, np.ndarray]:
         """One uint8 image -> `boxes` x0, y0, x1, y1 in its pixels, `scores`, `labels` (best
         first) and with masks `masks` (D, H, W) bool, or with `encoded_masks` their (D,)
-        compressed RLE strings, encoded box by box (what evaluation keeps: never the
-        whole-image masks). The two-stage detectors clip their boxes to the resized image on
+        compressed RLE strings, pasted and run-length coded on the device (what evaluation
+        keeps: hrnet_jax.detection.paste). The two-stage detectors clip their boxes to the resized image on
         the device (as mmdet); all are clipped to the image here."""
         picture, scale = resize_and_pad(image, self.eval_short_side,
                                         self.config.data.max_long_side, self.canvas)
         height, width = image.shape[:2]
         size = np.array([[int(height * scale + 0.5), int(width * scale + 0.5)]], np.int32)
-        # uint8: normalised on the device (a quarter of the bytes sent).
-        found = jax.tree.map(lambda x: x[0], predict(picture[None], size))
+        # uint8: normalised on the device (a quarter of the bytes sent). Encoded masks are
+        # pasted and run-length coded on the device, where the network left them.
+        call = getattr(predict, "on_device", predict) if encoded_masks else predict
+        found = jax.tree.map(lambda x: x[0], call(picture[None], size))
+        probabilities = found.pop("masks", None)
+        found = jax.device_get(found)
         valid = np.asarray(found["valid"], bool)
-        boxes = np.asarray(found["boxes"], np.float32)[valid] / scale
-        boxes = np.clip(boxes, 0, [width, height] * 2)
+        every_box = np.clip(np.asarray(found["boxes"], np.float32) / scale, 0, [width, height] * 2)
+        boxes = every_box[valid]
         out = {"boxes": boxes, "scores": np.asarray(found["scores"])[valid],
                "labels": np.asarray(found["classes"])[valid]}
-        if "masks" in found:
-            paste = coco.pasted_rles if encoded_masks else coco.paste_masks
-            out["masks"] = paste(np.asarray(found["masks"])[valid], boxes, height, width)
+        if probabilities is not None and encoded_masks:
+            out["masks"] = paste.pasted_rles(probabilities, every_box, height, width, valid)
+        elif probabilities is not None:
+            out["masks"] = coco.paste_masks(np.asarray(probabilities)[valid], boxes, height, width)
         return out
 
     def evaluate(self, evaluation):
