@@ -165,7 +165,7 @@ def measure(case: str, fixtures: pathlib.Path, images: int, threads: int = 1) ->
     chosen = [records[i % len(records)] for i in range(images)]
     cv2.setNumThreads(1)  # OpenCV's work on the calling thread, counted in its CPU time
     if case == "coco_masks":  # the paste's device work done once an image, as the network's
-        remember_device_results(paste, "mask_transitions")
+        remember_device_results(paste, "pasted_characters")
     for record in {np.shape(r["image"]): r for r in chosen}.values():  # warm: imports, caches,
         task.evaluate_image(stand_in, record)  # compilations (once a size or bucket of sizes)
     stand_in.pixels = 0

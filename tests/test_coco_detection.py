@@ -358,33 +358,32 @@ def test_masks_pasted_and_run_length_coded_on_the_device_are_pycocotools_strings
 
 
 def test_run_length_strings_are_pycocotools():
-    """rle_strings (all masks at once) and paste.runs against pycocotools' encoder: random,
-    empty, full and striped masks, runs past 2^31."""
+    """The host's coder (encode_region: run_lengths, then rle_strings for all masks at once)
+    and the device's (paste.rle_characters, from a mask's transitions) against pycocotools'
+    encoder: random, empty, full and striped masks, runs past 2^31."""
     rng = np.random.default_rng(1)
-    masks = []
-    for index in range(120):
-        height, width = rng.integers(1, 60, 2)
-        mask = [rng.uniform(size=(height, width)) < 0.5, np.zeros((height, width), bool),
-                np.ones((height, width), bool),
-                np.arange(width)[None] % 3 == np.zeros((height, 1))][index % 4]
-        masks.append(mask)
-    for mask in masks:  # each mask alone, through its transitions
-        flat = mask.T.ravel()
-        transitions = np.flatnonzero(flat != np.concatenate([[False], flat[:-1]]))
-        runs, lengths = paste.runs(transitions, np.array([len(transitions)]), flat.size)
-        assert rle_strings(runs, lengths) == [mask_utils.encode(np.asfortranarray(
-            mask.astype(np.uint8)))["counts"].decode()]
+    height, width = 40, 30
+    masks = [[rng.uniform(size=(height, width)) < 0.5, np.zeros((height, width), bool),
+              np.ones((height, width), bool),
+              np.arange(width)[None] % 3 == np.zeros((height, 1))][index % 4]
+             for index in range(12)]
+    expected = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode()
+                for m in masks]
+    assert [detection.encode_region(m, 0, 0, height, width) for m in masks] == expected
+    region = rng.uniform(size=(9, 7)) < 0.5  # a region within a larger image
+    whole = np.zeros((50, 60), bool)
+    whole[20:29, 33:40] = region
+    assert detection.encode_region(region, 20, 33, 50, 60) == mask_utils.encode(
+        np.asfortranarray(whole.astype(np.uint8)))["counts"].decode()
     big = [5, 2 ** 30, 7, 123456789, 3, 2 ** 31 + 12345]  # pycocotools counts in uint32
     assert rle_strings(np.array(big), np.array([6])) == [mask_utils.frPyObjects(
         {"counts": big, "size": [sum(big), 1]}, sum(big), 1)["counts"].decode()]
-    # many masks of one image at once, an empty one among them
-    height, width = 40, 30
-    same_size = [rng.uniform(size=(height, width)) < 0.3 for _ in range(6)]
-    same_size[2][:] = False
-    flats = [m.T.ravel() for m in same_size]
+    # the device's: every mask's transitions in column-major order, into a fixed buffer
+    flats = [m.T.ravel() for m in masks]
     transitions = [np.flatnonzero(f != np.concatenate([[False], f[:-1]])) for f in flats]
-    runs, lengths = paste.runs(np.concatenate(transitions), np.array([len(t) for t in transitions]),
-                               height * width)
-    assert rle_strings(runs, lengths) == [mask_utils.encode(np.asfortranarray(
-        m.astype(np.uint8)))["counts"].decode() for m in same_size]
-    assert rle_strings(*paste.runs(np.zeros(0, int), np.zeros(0, int), 10)) == []
+    positions = np.zeros(4096, np.int32)
+    positions[:sum(map(len, transitions))] = np.concatenate(transitions)
+    text, lengths = jax.device_get(paste.rle_characters(
+        positions, np.array([len(t) for t in transitions], np.int32), height * width, 8192))
+    text = text[:lengths.sum()].tobytes().decode()
+    assert [text[end - size:end] for end, size in zip(np.cumsum(lengths), lengths)] == expected

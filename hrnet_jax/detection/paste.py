@@ -1,20 +1,22 @@
-"""Mask R-CNN's masks pasted into their image on the device and handed back as COCO run
-lengths: what evaluation keeps of a mask is its compressed RLE string, and the host's share is
-now one pass over the runs of all an image's masks (pasting 100 masks and scanning them was 11
-ms an image on the host against 1.1 ms of network on an H100).
+"""Mask R-CNN's masks pasted into their image and run-length coded on the device: what
+evaluation keeps of a mask is its COCO string, and the host's share is now to cut the image's
+characters into strings (pasting 100 masks and encoding them was 8-11 ms an image on the host
+against 1.1 ms of network on an H100).
 
 The paste: each (S, S) mask probability spread over its x0, y0, x1, y1 box, bilinear at the
 pixel centres, zero outside the box (mmdet's grid_sample paste), thresholded at 0.5. Its
 sampling points are OpenCV's as `hrnet_jax.metrics.coco.pasted_regions` warps them (the map of
 the box's region, each row's and column's point rounded to float32 on the host, as OpenCV
-rounds them), so the masks are that function's: a pixel whose probability lies within float32
-rounding of the threshold may differ (tests: none in 500 random boxes).
+rounds them), so the masks are that function's but where a probability lies within float32
+rounding of the threshold (tests: 1 pixel in 500 random masks).
 
-The runs: a mask's pixels in COCO's column-major order change value at a set of positions, its
-transitions; the device finds every mask's, in order, into a buffer of `capacity` positions
-(fixed shapes: one compiled program an image size bucket), with their count a mask. The host
-turns positions into runs and runs into strings (`hrnet_jax.data.detection.rle_strings`). An
-image whose masks have more transitions than the buffer holds is run again with a larger one.
+The coding: a mask's pixels in COCO's column-major order change value at a set of positions,
+its transitions; the device finds every mask's, in order, into a buffer of `capacity`
+positions (fixed shapes: one compiled program an image size bucket), then their runs and the
+runs' characters (`rle_characters`, the format of `hrnet_jax.data.detection.rle_strings`).
+An image whose masks have more transitions (or characters) than the buffers hold is run again
+with larger ones. The work is a few passes over D x H x W pixels (100 x 512 x 640 for COCO):
+memory-bound, a fraction of the network's time on an accelerator.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from hrnet_jax.data.detection import rle_strings
 
 BUCKET = 128  # images are padded to multiples of this (a few compiled shapes serve COCO)
 CAPACITY = 1 << 15  # transitions an image: 100 masks of up to ~160 columns each
@@ -66,7 +66,6 @@ def bucket(length: int) -> int:
     return -(-int(length) // BUCKET) * BUCKET
 
 
-@functools.partial(jax.jit, static_argnames=("capacity", "threshold"))
 def mask_transitions(probabilities: jax.Array, regions: jax.Array, columns: jax.Array,
                      rows: jax.Array, extent: jax.Array, capacity: int = CAPACITY,
                      threshold: float = 0.5) -> tuple[jax.Array, jax.Array]:
@@ -109,48 +108,72 @@ def mask_transitions(probabilities: jax.Array, regions: jax.Array, columns: jax.
     return positions.astype(jnp.int32), changes.sum((1, 2)).astype(jnp.int32)
 
 
+def rle_characters(positions: jax.Array, counts: jax.Array, pixels: jax.Array,
+                   capacity: int) -> tuple[jax.Array, jax.Array]:
+    """Masks' transitions (`mask_transitions`) -> their COCO strings' characters, mask after
+    mask (`capacity` of them, the rest zero), and the characters a mask (D,): the runs between
+    transitions (from 0, to the image's end), each less the one two before it from a mask's
+    fourth run, in 5-bit groups (`hrnet_jax.data.detection.rle_strings`, in fixed shapes)."""
+    masks, slots = counts.shape[0], positions.shape[0] + counts.shape[0]
+    lengths = counts + 1  # runs a mask
+    ends = jnp.cumsum(lengths)
+    slot = jnp.arange(slots)
+    owner = jnp.searchsorted(ends, slot, side="right")  # the mask of a run slot (masks: none)
+    used = owner < masks
+    owner = jnp.minimum(owner, masks - 1)
+    index = slot - (ends[owner] - lengths[owner])  # the run's index in its mask
+    before = ends[owner] - lengths[owner] - owner  # the mask's first transition
+    last = positions.shape[0] - 1
+    upper = jnp.where(index < counts[owner],
+                      positions[jnp.clip(before + index, 0, last)], pixels)
+    lower = jnp.where(index > 0, positions[jnp.clip(before + index - 1, 0, last)], 0)
+    runs = upper - lower
+    values = jnp.where(index > 2, runs - jnp.concatenate([jnp.zeros(2, runs.dtype), runs[:-2]]),
+                       runs)
+    bits = 32 - jax.lax.clz(values ^ (values >> 31))  # the bit length of |value| (or ~value)
+    groups = jnp.where(used, jnp.maximum((bits + 5) // 5, 1), 0)
+    group = jnp.arange(7)
+    characters = 48 + (((values[:, None] >> (5 * group)) & 0x1F)
+                       | ((group < groups[:, None] - 1) << 5))
+    (written,) = jnp.nonzero((group < groups[:, None]).reshape(-1), size=capacity,
+                             fill_value=0)
+    text = characters.reshape(-1)[written].astype(jnp.uint8)
+    return text, jax.ops.segment_sum(groups, owner, num_segments=masks)
+
+
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def pasted_characters(probabilities: jax.Array, regions: jax.Array, columns: jax.Array,
+                      rows: jax.Array, extent: jax.Array, capacity: int = CAPACITY
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The masks pasted by their `sampling` -> their COCO strings' characters (4 x `capacity`
+    of them), the characters a mask and the transitions a mask (whose sum past `capacity`
+    says to run again with a larger one)."""
+    positions, counts = mask_transitions(probabilities, regions, columns, rows, extent,
+                                         capacity)
+    text, lengths = rle_characters(positions, counts, extent[0] * extent[1], 4 * capacity)
+    return text, lengths, counts
+
+
 def pasted_rles(probabilities: Any, boxes: np.ndarray, height: int, width: int,
                 valid: np.ndarray | None = None) -> np.ndarray:
     """(D, S, S) mask probabilities (on the device or not) pasted in their x0, y0, x1, y1
     `boxes` of a height x width image -> the masks' compressed RLE strings (D,), those of
     `valid` only where given (the rest: left out)."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    count = len(boxes)
-    if valid is None:
-        valid = np.ones(count, bool)
+    valid = np.ones(len(boxes), bool) if valid is None else np.asarray(valid, bool)
     placed = sampling(boxes, probabilities.shape[-1], height, width)
-    placed["regions"][~np.asarray(valid, bool)] = 0  # an empty region: no pixel, no run
+    placed["regions"][~valid] = 0  # an empty region: no pixel, no run
     extent = np.array([height, width], np.int32)
     capacity = CAPACITY
     while True:
-        positions, counts = jax.device_get(mask_transitions(
+        text, lengths, counts = jax.device_get(pasted_characters(
             probabilities, placed["regions"], placed["columns"], placed["rows"], extent,
             capacity))
-        if counts.sum() <= capacity:
+        needed = max(int(counts.sum()), -(-int(lengths.sum()) // 4))
+        if needed <= capacity:
             break
-        capacity = 1 << int(counts.sum() - 1).bit_length()  # rare: a larger program
-    strings = rle_strings(*runs(positions, counts, height * width))
-    return np.asarray(strings, object)[np.asarray(valid, bool)].reshape(-1)
-
-
-def runs(positions: np.ndarray, counts: np.ndarray, pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Masks' transitions (concatenated, `counts` a mask) -> their uncompressed RLE runs
-    (concatenated) and the runs a mask (one more than its transitions): from 0 to the first
-    transition, between transitions, from the last to the image's end."""
-    counts = np.asarray(counts, np.int64)
-    ends = np.cumsum(counts)
-    positions = np.asarray(positions[:ends[-1] if len(ends) else 0], np.int64)
-    lengths = counts + 1
-    starts = np.cumsum(lengths) - lengths  # where a mask's runs begin
-    # Each mask's boundaries: 0, its transitions, the image's end.
-    boundaries = np.zeros(int(lengths.sum()) + len(counts), np.int64)
-    first = starts + np.arange(len(counts))  # each mask's leading 0
-    slots = np.ones(len(boundaries), bool)
-    slots[first] = False
-    slots[first + lengths] = False  # each mask's closing `pixels`
-    boundaries[first + lengths] = pixels
-    boundaries[slots] = positions
-    steps = np.diff(boundaries)
-    keep = np.ones(len(steps), bool)
-    keep[(first + lengths)[:-1]] = False  # the step from one mask's end to the next's 0
-    return steps[keep], lengths
+        capacity = 1 << (needed - 1).bit_length()  # rare: a larger program
+    text = text[:lengths.sum()].tobytes().decode("ascii")
+    ends = np.cumsum(lengths)
+    return np.asarray([text[end - size:end] for end, size, keep in zip(ends, lengths, valid)
+                       if keep], object).reshape(-1)
