@@ -326,8 +326,8 @@ def test_masks_pasted_around_their_boxes_are_those_pasted_over_the_image():
 
 
 def test_masks_pasted_and_run_length_coded_on_the_device_are_pycocotools_strings():
-    """Evaluation's strings (hrnet_jax.detection.paste: pasted and turned into run transitions
-    on the device, runs and strings on the host) against pycocotools' encoding of the host's
+    """Evaluation's strings (hrnet_jax.detection.paste: pasted, run-length coded and written as
+    characters on the device, cut into strings on the host) against pycocotools' encoding of the host's
     OpenCV paste: the same strings but where a probability within float rounding of 0.5 lands
     on the other side (measured: 1 pixel in 500 masks). Noise probabilities give ~170k
     transitions an image, past the buffer: the device program is run again with a larger one.
