@@ -9,6 +9,7 @@ exactly the batches it would have seen.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Any, Callable, Iterator
@@ -51,8 +52,13 @@ def _one_opencv_thread() -> None:
     pool inside it (warpAffine, resize, its decoders) added CPU time without adding speed (a
     COCO person crop: 4.0 ms of CPU against 2.8 single-threaded, the same wall time) and
     oversubscribes a host whose cores the workers already share."""
-    if cv2.getNumThreads() != 1:
+    global _OPENCV_SINGLE_THREADED_IN
+    if _OPENCV_SINGLE_THREADED_IN != os.getpid():  # asking OpenCV costs ~40 us a sample
         cv2.setNumThreads(1)
+        _OPENCV_SINGLE_THREADED_IN = os.getpid()
+
+
+_OPENCV_SINGLE_THREADED_IN: int | None = None  # the process (a forked worker: set again)
 
 
 class _Prepare(grain.transforms.Map):

@@ -88,25 +88,35 @@ def affine_matrices(centres: np.ndarray, scales: np.ndarray, rotations: np.ndarr
     -> (N, 2, 3) float64. The map fixed by three point pairs, solved as OpenCV's
     getAffineTransform solves it (the points float32, the system in float64): the same
     matrices to rounding (test)."""
-    centres = np.asarray(centres, np.float32).reshape(-1, 2)
-    source_width = np.asarray(scales, np.float64).reshape(-1, 2)[:, 0] * PIXEL_STD
-    angles = np.deg2rad(np.broadcast_to(np.asarray(rotations, np.float64), len(centres)))
+    f32 = np.float32
+    centres = np.asarray(centres, f32).reshape(-1, 2)
+    width = np.asarray(scales, np.float64).reshape(-1, 2)[:, 0] * PIXEL_STD
+    angles = np.deg2rad(np.asarray(rotations, np.float64))
     out_w, out_h = output_size
-    # the second point: half a box width above the centre, turned with the crop
-    up = np.stack([0.5 * source_width * np.sin(angles), -0.5 * source_width * np.cos(angles)], -1)
-    source = np.zeros((len(centres), 3, 2), np.float32)
-    source[:, 0], source[:, 1] = centres, centres + up  # (in float64, then stored)
-    target = np.zeros_like(source)
-    target[:, 0] = [out_w * 0.5, out_h * 0.5]
-    target[:, 1] = [out_w * 0.5, out_h * 0.5 - 0.5 * out_w]
-    for points in (source, target):  # the third point: the second turned 90 degrees about the first
-        direction = points[:, 0] - points[:, 1]
-        points[:, 2] = points[:, 1] + np.stack([-direction[:, 1], direction[:, 0]], -1)
+    # The source points, stored in float32 as the reference stores them: the centre, half a
+    # box width above it (turned with the crop), and that point turned 90 degrees about the
+    # centre. The target's likewise, about the crop's centre.
+    x0, y0 = centres[:, 0], centres[:, 1]
+    x1 = (x0 + 0.5 * width * np.sin(angles)).astype(f32)
+    y1 = (y0 - 0.5 * width * np.cos(angles)).astype(f32)
+    x2, y2 = x1 - (y0 - y1), y1 + (x0 - x1)
+    u0, v0 = f32(out_w * 0.5), f32(out_h * 0.5)
+    u1, v1 = u0, f32(out_h * 0.5 - 0.5 * out_w)
+    u2, v2 = u1 - (v0 - v1), v1 + (u0 - u1)
+    source = [np.asarray(p, np.float64) for p in (x0, y0, x1, y1, x2, y2)]
+    target = [np.full(len(centres), p, np.float64) for p in (u0, v0, u1, v1, u2, v2)]
     if inverse:
         source, target = target, source
-    # [x y 1] of the three source points times the matrix's transpose = the target points
-    corners = np.concatenate([source.astype(np.float64), np.ones((len(source), 3, 1))], -1)
-    return np.linalg.solve(corners, target.astype(np.float64)).transpose(0, 2, 1)
+    # The linear part maps the source's two edges from its first point onto the target's; the
+    # offset then carries the first point over.
+    (x0, y0, x1, y1, x2, y2), (u0, v0, u1, v1, u2, v2) = source, target
+    ax, ay, bx, by = x1 - x0, y1 - y0, x2 - x0, y2 - y0  # the source's edges
+    cx, cy, dx, dy = u1 - u0, v1 - v0, u2 - u0, v2 - v0  # the target's
+    determinant = ax * by - bx * ay
+    m00, m01 = (cx * by - dx * ay) / determinant, (dx * ax - cx * bx) / determinant
+    m10, m11 = (cy * by - dy * ay) / determinant, (dy * ax - cy * bx) / determinant
+    rows = [m00, m01, u0 - m00 * x0 - m01 * y0, m10, m11, v0 - m10 * x0 - m11 * y0]
+    return np.stack(rows, -1).reshape(-1, 2, 3)
 
 
 def inverse_affine(matrices: np.ndarray) -> np.ndarray:
