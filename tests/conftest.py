@@ -161,3 +161,16 @@ def run_readme_block(marker: str, replacements: dict[str, str], forbidden: set[s
                             cwd=cwd, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout, np.load(cwd / "logits.npy")
+
+
+def record_compression(folder: str) -> set[str]:
+    """The compression options of the ArrayRecord shards in `folder`, as their headers say."""
+    from array_record.python import array_record_module as records
+
+    options = set()
+    for shard in pathlib.Path(folder).glob("*.array_record-*"):
+        reader = records.ArrayRecordReader(str(shard))
+        options |= {option for option in reader.writer_options_string().split(",")
+                    if option.split(":")[0] in ("uncompressed", "zstd", "brotli", "snappy")}
+        reader.close()
+    return options

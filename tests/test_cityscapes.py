@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 from scipy import ndimage
 
+from conftest import record_compression
 from hrnet_jax.data import prepare
 from hrnet_jax.data.datasets.cityscapes import CLASSES, PALETTE, to_train_ids
 
@@ -64,6 +65,10 @@ def test_raw_pixel_storage_holds_the_same_arrays_and_gives_the_same_batches(samp
         stored = task.dataset.prepared_builder(str(tmp_path)).info.features["image"]
         assert isinstance(stored, tfds.features.Tensor if name.endswith("raw")  # no codec
                           else tfds.features.Image)
+        # the raw variant's records uncompressed too (zstd was half of reading one); the
+        # PNGs' as tfds writes them
+        assert record_compression(task.dataset.prepared_builder(str(tmp_path)).data_dir) == (
+            {"uncompressed"} if name.endswith("raw") else {"zstd:3"})
         loader = pipeline.train_loader(train, task.prepare, 2, 7, 0, task.augment)
         iterator = iter(loader)
         batches[name] = [next(iterator) for _ in range(3)]

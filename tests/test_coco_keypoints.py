@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import rows_from_targets
+from conftest import record_compression, rows_from_targets
 from hrnet_jax.data import prepare, topdown
 from hrnet_jax.metrics import coco_keypoints
 from hrnet_jax.experiments import load
@@ -190,7 +190,7 @@ def crops_prepared(prepared, shared_data):
     return prepared
 
 
-def test_person_crops_hold_the_training_persons_loose_regions(crops_prepared):
+def test_person_crops_hold_the_training_persons_loose_regions(crops_prepared, shared_data):
     records = coco_records(crops_prepared)
     crops = tfds.builder("hrnet_coco_person_crops", data_dir=str(crops_prepared)
                          ).as_data_source("val")
@@ -207,6 +207,13 @@ def test_person_crops_hold_the_training_persons_loose_regions(crops_prepared):
                                       records[record]["persons"]["keypoints"][slot].reshape(-1))
     # the third person's region ends inside its image on the left and top: a real cut
     assert crops[2]["origin"].tolist() == [129, 18] and crops[2]["image"].shape[1] < 500
+    # stored uncompressed (raw pixels: zstd was half of reading a crop); prepared again, left so
+    crops_dir = tfds.builder("hrnet_coco_person_crops", data_dir=str(crops_prepared)).data_dir
+    assert record_compression(crops_dir) == {"uncompressed"}
+    prepare.prepare("coco_keypoints_crops", str(shared_data / "coco_mini"), str(crops_prepared))
+    assert record_compression(crops_dir) == {"uncompressed"}
+    assert len(tfds.builder("hrnet_coco_person_crops", data_dir=str(crops_prepared)
+                            ).as_data_source("val")) == len(persons)
 
 
 def test_person_crops_train_on_the_same_batches(crops_prepared):

@@ -60,6 +60,7 @@ CITYSCAPES = Dataset(name="cityscapes", task="segmentation",
 # batches; three times the storage. `prepare cityscapes_raw`, then `--set data.name=cityscapes_raw`.
 CITYSCAPES_RAW = dataclasses.replace(CITYSCAPES, name="cityscapes_raw",
                                      builder=("cityscapes", "HrnetCityscapesRaw"),
-                                     tfds_name="hrnet_cityscapes_raw")
+                                     tfds_name="hrnet_cityscapes_raw",
+                                     uncompressed_records=True)
 
 DATASETS = (CITYSCAPES, CITYSCAPES_RAW)
