@@ -8,12 +8,14 @@ Cases (each the task's own `evaluate_image` on the real samples, prepared as in 
                   sliding 512x1024 windows above 1): the scaled images, each scale's scores
                   resized back to 1024x2048 and summed, the argmax and confusion matrix
   coco_pose       pose_coco:w32,256x192 with the flip test on the sample's person detections
-                  (the paper's AP-56 boxes): the person crops, flipped heatmaps averaged, the
-                  quarter-offset decode; then `summarize` (OKS-NMS, rescoring and pycocotools'
+                  (the paper's AP-56 boxes): the image sent, the persons' crops cut, flipped
+                  heatmaps averaged and the quarter-offset decode on the device, the maps
+                  back to the image on the host; then `summarize` (OKS-NMS, rescoring and pycocotools'
                   COCOeval), once after the last image: its share an image stated apart
                   (`summarize_ms_per_image`), not in the per-image figures
-  coco_masks      det_coco_rcnn:mask_rcnn: 100 detections' 28x28 masks pasted into the image
-                  and RLE-encoded for COCO's evaluation
+  coco_masks      det_coco_rcnn:mask_rcnn: the image resized; 100 detections' 28x28 masks
+                  (smooth blobs) pasted into the image and RLE-coded on the device, the
+                  strings cut on the host
 
 The network is replaced by a stand-in returning outputs of the right shapes at no cost, so
 `host_ms_per_image` is the evaluation's own work: the calling thread's CPU time (OpenCV on that
