@@ -69,6 +69,13 @@ def test_raw_pixel_storage_holds_the_same_arrays_and_gives_the_same_batches(samp
         # PNGs' as tfds writes them
         assert record_compression(task.dataset.prepared_builder(str(tmp_path)).data_dir) == (
             {"uncompressed"} if name.endswith("raw") else {"zstd:3"})
+        if name.endswith("raw"):  # read by the lean parser: tfds's very records
+            stored_records = task.dataset.prepared_builder(str(tmp_path)).as_data_source("val")
+            assert type(train).__name__ == "TensorRecords"
+            for index in range(len(train)):
+                for key, value in stored_records[index].items():
+                    assert type(train[index][key]) is type(value)
+                    np.testing.assert_array_equal(train[index][key], value)
         loader = pipeline.train_loader(train, task.prepare, 2, 7, 0, task.augment)
         iterator = iter(loader)
         batches[name] = [next(iterator) for _ in range(3)]

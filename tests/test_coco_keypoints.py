@@ -210,6 +210,18 @@ def test_person_crops_hold_the_training_persons_loose_regions(crops_prepared, sh
     # stored uncompressed (raw pixels: zstd was half of reading a crop); prepared again, left so
     crops_dir = tfds.builder("hrnet_coco_person_crops", data_dir=str(crops_prepared)).data_dir
     assert record_compression(crops_dir) == {"uncompressed"}
+    # training reads them with the lean parser (hrnet_jax.data.records): tfds's very records
+    from hrnet_jax.data.datasets.coco import COCO_KEYPOINTS_CROPS
+
+    lean = COCO_KEYPOINTS_CROPS.split(tfds.builder("hrnet_coco_person_crops",
+                                                   data_dir=str(crops_prepared)), "val")
+    assert type(lean).__name__ == "TensorRecords" and len(lean) == len(crops)
+    for index in range(len(crops)):
+        assert lean[index].keys() == crops[index].keys()
+        for key, value in crops[index].items():
+            assert type(lean[index][key]) is type(value)
+            np.testing.assert_array_equal(lean[index][key], value)
+            assert np.asarray(lean[index][key]).dtype == np.asarray(value).dtype
     prepare.prepare("coco_keypoints_crops", str(shared_data / "coco_mini"), str(crops_prepared))
     assert record_compression(crops_dir) == {"uncompressed"}
     assert len(tfds.builder("hrnet_coco_person_crops", data_dir=str(crops_prepared)

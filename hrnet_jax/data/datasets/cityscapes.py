@@ -61,6 +61,6 @@ CITYSCAPES = Dataset(name="cityscapes", task="segmentation",
 CITYSCAPES_RAW = dataclasses.replace(CITYSCAPES, name="cityscapes_raw",
                                      builder=("cityscapes", "HrnetCityscapesRaw"),
                                      tfds_name="hrnet_cityscapes_raw",
-                                     uncompressed_records=True)
+                                     raw_records=True)
 
 DATASETS = (CITYSCAPES, CITYSCAPES_RAW)

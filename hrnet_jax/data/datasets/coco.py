@@ -187,6 +187,6 @@ COCO_KEYPOINTS_CROPS = CocoPersonCrops(name="coco_keypoints_crops", task="pose",
                                        builder=("coco_person_crops", "HrnetCocoPersonCrops"),
                                        tfds_name="hrnet_coco_person_crops", keypoints=KEYPOINTS,
                                        clip_boxes=True, train_examples=TRAIN_PERSONS,
-                                       images=COCO_KEYPOINTS, uncompressed_records=True)
+                                       images=COCO_KEYPOINTS, raw_records=True)
 
 DATASETS = (COCO_KEYPOINTS, COCO_KEYPOINTS_CROPS, COCO_DETECTION)
