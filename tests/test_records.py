@@ -70,3 +70,26 @@ def test_unpacked_numbers_and_other_features():
     np.testing.assert_array_equal(found["scale"], [0.5, -2.0])
     with pytest.raises(TypeError, match="image: a Image feature"):
         records.fields(tfds.features.FeaturesDict({"image": tfds.features.Image()}))
+
+
+def test_a_corrupt_record_is_named(tmp_path):
+    """A record that is not what the dataset wrote: an error naming the dataset, its folder,
+    the split and the record, not a parser's traceback."""
+    spec = features()
+    good = spec.serialize_example({"pixels": np.zeros((2, 2, 3), np.uint8),
+                                   "fixed": np.zeros((2, 2), np.uint16),
+                                   "points": np.zeros((17, 3), np.float32),
+                                   "origin": np.zeros(2, np.int32), "id": 1, "name": "a"})
+
+    class Info:
+        name, data_dir, features = "crops", str(tmp_path), spec
+
+    class Source:
+        dataset_info, split, data_source = Info, "train", [good, good[:-7], b"\xff\xff"]
+
+    lean = records.TensorRecords(Source)
+    assert lean[0]["id"] == 1
+    for index in (1, 2):
+        with pytest.raises(ValueError, match=rf"crops \({tmp_path}\), train record {index}: "
+                                             "not a readable record"):
+            lean[index]

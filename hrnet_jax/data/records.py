@@ -28,10 +28,20 @@ class TensorRecords:
         return len(self._records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return parse(self._records[index], self._fields)
+        return self._parse(self._records[index], index)
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        return [parse(record, self._fields) for record in self._records.__getitems__(indices)]
+        return [self._parse(record, index) for record, index in
+                zip(self._records.__getitems__(indices), indices)]
+
+    def _parse(self, record: bytes, index: int) -> dict[str, Any]:
+        try:
+            return parse(record, self._fields)
+        except (ValueError, IndexError, KeyError, UnicodeDecodeError) as error:
+            info = self.source.dataset_info
+            raise ValueError(f"{info.name} ({info.data_dir}), {self.source.split} record {index}: "
+                             f"not a readable record ({type(error).__name__}: {error}); prepare "
+                             "the dataset again") from None
 
     def __repr__(self) -> str:
         return f"TensorRecords({self.source!r})"
