@@ -10,8 +10,8 @@ Cases (each the task's own `evaluate_image` on the real samples, prepared as in 
   coco_pose       pose_coco:w32,256x192 with the flip test on the sample's person detections
                   (the paper's AP-56 boxes): the image sent, the persons' crops cut, flipped
                   heatmaps averaged and the quarter-offset decode on the device, the maps
-                  back to the image on the host; then `summarize` (OKS-NMS, rescoring and pycocotools'
-                  COCOeval), once after the last image: its share an image stated apart
+                  back to the image on the host; then `summarize` (OKS-NMS, rescoring and
+                  pycocotools' COCOeval), once after the last image: its share an image given apart
                   (`summarize_ms_per_image`), not in the per-image figures
   coco_masks      det_coco_rcnn:mask_rcnn: the image resized; 100 detections' 28x28 masks
                   (smooth blobs) pasted into the image and RLE-coded on the device, the

@@ -29,8 +29,8 @@ import numpy as np
 
 from hrnet_jax.data.detection import (decode_masks, flip_boxes, flip_masks, object_arrays,
                                       resize_and_pad, semantic_target, training_boxes)
-from hrnet_jax.detection.decode import point_candidates, point_detections
 from hrnet_jax.detection import paste
+from hrnet_jax.detection.decode import point_candidates, point_detections
 from hrnet_jax.detection.mask_targets import mask_targets
 from hrnet_jax.metrics import coco
 from hrnet_jax.models.detectors import DETECTORS
@@ -133,8 +133,8 @@ class Detection(Task):
         """One uint8 image -> `boxes` x0, y0, x1, y1 in its pixels, `scores`, `labels` (best
         first) and with masks `masks` (D, H, W) bool, or with `encoded_masks` their (D,)
         compressed RLE strings, pasted and run-length coded on the device (what evaluation
-        keeps: hrnet_jax.detection.paste). The two-stage detectors clip their boxes to the resized image on
-        the device (as mmdet); all are clipped to the image here."""
+        keeps: hrnet_jax.detection.paste). The two-stage detectors clip their boxes to the
+        resized image on the device (as mmdet); all are clipped to the image here."""
         picture, scale = resize_and_pad(image, self.eval_short_side,
                                         self.config.data.max_long_side, self.canvas)
         height, width = image.shape[:2]
