@@ -28,42 +28,52 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-BUCKET = 128  # images are padded to multiples of this (a few compiled shapes serve COCO)
+from hrnet_jax.inference.warp import bucket
+
 CAPACITY = 1 << 15  # transitions an image: 100 masks of up to ~160 columns each
 
 
+def box_regions(boxes: np.ndarray, size: int, height: int, width: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Where each (size x size) mask lands: x0, y0, x1, y1 boxes (D, 4) in a height x width
+    image -> their regions (D, 4) top, left, bottom, right (the pixels whose mask point lies
+    within a pixel of the mask: beyond, the bilinear weights meet zeros only; empty when
+    bottom <= top or right <= left) and the maps (D, 2, 3) from a region's pixel (x, y) to its
+    mask point ((x + left + 0.5 - x0) / w S - 0.5, ...), computed in the boxes' precision as
+    OpenCV is then handed them (float64)."""
+    boxes = np.asarray(boxes)
+    boxes = boxes.reshape(-1, 4).astype(boxes.dtype if boxes.dtype.kind == "f" else np.float32)
+    x0, y0, x1, y1 = boxes.T
+    w, h = np.maximum(x1 - x0, 1e-3), np.maximum(y1 - y0, 1e-3)
+    left = np.maximum(np.floor(x0 - 0.5 - 0.5 * w / size), 0).astype(np.int64)
+    top = np.maximum(np.floor(y0 - 0.5 - 0.5 * h / size), 0).astype(np.int64)
+    right = np.minimum(np.ceil(x0 - 0.5 + (size + 0.5) * w / size).astype(np.int64) + 1, width)
+    bottom = np.minimum(np.ceil(y0 - 0.5 + (size + 0.5) * h / size).astype(np.int64) + 1, height)
+    half = boxes.dtype.type(0.5)
+    maps = np.zeros((len(boxes), 2, 3), np.float64)
+    maps[:, 0, 0], maps[:, 1, 1] = size / w, size / h
+    maps[:, 0, 2] = (left.astype(boxes.dtype) + half - x0) * size / w - 0.5
+    maps[:, 1, 2] = (top.astype(boxes.dtype) + half - y0) * size / h - 0.5
+    return np.stack([top, left, bottom, right], -1), maps
+
+
 def sampling(boxes: np.ndarray, size: int, height: int, width: int) -> dict[str, np.ndarray]:
-    """x0, y0, x1, y1 boxes (D, 4) in a height x width image -> each box's region (top, left,
-    bottom, right: the pixels whose mask point lies within a pixel of the (size x size) mask)
-    and the mask points of the image's columns (D, Wb) and rows (D, Hb), Wb and Hb the padded
-    bucket, float32 as OpenCV's warpAffine computes them for the region."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    x0, y0 = boxes[:, 0], boxes[:, 1]
-    w = np.maximum(boxes[:, 2] - x0, 1e-3)
-    h = np.maximum(boxes[:, 3] - y0, 1e-3)
-    left = np.maximum(np.floor(x0 - 0.5 - 0.5 * w / size), 0)
-    top = np.maximum(np.floor(y0 - 0.5 - 0.5 * h / size), 0)
-    right = np.minimum(np.ceil(x0 - 0.5 + (size + 0.5) * w / size) + 1, width)
-    bottom = np.minimum(np.ceil(y0 - 0.5 + (size + 0.5) * h / size) + 1, height)
-    # region pixel (x, y) -> mask point (x scale_x + offset_x, y scale_y + offset_y)
-    scale_x, scale_y = size / w, size / h
-    offset_x = (left + 0.5 - x0) * scale_x - 0.5
-    offset_y = (top + 0.5 - y0) * scale_y - 0.5
-    bucket_height, bucket_width = bucket(height), bucket(width)
-    columns = np.arange(bucket_width) - left[:, None]
-    rows = np.arange(bucket_height) - top[:, None]
+    """x0, y0, x1, y1 boxes (D, 4) in a height x width image -> each box's region
+    (`box_regions`) and the mask points of the image's columns (D, Wb) and rows (D, Hb), Wb
+    and Hb the padded bucket, float32 as OpenCV's warpAffine computes them from the region's
+    map."""
+    regions, maps = box_regions(boxes, size, height, width)
+    top, left = regions[:, 0], regions[:, 1]
+    columns = np.arange(bucket(width)) - left[:, None]
+    rows = np.arange(bucket(height)) - top[:, None]
     # OpenCV: a column's point is the float32 multiply-add of float32 scale and offset (one
     # rounding, as an FMA: exact in float64 before the cast); a row's, y scale + offset in
     # float64, rounded once.
+    scale_x, offset_x = maps[:, 0, 0], maps[:, 0, 2]
     column_points = (scale_x.astype(np.float32).astype(np.float64)[:, None] * columns
                      + offset_x.astype(np.float32)[:, None]).astype(np.float32)
-    row_points = (rows * scale_y[:, None] + offset_y[:, None]).astype(np.float32)
-    regions = np.stack([top, left, bottom, right], -1).astype(np.int32)
-    return {"regions": regions, "columns": column_points, "rows": row_points}
-
-
-def bucket(length: int) -> int:
-    return -(-int(length) // BUCKET) * BUCKET
+    row_points = (rows * maps[:, 1, 1, None] + maps[:, 1, 2, None]).astype(np.float32)
+    return {"regions": regions.astype(np.int32), "columns": column_points, "rows": row_points}
 
 
 def mask_transitions(probabilities: jax.Array, regions: jax.Array, columns: jax.Array,

@@ -62,6 +62,11 @@ def warp_crops(image: jax.Array, extent: jax.Array, steps: jax.Array, starts: ja
     return jnp.clip(jnp.round(value), 0, 255).astype(jnp.uint8)
 
 
+def bucket(length: int) -> int:
+    """A side padded to the next multiple of BUCKET (the images' and pasted masks' shapes)."""
+    return -(-int(length) // BUCKET) * BUCKET
+
+
 class ImageBuckets:
     """Images padded into buckets of BUCKET pixels a side, a kept host buffer a bucket and
     thread (eval.host_threads): only the image's own pixels are copied, the padding is never
@@ -73,7 +78,7 @@ class ImageBuckets:
     def __call__(self, image: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """(H, W, C) uint8 -> the bucket on the device and its extent (H, W)."""
         height, width = image.shape[:2]
-        shape = (-(-height // BUCKET) * BUCKET, -(-width // BUCKET) * BUCKET, *image.shape[2:])
+        shape = (bucket(height), bucket(width), *image.shape[2:])
         buffers = self._local.__dict__.setdefault("buffers", {})
         if shape not in buffers:
             buffers[shape] = np.zeros(shape, np.uint8)

@@ -97,19 +97,13 @@ def pasted_regions(probabilities: np.ndarray, boxes: np.ndarray, height: int, wi
     (beyond, the bilinear weights meet zeros only), a box's surroundings instead of the image."""
     import cv2
 
-    size = probabilities.shape[-1]
-    for index, (probability, (x0, y0, x1, y1)) in enumerate(zip(probabilities, boxes)):
-        w, h = max(x1 - x0, 1e-3), max(y1 - y0, 1e-3)
-        # Mask point of pixel x: (x + 0.5 - x0) / w x S - 0.5 > -1 and < S.
-        left = max(int(np.floor(x0 - 0.5 - 0.5 * w / size)), 0)
-        top = max(int(np.floor(y0 - 0.5 - 0.5 * h / size)), 0)
-        right = min(int(np.ceil(x0 - 0.5 + (size + 0.5) * w / size)) + 1, width)
-        bottom = min(int(np.ceil(y0 - 0.5 + (size + 0.5) * h / size)) + 1, height)
+    from hrnet_jax.detection.paste import box_regions
+
+    regions, maps = box_regions(boxes, probabilities.shape[-1], height, width)
+    for index, (probability, (top, left, bottom, right), affine) in enumerate(
+            zip(probabilities, regions.tolist(), maps)):
         if right <= left or bottom <= top:
             continue
-        # region pixel (x, y) -> mask point ((x + left + 0.5 - x0) / w x S - 0.5, ...)
-        affine = np.array([[size / w, 0, (left + 0.5 - x0) * size / w - 0.5],
-                           [0, size / h, (top + 0.5 - y0) * size / h - 0.5]], np.float64)
         spread = cv2.warpAffine(probability.astype(np.float32), affine, (right - left,
                                                                          bottom - top),
                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
