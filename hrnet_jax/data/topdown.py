@@ -197,10 +197,15 @@ def half_body_box(joints: np.ndarray, visible: np.ndarray, keypoints: KeypointSe
         chosen = lower_joints if len(lower_joints) > 2 else upper_joints
     if len(chosen) < 2:
         return None
+    centre, (w, h) = joints_extent(chosen, aspect_ratio)
+    return centre.astype(np.float32), np.array([w, h], np.float32) / PIXEL_STD * HALF_BODY_PADDING
+
+
+def joints_extent(chosen: np.ndarray, aspect_ratio: float) -> tuple[np.ndarray, tuple]:
+    """The mean of some joints and the (width, height) around them, widened or heightened to
+    the aspect ratio: a half body's box before padding."""
     low, high = chosen.min(0), chosen.max(0)
-    w, h = fit_aspect(high[0] - low[0], high[1] - low[1], aspect_ratio)
-    return (chosen.mean(0).astype(np.float32),
-            np.array([w, h], np.float32) / PIXEL_STD * HALF_BODY_PADDING)
+    return chosen.mean(0), fit_aspect(high[0] - low[0], high[1] - low[1], aspect_ratio)
 
 
 def random_person_view(example: dict[str, Any], rng: np.random.Generator, keypoints: KeypointSet,
@@ -307,9 +312,8 @@ def loose_region(box: np.ndarray, joints: np.ndarray, visible: np.ndarray,
         for half in (upper, ~upper):
             chosen = joints[(visible > 0) & half]
             if len(chosen) >= 2:
-                low, high = chosen.min(0), chosen.max(0)
-                w, h = fit_aspect(high[0] - low[0], high[1] - low[1], aspect_ratio)
-                views.append((chosen.mean(0), np.array([w, h]) / PIXEL_STD * HALF_BODY_PADDING))
+                centre, (w, h) = joints_extent(chosen, aspect_ratio)
+                views.append((centre, np.array([w, h]) / PIXEL_STD * HALF_BODY_PADDING))
     x0, y0, x1, y1 = width, height, 0, 0
     for centre, scale in views:
         sampled_width = float(scale[0]) * PIXEL_STD * (1 + scale_factor)
